@@ -1,0 +1,167 @@
+"""One entry point for every model the project analyses: ``load_model(spec)``.
+
+Accepted specs (checked in this order):
+  ``smollm2-135m-instruct``          the embedded default (see ``embedded.py``)
+  ``tiny-random-llama|gpt2``         seeded random models for tests (see ``tiny.py``)
+  a local peft adapter directory     its base is loaded by the same rules, then the adapter applied
+  a local HF model directory         ``config.json`` + weights
+  a hub id ``org/name``              downloaded when a hub is reachable; fails fast when not
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from activations.embedded import EMBEDDED_NAME, embedded_model, embedded_tokenizer
+from activations.tiny import TINY_BUILDERS
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = EMBEDDED_NAME
+SPEC_FORMS = (
+    f"'{EMBEDDED_NAME}', 'tiny-random-llama', 'tiny-random-gpt2', a local HF model directory, "
+    "a local peft adapter directory, or a hub id 'org/name'"
+)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be resolved; the message says which forms are accepted."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A causal LM in eval mode with its tokenizer and where it came from."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    spec: str
+    """The spec it was loaded from, as given."""
+    source: str
+    """One of: embedded, tiny, local, adapter, hub."""
+    base_spec: str | None = None
+    """For adapters: the spec of the base model the adapter was applied to."""
+
+
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    if tokenizer.pad_token is None:  # batching needs one; eos is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _load_hub(spec: str, dtype: torch.dtype) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    try:  # already in the local HF cache: no network needed
+        return (
+            AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, local_files_only=True),
+            AutoTokenizer.from_pretrained(spec, local_files_only=True),
+        )
+    except OSError:
+        pass
+    if not _hub_reachable():
+        raise ModelSpecError(
+            f"{spec!r} looks like a hub id, but the Hugging Face hub is unreachable from here and the "
+            "model is not in the local HF cache; download it on a connected machine "
+            "(`huggingface-cli download ORG/NAME --local-dir DIR`) and pass DIR"
+        )
+    return (
+        AutoModelForCausalLM.from_pretrained(spec, dtype=dtype),
+        AutoTokenizer.from_pretrained(spec),
+    )
+
+
+def _load_adapter(path: Path, dtype: torch.dtype, merge: bool, base: str | None) -> LoadedModel:
+    from peft import PeftModel
+
+    adapter_config = json.loads((path / "adapter_config.json").read_text())
+    trained_on = adapter_config.get("base_model_name_or_path")
+    base_spec = base or trained_on
+    if not base_spec:
+        raise ModelSpecError(f"{path}/adapter_config.json names no base model; pass the base explicitly")
+    if base and trained_on and base != trained_on:
+        raise ModelSpecError(
+            f"adapter {path} was trained on {trained_on!r} but the base given is {base!r}; "
+            f"pass --base {trained_on} (or omit it)"
+        )
+    loaded = load_model(base_spec, dtype=dtype)
+    model = PeftModel.from_pretrained(loaded.model, str(path)).eval()
+    if merge:
+        model = model.merge_and_unload().eval()
+    return LoadedModel(model, loaded.tokenizer, str(path), "adapter", base_spec)
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    merge_adapter: bool = False,
+    base: str | None = None,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer from any accepted spec (see module docstring).
+
+    ``merge_adapter`` folds a peft adapter into its base; ``base`` overrides the base an adapter
+    records (and must agree with it).
+    """
+    path = Path(spec).expanduser()
+    if spec == EMBEDDED_NAME:
+        loaded = LoadedModel(embedded_model(dtype), _prepare_tokenizer(embedded_tokenizer()), spec, "embedded")
+    elif spec in TINY_BUILDERS:
+        tokenizer = _prepare_tokenizer(embedded_tokenizer())
+        special = {
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+        model = TINY_BUILDERS[spec](len(tokenizer), special).to(dtype)
+        loaded = LoadedModel(model, tokenizer, spec, "tiny")
+    elif path.is_dir() and (path / "adapter_config.json").is_file():
+        loaded = _load_adapter(path, dtype, merge_adapter, base)
+    elif path.is_dir() and (path / "config.json").is_file():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        loaded = LoadedModel(model, _prepare_tokenizer(tokenizer), spec, "local")
+    elif path.exists():
+        raise ModelSpecError(f"{spec!r} exists but holds neither config.json nor adapter_config.json; "
+                             f"accepted: {SPEC_FORMS}")
+    elif _HUB_ID.match(spec):
+        model, tokenizer = _load_hub(spec, dtype)
+        loaded = LoadedModel(model, _prepare_tokenizer(tokenizer), spec, "hub")
+    else:
+        raise ModelSpecError(f"unknown model spec {spec!r}; accepted: {SPEC_FORMS}")
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short sha256 over parameter names, shapes and values: equal weights, equal fingerprint."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.dtype != torch.bool else data.numpy().tobytes())
+    return digest.hexdigest()[:16]
