@@ -1,0 +1,1 @@
+"""One module per ``interp`` subcommand; see ``interp.cli``."""
