@@ -1,0 +1,97 @@
+"""load_model: every spec form, clear errors, the embedded cache's rebuild on corruption."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+from activations import ModelSpecError, load_model, weights_fingerprint
+from activations import embedded
+
+
+def test_unknown_spec_lists_accepted_forms() -> None:
+    with pytest.raises(ModelSpecError, match=r"unknown model spec 'gpt-17'.*accepted:.*tiny-random-llama"):
+        load_model("gpt-17")
+
+
+def test_directory_without_config_is_refused(tmp_path) -> None:
+    with pytest.raises(ModelSpecError, match="neither config.json nor adapter_config.json"):
+        load_model(str(tmp_path))
+
+
+def test_hub_id_fails_fast_offline(monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelSpecError, match="hub is unreachable"):
+        load_model("some-org/some-model-that-is-not-cached")
+    assert time.perf_counter() - start < 30  # fails fast rather than hanging on retries
+
+
+def test_tiny_models_are_seeded_and_use_real_tokenizer() -> None:
+    a, b = load_model("tiny-random-llama"), load_model("tiny-random-llama")
+    assert weights_fingerprint(a.model) == weights_fingerprint(b.model)
+    assert a.tokenizer.chat_template  # SmolLM2's real template travels with the tokenizer
+    assert a.tokenizer.decode(a.tokenizer("hello world").input_ids) == "hello world"
+
+
+def test_local_directory_round_trip(tiny_llama, tmp_path) -> None:
+    tiny_llama.model.save_pretrained(tmp_path)
+    tiny_llama.tokenizer.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path))
+    assert loaded.source == "local"
+    assert weights_fingerprint(loaded.model) == weights_fingerprint(tiny_llama.model)
+
+
+def test_peft_adapter_directory(tiny_llama, tmp_path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    base = load_model("tiny-random-llama").model
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.peft_config["default"].base_model_name_or_path = "tiny-random-llama"
+    peft_model.save_pretrained(tmp_path)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    expected = peft_model(ids).logits
+    adapter = load_model(str(tmp_path))
+    merged = load_model(str(tmp_path), merge_adapter=True)
+    assert adapter.source == "adapter" and adapter.base_spec == "tiny-random-llama"
+    torch.testing.assert_close(adapter.model(ids).logits, expected)
+    torch.testing.assert_close(merged.model(ids).logits, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ModelSpecError, match="trained on 'tiny-random-llama' but the base given is"):
+        load_model(str(tmp_path), base="tiny-random-gpt2")
+
+
+def test_corrupt_embedded_cache_is_detected(tmp_path, monkeypatch) -> None:
+    # A cache entry whose files no longer match the manifest (truncated write) must not be trusted.
+    folder = tmp_path / "entry"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"x" * 100)
+    (folder / embedded.MANIFEST).write_text(json.dumps({"files": {"model.safetensors": 100}}))
+    assert embedded._manifest_ok(folder)
+    (folder / "model.safetensors").write_bytes(b"x" * 50)
+    assert not embedded._manifest_ok(folder)
+    (folder / embedded.MANIFEST).write_text("{not json")
+    assert not embedded._manifest_ok(folder)
+
+
+def test_cache_root_honours_environment(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("NEURODIFF_CACHE", str(tmp_path / "c"))
+    assert embedded.cache_root() == tmp_path / "c"
+    monkeypatch.delenv("NEURODIFF_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert embedded.cache_root() == tmp_path / "x" / "neurodiff"
+
+
+@pytest.mark.integration
+def test_embedded_default_model(smollm2) -> None:
+    from activations import neuron_inventory
+
+    inventory = neuron_inventory(smollm2.model)
+    assert (inventory["n_layers"], inventory["d_mlp"], inventory["n_neurons"]) == (30, 1536, 46_080)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    ids = smollm2.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = smollm2.model.generate(**ids, max_new_tokens=12, do_sample=False)
+    text = smollm2.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.strip() and "Paris" in text
