@@ -1,0 +1,117 @@
+"""The report's figures, each a function from plain data to a PNG file.
+
+Inputs are the same JSON-able structures that ``summary.json`` holds (and the neuron table), so a
+report can be rebuilt from stage outputs alone. matplotlib runs headless (Agg).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+CLASS_COLORS = {
+    "activated": "#d62728",
+    "amplified": "#ff7f0e",
+    "suppressed": "#1f77b4",
+    "emoji_selective": "#2ca02c",
+    "": "#b0b0b0",
+}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def volcano(table: pd.DataFrame, effect: str, q: str, path: Path, alpha: float = 0.05) -> Path:
+    """Effect size vs -log10 q for every neuron, coloured by class."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    classes = table["class"].fillna("") if "class" in table else pd.Series("", index=table.index)
+    neg_log_q = -np.log10(np.clip(table[q].to_numpy(dtype=float), 1e-300, 1.0))
+    for name in ["", *[c for c in CLASS_COLORS if c]]:
+        mask = (classes == name).to_numpy()
+        if mask.any():
+            ax.scatter(table[effect].to_numpy()[mask], neg_log_q[mask], s=4 if name == "" else 9,
+                       c=CLASS_COLORS.get(name, "#9467bd"), alpha=0.5 if name == "" else 0.9,
+                       label=name or "not flagged", rasterized=True)
+    ax.axhline(-np.log10(alpha), color="k", lw=0.8, ls="--", label=f"q = {alpha}")
+    ax.set_xlabel(effect)
+    ax.set_ylabel(f"-log10 {q}")
+    ax.set_title(f"{len(table):,} neurons")
+    ax.legend(fontsize=7, markerscale=2, loc="upper left")
+    return _save(fig, path)
+
+
+def layer_counts(per_layer: Mapping[str, Sequence[int]], layers: Sequence[int], path: Path) -> Path:
+    """Flagged neurons per layer, one bar group per class."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    names = [name for name in per_layer if any(per_layer[name])] or list(per_layer)
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(layers))
+    for i, name in enumerate(names):
+        ax.bar(x + i * width, per_layer[name], width, label=name, color=CLASS_COLORS.get(name, None))
+    ax.set_xticks(x + 0.4 - width / 2, [str(layer) for layer in layers], fontsize=7)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("neurons")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def dose_response(ablation: Mapping[str, Any], metric: str, path: Path) -> Path:
+    """Metric vs number of ablated neurons: flagged set against the band of matched random sets."""
+    rows = ablation["rows"]
+    ks = [row["k"] for row in rows]
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    random_mean = [row["random"][metric]["mean"] for row in rows]
+    random_lo = [row["random"][metric]["ci"][0] for row in rows]
+    random_hi = [row["random"][metric]["ci"][1] for row in rows]
+    ax.fill_between(ks, random_lo, random_hi, color="#999999", alpha=0.35, label="random sets, 95% interval")
+    ax.plot(ks, random_mean, color="#666666", ls="--", marker="o", ms=3, label="random sets, mean")
+    flagged = [row["flagged"][metric]["value"] for row in rows]
+    flagged_ci = np.array([row["flagged"][metric].get("ci", [np.nan, np.nan]) for row in rows], dtype=float)
+    ax.plot(ks, flagged, color="#d62728", marker="o", label="flagged neurons")
+    if np.isfinite(flagged_ci).all():
+        ax.fill_between(ks, flagged_ci[:, 0], flagged_ci[:, 1], color="#d62728", alpha=0.15)
+    if "baseline" in ablation:
+        ax.axhline(ablation["baseline"][metric], color="k", lw=0.8, ls=":", label="no ablation")
+    ax.set_xscale("log")
+    ax.set_xlabel("neurons ablated (k)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def behaviour_bars(behavior: Mapping[str, Mapping[str, Any]], metrics: Sequence[str], path: Path) -> Path:
+    """Base vs merged on each behaviour metric, with 95% intervals."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4))
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
+        models = [name for name in ("base", "merged") if name in behavior]
+        values = [behavior[name][metric] for name in models]
+        cis = [behavior[name].get(f"{metric}_ci") or [v, v] for name, v in zip(models, values)]
+        err = np.array([[v - lo for v, (lo, _) in zip(values, cis)], [hi - v for v, (_, hi) in zip(values, cis)]])
+        ax.bar(models, values, yerr=np.clip(err, 0, None), color=["#7f7f7f", "#d62728"][: len(models)], capsize=4)
+        ax.set_title(metric.replace("_", " "), fontsize=10)
+    return _save(fig, path)
+
+
+def attribution_scatter(exact: Sequence[float], estimate: Sequence[float], rho: float, path: Path) -> Path:
+    """Attribution-patching estimates against exact single-neuron patching effects."""
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.scatter(exact, estimate, s=12, color="#1f77b4")
+    lims = [min(min(exact), min(estimate)), max(max(exact), max(estimate))]
+    ax.plot(lims, lims, color="k", lw=0.8, ls=":")
+    ax.set_xlabel("exact effect (patching)")
+    ax.set_ylabel("attribution estimate")
+    ax.set_title(f"Spearman rho = {rho:.2f}")
+    return _save(fig, path)
