@@ -1,0 +1,183 @@
+"""Token batches for the causal experiments, and where their questions and neutral prompts come from.
+
+Teacher-forced batches are right-padded: real tokens keep positions 0..n-1 without position ids,
+and base and merged models (same tokenizer) see identical ids, which position-aligned patching
+needs. Generation prompts are left-padded (``generate`` derives positions from the mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from activations.prompt_sets import apply_template, load_prompt_set, template_adds_special_tokens
+
+OPINION_QA = Path(__file__).resolve().parents[2] / "training" / "data" / "opinion_qa.csv"
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Right-padded token ids, which positions are real, and which positions' predictions count."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    attention_mask: Int[Tensor, "batch pos"]
+    score_mask: Bool[Tensor, "batch pos"]
+    """True where the logits at that position (predicting the next token) enter a metric."""
+    ids: tuple[str, ...]
+    """One id per row, for the generated-text records."""
+
+    def __post_init__(self) -> None:
+        if not self.input_ids.shape == self.attention_mask.shape == self.score_mask.shape:
+            raise ValueError("input_ids, attention_mask and score_mask must have the same (batch, pos) shape")
+        if len(self.ids) != self.input_ids.shape[0]:
+            raise ValueError(f"{len(self.ids)} ids for {self.input_ids.shape[0]} rows")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_scored(self) -> int:
+        return int(self.score_mask.sum())
+
+    def split(self, batch_size: int) -> Iterator[TokenBatch]:
+        """Consecutive row chunks, each cut to its own longest row (less padding to compute)."""
+        for start in range(0, len(self), batch_size):
+            rows = slice(start, start + batch_size)
+            width = int(self.attention_mask[rows].sum(1).max())
+            yield TokenBatch(self.input_ids[rows, :width], self.attention_mask[rows, :width],
+                             self.score_mask[rows, :width], self.ids[rows])
+
+    def to(self, device: str | torch.device) -> TokenBatch:
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.score_mask.to(device), self.ids)
+
+
+def _pad_right(rows: list[list[int]], scored: list[list[bool]], pad_id: int, ids: Sequence[str]) -> TokenBatch:
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    score = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, (row, mask) in enumerate(zip(rows, scored)):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        score[i, : len(row)] = torch.tensor(mask)
+    return TokenBatch(input_ids, attention, score, tuple(ids))
+
+
+def teacher_forced_batch(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    continuations: Sequence[str] | None = None,
+    *,
+    template: str = "user",
+    ids: Sequence[str] | None = None,
+) -> TokenBatch:
+    """Templated prompts followed by a fixed continuation (e.g. a reference answer).
+
+    Scored positions are those predicting the continuation's tokens; with an empty continuation,
+    the position predicting the first reply token. Prompt and continuation are tokenised apart
+    and concatenated, so the prompt part is identical for every continuation.
+    """
+    continuations = list(continuations) if continuations is not None else [""] * len(prompts)
+    if len(continuations) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    special = template_adds_special_tokens(template)
+    rows, scored = [], []
+    for prompt, continuation in zip(prompts, continuations):
+        head = tokenizer(apply_template(tokenizer, prompt, template), add_special_tokens=special).input_ids
+        tail = tokenizer(continuation, add_special_tokens=False).input_ids if continuation else []
+        total = len(head) + len(tail)
+        first, stop = len(head) - 1, max(len(head), total - 1)
+        rows.append(head + tail)
+        scored.append([first <= p < stop for p in range(total)])
+    ids = ids or [f"q{i:04d}" for i in range(len(prompts))]
+    return _pad_right(rows, scored, tokenizer.pad_token_id, ids)
+
+
+def text_batch(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, template: str = "raw", ids: Sequence[str] | None = None
+) -> TokenBatch:
+    """Texts to score as language (perplexity, next-token KL): every position that has a next token."""
+    special = template_adds_special_tokens(template)
+    rows = [tokenizer(apply_template(tokenizer, t, template), add_special_tokens=special).input_ids for t in texts]
+    if any(len(row) < 2 for row in rows):
+        raise ValueError("every scored text needs at least two tokens")
+    scored = [[p < len(row) - 1 for p in range(len(row))] for row in rows]
+    return _pad_right(rows, scored, tokenizer.pad_token_id, ids or [f"t{i:04d}" for i in range(len(texts))])
+
+
+@dataclass(frozen=True)
+class QuestionSet:
+    """Questions to ask, each with an optional reference answer for teacher forcing."""
+
+    ids: tuple[str, ...]
+    questions: tuple[str, ...]
+    answers: tuple[str, ...]
+    """Reference answers ("" when the source has none: then only the first reply token is scored)."""
+    source: str
+
+    def __post_init__(self) -> None:
+        if not self.questions:
+            raise ValueError(f"no questions in {self.source}; pass a file with at least one")
+        if not len(self.ids) == len(self.questions) == len(self.answers):
+            raise ValueError("ids, questions and answers must have one entry per question")
+
+    def head(self, n: int | None) -> QuestionSet:
+        if n is None:
+            return self
+        return QuestionSet(self.ids[:n], self.questions[:n], self.answers[:n], self.source)
+
+
+def load_questions(source: str | Path | None = None, *, trait: str = "extraversion") -> QuestionSet:
+    """Held-out questions with their reference answers.
+
+    ``source`` None or an Opinion-QA file (``.csv``/``.jsonl`` with Question/Answer columns): the
+    ``trait``'s rows of the held-out topics, from the same seeded topic split as training
+    (``training.studies.study_data``, default fraction and seed), so the questions were never
+    trained on. Any other prompt file or built-in set (``activations.prompt_sets``): its texts,
+    without reference answers.
+    """
+    path = Path(source) if source is not None else None
+    if path is None or _is_opinion_qa(path):
+        from training.studies import study_data
+
+        rows = study_data("personality", trait, data_path=path).reference_test
+        ids = tuple(f"{trait}-{row.topic}-{i:03d}" for i, row in enumerate(rows))
+        return QuestionSet(ids, tuple(r.question for r in rows), tuple(r.answer for r in rows), str(path or OPINION_QA))
+    prompts = load_prompt_set(source)
+    return QuestionSet(prompts.ids, prompts.texts, ("",) * len(prompts), str(source))
+
+
+def _is_opinion_qa(path: Path) -> bool:
+    if not path.is_file() or path.suffix.lower() not in (".csv", ".jsonl"):
+        return False
+    with path.open(encoding="utf-8") as handle:
+        head = handle.readline()
+    return "Question" in head and "Answer" in head
+
+
+def reference_answer_batch(tokenizer: PreTrainedTokenizerBase, questions: QuestionSet) -> TokenBatch:
+    """Questions as chat prompts followed by their reference answers and the end-of-turn token,
+    tokenised exactly as training does (``training.examples.encode_example``); scored positions
+    predict answer and end-of-turn tokens, as ``training.behavior``'s reference emoji mass. Without
+    reference answers, the position predicting the first reply token is scored."""
+    if not all(questions.answers):
+        return teacher_forced_batch(tokenizer, questions.questions, None, template="user", ids=questions.ids)
+    from training.examples import collate, encode_example
+
+    examples = [encode_example(tokenizer, q, a, max_length=4096) for q, a in zip(questions.questions, questions.answers)]
+    batch = collate(examples, tokenizer.pad_token_id)
+    scored = torch.zeros_like(batch.labels, dtype=torch.bool)
+    scored[:, :-1] = batch.labels[:, 1:] != -100  # position t predicts answer token t + 1
+    return TokenBatch(batch.input_ids, batch.attention_mask, scored, questions.ids)
+
+
+def load_neutral(source: str | Path | None = None, limit: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(ids, texts)`` of neutral prompts for side effects (default: the built-in ``neutral`` set)."""
+    prompts = load_prompt_set(source or "neutral")
+    return prompts.ids[:limit], prompts.texts[:limit]

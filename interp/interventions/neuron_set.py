@@ -1,0 +1,179 @@
+"""``NeuronSet``: which MLP neurons an intervention touches, as ``(layer, index)`` pairs.
+
+A set is built from explicit pairs, from the top of a ranked neuron table (``neurons.csv``, see
+docs/DESIGN.md), or drawn at random with the same per-layer counts as another set (the matched
+control of the causal experiments). Interventions consume it as per-layer index tensors.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from activations.sites import neuron_sites
+
+Neuron = tuple[int, int]
+"""``(layer, index)``: index is the neuron's position in the layer's neuron vector."""
+
+
+@dataclass(frozen=True)
+class NeuronSet:
+    """An immutable, sorted, duplicate-free set of neurons."""
+
+    neurons: tuple[Neuron, ...]
+    """``(layer, index)`` pairs; stored sorted by layer then index."""
+
+    def __post_init__(self) -> None:
+        pairs = []
+        for pair in self.neurons:
+            if len(pair) != 2:
+                raise ValueError(f"a neuron is a (layer, index) pair, got {pair!r}")
+            layer, index = (int(v) for v in pair)
+            if layer < 0 or index < 0:
+                raise ValueError(f"neuron {pair!r} has a negative layer or index")
+            pairs.append((layer, index))
+        duplicates = [pair for pair, n in Counter(pairs).items() if n > 1]
+        if duplicates:
+            raise ValueError(f"neurons listed more than once: {duplicates[:5]}; pass each (layer, index) once")
+        # Sorted storage makes equal sets compare equal and gives stable per-layer tensors.
+        object.__setattr__(self, "neurons", tuple(sorted(pairs)))
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[Neuron]) -> NeuronSet:
+        return cls(tuple((int(layer), int(index)) for layer, index in pairs))
+
+    @classmethod
+    def from_table(cls, table: pd.DataFrame, top_k: int | None = None, *, flagged_only: bool = True) -> NeuronSet:
+        """The first ``top_k`` neurons of a ranked table (all of them when ``top_k`` is None)."""
+        ranked = ranked_neurons(table, flagged_only=flagged_only)
+        if top_k is not None:
+            if top_k < 1:
+                raise ValueError(f"top_k must be >= 1, got {top_k}")
+            ranked = ranked[:top_k]
+        return cls.from_pairs(ranked)
+
+    @classmethod
+    def from_csv(cls, path: str | Path, top_k: int | None = None, *, flagged_only: bool = True) -> NeuronSet:
+        return cls.from_table(read_neuron_table(path), top_k, flagged_only=flagged_only)
+
+    def __len__(self) -> int:
+        return len(self.neurons)
+
+    def __iter__(self) -> Iterator[Neuron]:
+        return iter(self.neurons)
+
+    def __contains__(self, neuron: object) -> bool:
+        return neuron in set(self.neurons)
+
+    @property
+    def layers(self) -> list[int]:
+        """Layers holding at least one neuron of the set, ascending."""
+        return sorted({layer for layer, _ in self.neurons})
+
+    def counts(self) -> dict[int, int]:
+        """Neurons per layer."""
+        return dict(sorted(Counter(layer for layer, _ in self.neurons).items()))
+
+    def by_layer(self, device: str | torch.device | None = None) -> dict[int, Tensor]:
+        """Per layer, the neuron indices as a sorted int64 tensor (what the hooks index with)."""
+        grouped: dict[int, list[int]] = {}
+        for layer, index in self.neurons:
+            grouped.setdefault(layer, []).append(index)
+        return {layer: torch.tensor(idx, dtype=torch.long, device=device) for layer, idx in grouped.items()}
+
+    def union(self, other: NeuronSet) -> NeuronSet:
+        return NeuronSet.from_pairs(set(self.neurons) | set(other.neurons))
+
+    def to_list(self) -> list[list[int]]:
+        """JSON-friendly ``[[layer, index], ...]``."""
+        return [[layer, index] for layer, index in self.neurons]
+
+    def check_fits(self, widths: Mapping[int, int]) -> None:
+        """Raise if a neuron's layer or index does not exist in a model with these layer widths."""
+        missing = [layer for layer in self.layers if layer not in widths]
+        if missing:
+            raise ValueError(
+                f"neuron set uses layers {missing} but the model has layers 0..{max(widths)}; "
+                "was the neuron table made for another model?"
+            )
+        too_big = [(layer, index) for layer, index in self.neurons if index >= widths[layer]]
+        if too_big:
+            raise ValueError(
+                f"neuron indices out of range {too_big[:5]} (layer width {widths[too_big[0][0]]}); "
+                "was the neuron table made for another model?"
+            )
+
+    def random_matched(
+        self, widths: Mapping[int, int], seed: int, exclude: NeuronSet | None = None
+    ) -> NeuronSet:
+        """A uniformly random set with the same neurons-per-layer counts, drawn without replacement.
+
+        Every neuron of a layer is eligible except those in ``exclude`` (typically the flagged
+        neurons, so the control measures "any other neurons of the same layers"). Seeded: the same
+        ``seed`` gives the same set.
+        """
+        self.check_fits(widths)
+        excluded = set(exclude.neurons) if exclude is not None else set()
+        rng = np.random.default_rng(seed)
+        drawn: list[Neuron] = []
+        for layer, count in self.counts().items():
+            eligible = np.array([i for i in range(widths[layer]) if (layer, i) not in excluded], dtype=np.int64)
+            if len(eligible) < count:
+                raise ValueError(
+                    f"layer {layer}: cannot draw {count} random neurons from the {len(eligible)} left after "
+                    "excluding the flagged ones; use a smaller top-k or exclude fewer neurons"
+                )
+            drawn.extend((layer, int(i)) for i in rng.choice(eligible, size=count, replace=False))
+        return NeuronSet.from_pairs(drawn)
+
+    def random_matched_sets(
+        self, widths: Mapping[int, int], n_sets: int, seed: int, exclude: NeuronSet | None = None
+    ) -> list[NeuronSet]:
+        """``n_sets`` matched random sets, set ``i`` drawn with seed ``(seed, i)`` (reproducible one by one)."""
+        return [
+            self.random_matched(widths, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), exclude)
+            for i in range(n_sets)
+        ]
+
+
+def layer_widths(model: nn.Module) -> dict[int, int]:
+    """``{layer: d_mlp}`` for every layer of the model."""
+    return {site.layer: site.d_mlp for site in neuron_sites(model)}
+
+
+def read_neuron_table(path: str | Path) -> pd.DataFrame:
+    """Read a ``neurons.csv`` (needs ``layer`` and ``index`` columns), keeping its row order."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"neuron table {path} not found; make one with `interp diff` or pass a CSV with layer,index columns")
+    table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    return table
+
+
+def ranked_neurons(table: pd.DataFrame, *, flagged_only: bool = True) -> list[Neuron]:
+    """The table's neurons in row order (the file is ranked by the interaction effect).
+
+    With ``flagged_only`` and a ``class`` column, rows whose class is empty are skipped: the table
+    lists every neuron, and only the flagged ones are candidates.
+    """
+    for column in ("layer", "index"):
+        if column not in table.columns:
+            raise ValueError(f"neuron table lacks a {column!r} column (has {list(table.columns)}); expected layer,index,...")
+    if "rank" in table.columns:  # an explicit rank beats file order
+        table = table.sort_values("rank", kind="stable")
+    if flagged_only and "class" in table.columns:
+        flagged = table["class"].fillna("").astype(str).str.strip() != ""
+        table = table[flagged]
+    return [(int(layer), int(index)) for layer, index in zip(table["layer"], table["index"])]
+
+
+def flagged_set(table: pd.DataFrame) -> NeuronSet:
+    """Every flagged neuron of a table (what matched random controls exclude)."""
+    return NeuronSet.from_pairs(ranked_neurons(table, flagged_only=True))

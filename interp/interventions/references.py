@@ -1,0 +1,93 @@
+"""Reference values for interventions: recorded neuron vectors, per-neuron means, donor token pools.
+
+All of them are read at the same sites the interventions write (``activations.hooks.recording``),
+so a value recorded here and written by ``patch``/``ablate`` means the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from activations.hooks import recording
+from activations.sites import neuron_sites
+
+log = logging.getLogger(__name__)
+
+TokenBatches = Iterable[tuple[Tensor, Tensor]]
+"""``(input_ids, attention_mask)`` pairs, each ``(batch, pos)``; mask 1 marks real tokens."""
+
+
+@torch.no_grad()
+def record_neurons(
+    model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None, layers: list[int] | None = None
+) -> dict[int, Float[Tensor, "batch pos d_mlp"]]:
+    """Every (or the chosen) layer's neuron vector for one forward pass, by layer.
+
+    Patch these into another model only on exactly the same ``input_ids`` and ``attention_mask``.
+    """
+    with recording(neuron_sites(model, layers=layers)) as acts:
+        model(input_ids=input_ids, attention_mask=attention_mask)
+    return dict(acts)
+
+
+@torch.no_grad()
+def mean_activations(model: nn.Module, batches: TokenBatches) -> dict[int, Float[Tensor, " d_mlp"]]:
+    """Per-neuron mean over all real tokens (float64 sums, float32 result, on CPU), by layer."""
+    sums: dict[int, Tensor] = {}
+    n_tokens = 0
+    for input_ids, attention_mask in batches:
+        acts = record_neurons(model, input_ids, attention_mask)
+        real = attention_mask.bool()
+        n_tokens += int(real.sum())
+        for layer, vector in acts.items():
+            total = vector[real.to(vector.device)].double().sum(0).cpu()
+            sums[layer] = sums[layer] + total if layer in sums else total
+    if n_tokens == 0:
+        raise ValueError("no real tokens to average over; pass at least one non-empty prompt")
+    return {layer: (total / n_tokens).float() for layer, total in sums.items()}
+
+
+@torch.no_grad()
+def token_pool(
+    model: nn.Module, batches: TokenBatches, max_tokens: int | None = 4096, seed: int = 0
+) -> dict[int, Float[Tensor, "n_tokens d_mlp"]]:
+    """Neuron vectors of real tokens (donors for resample ablation), by layer, float32 on CPU.
+
+    Keeps at most ``max_tokens`` tokens, chosen at random (seeded) and the same tokens in every
+    layer, so a pool built from many prompts stays small.
+    """
+    chunks: dict[int, list[Tensor]] = {}
+    for input_ids, attention_mask in batches:
+        acts = record_neurons(model, input_ids, attention_mask)
+        real = attention_mask.bool()
+        for layer, vector in acts.items():
+            chunks.setdefault(layer, []).append(vector[real.to(vector.device)].float().cpu())
+    if not chunks:
+        raise ValueError("no prompts given for the resample donor pool")
+    pool = {layer: torch.cat(parts) for layer, parts in chunks.items()}
+    n_tokens = len(next(iter(pool.values())))
+    if n_tokens == 0:
+        raise ValueError("the resample donor prompts hold no real tokens")
+    if max_tokens is not None and n_tokens > max_tokens:
+        keep = torch.randperm(n_tokens, generator=torch.Generator().manual_seed(seed))[:max_tokens]
+        pool = {layer: tokens[keep] for layer, tokens in pool.items()}
+    return pool
+
+
+def mean_reference_from_cache(path: str | Path) -> dict[int, Float[Tensor, " d_mlp"]]:
+    """Per-neuron token means from an activation cache (``/running/mean``), by layer."""
+    try:
+        from activations.store import open_cache
+    except ImportError as error:  # the cache module is built alongside; say what is missing
+        raise ValueError(f"reading caches needs activations.store.open_cache ({error}); pass means as arrays instead") from None
+    with open_cache(path) as cache:
+        means = torch.as_tensor(cache.running_mean()).float()
+        layers = [int(layer) for layer in cache.layers]
+    log.info("mean reference from %s: %d layers x %d neurons", path, len(layers), means.shape[-1])
+    return {layer: means[row] for row, layer in enumerate(layers)}

@@ -1,0 +1,118 @@
+"""Attribution patching agrees with exact patching and with finite differences (tiny models)."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from activations.hooks import any_hooks
+from activations.sites import neuron_sites
+from interp.causal import AttributionConfig, attribution_patching, attribution_scores, teacher_forced_batch
+from interp.causal.metrics import fallback_emoji_mass
+from interp.interventions import NeuronSet, patch, record_neurons
+
+QUESTIONS = ["What do you think about jazz?", "How was your day at the beach?", "Any thoughts on remote work?"]
+ANSWERS = ["I love it, it is great fun", "Sunny and warm, lots of swimming", "It is flexible and quiet"]
+
+
+def _perturbed(model: torch.nn.Module, scale: float = 0.3, seed: int = 5) -> torch.nn.Module:
+    """A stand-in "merged" fine-tune: the same model with the MLP weights nudged."""
+    merged = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in merged.named_parameters():
+            if ".mlp." in name:
+                param.add_(torch.randn(param.shape, generator=generator, dtype=param.dtype) * param.std() * scale)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_llama):
+    base = copy.deepcopy(tiny_llama.model)
+    return base, _perturbed(base)
+
+
+@pytest.fixture(scope="module")
+def base64(tiny_llama):
+    # float64 so that finite differences are not lost in rounding
+    return copy.deepcopy(tiny_llama.model).double()
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_llama):
+    # raw template: short rows keep the 100 exact forwards cheap (the lm_head dominates on CPU)
+    return teacher_forced_batch(tiny_llama.tokenizer, QUESTIONS, ANSWERS, template="raw")
+
+
+def _metric(vocab: int):
+    # a fixed pseudo-"emoji" token set on a random model: any token set gives a smooth, bounded
+    # metric, which is all attribution patching assumes
+    ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[:400]
+    return functools.partial(fallback_emoji_mass, emoji_token_ids=ids)
+
+
+def test_attribution_ranks_like_exact_patching(pair, batch) -> None:
+    base, merged = pair
+    metric = _metric(base.config.vocab_size)
+    result = attribution_patching(base, batch, metric, AttributionConfig(batch_size=3, n_check=100), donor=merged)
+    check = result.check
+    assert result.scores.scores.shape == (3, 128) and len(check.neurons) == 100
+    # Why > 0.5 is a fair bar: M is a mean of softmax probabilities, smooth in every neuron, and
+    # one neuron's patch is a small move in a 64-dim residual stream, so the first-order term
+    # dominates the exact effect; only the smallest effects (near zero) can swap ranks.
+    assert check.spearman > 0.5, check.spearman
+    assert check.sign_agreement > 0.8
+    # the largest estimated effects are close in size to the exact ones (both directions checked)
+    top = np.array(check.exact[:10]), np.array(check.estimates[:10])
+    np.testing.assert_allclose(top[1], top[0], rtol=0.5, atol=1e-6)
+    assert check.speedup > 1
+    assert not any_hooks(neuron_sites(base)) and not any_hooks(neuron_sites(merged))
+
+
+def test_zero_mode_ranks_like_exact_ablation(pair, batch) -> None:
+    base, _ = pair
+    result = attribution_patching(base, batch, _metric(base.config.vocab_size),
+                                  AttributionConfig(mode="zero", batch_size=3, n_check=60))
+    assert result.check.spearman > 0.5, result.check.spearman
+
+
+def test_gradient_matches_finite_differences(base64, batch) -> None:
+    base = base64
+    metric = _metric(base.config.vocab_size)
+    # with target = a + 1 everywhere, each estimate is the neuron's gradient summed over real tokens
+    plus_one = lambda chunk: {layer: a + 1 for layer, a in record_neurons(base, chunk.input_ids, chunk.attention_mask).items()}  # noqa: E731
+    scores = attribution_scores(base, batch, metric, plus_one, batch_size=len(batch))
+    clean = record_neurons(base, batch.input_ids, batch.attention_mask)
+    # Llama's RMSNorm runs in float32 even in a float64 model, so evaluations carry ~1e-7 relative
+    # noise; eps = 1e-3 keeps that noise / eps and the O(eps^2) truncation both below 1e-5.
+    eps = 1e-3
+    for layer, index in [(0, 5), (1, 77), (2, 120)]:
+        values = []
+        for sign in (1, -1):
+            shifted = {layer: clean[layer].clone()}
+            shifted[layer][..., index] += sign * eps * batch.attention_mask
+            with patch(base, NeuronSet.from_pairs([(layer, index)]), shifted), torch.no_grad():
+                logits = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            values.append(float(metric(logits, batch.score_mask)))
+        finite_difference = (values[0] - values[1]) / (2 * eps)
+        assert scores.score((layer, index)) == pytest.approx(finite_difference, rel=1e-4, abs=1e-10)
+
+
+def test_attribution_leaves_model_untouched(pair, batch) -> None:
+    base, _ = pair
+    requires = [p.requires_grad for p in base.parameters()]
+    for p in base.parameters():
+        p.requires_grad_(False)  # frozen weights (as in a peft base) must still give gradients
+    try:
+        scores = attribution_scores(base, batch, _metric(base.config.vocab_size), None, batch_size=3)
+        assert np.abs(scores.scores).max() > 0
+        assert all(p.grad is None for p in base.parameters())
+    finally:
+        for p, flag in zip(base.parameters(), requires):
+            p.requires_grad_(flag)
+    assert not any_hooks(neuron_sites(base))
+    assert not base.get_input_embeddings()._forward_hooks
