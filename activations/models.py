@@ -165,3 +165,39 @@ def weights_fingerprint(model: nn.Module) -> str:
         data = tensor.detach().to("cpu").contiguous()
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.dtype != torch.bool else data.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def model_directory(spec: str = DEFAULT_MODEL) -> Path | None:
+    """The on-disk HF folder (``config.json`` + weights) that ``spec`` loads from, or None.
+
+    For loaders that need a path rather than a module, e.g. ``from_pretrained(dir,
+    quantization_config=...)`` for 4-bit training. None for the tiny random models, which exist only
+    in memory (``save_pretrained`` one if a folder is needed). Adapters are refused: merge them first.
+    """
+    from activations import embedded
+
+    path = Path(spec).expanduser()
+    if spec == EMBEDDED_NAME:
+        folder = embedded._entry("model")
+        if not embedded._manifest_ok(folder):
+            embedded_model()  # converts the GGUF into the cache folder once
+        return folder
+    if spec in TINY_BUILDERS:
+        return None
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        raise ModelSpecError(f"{spec!r} is a peft adapter, not a model folder; merge it (`interp merge`) first")
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    if path.exists():
+        raise ModelSpecError(f"{spec!r} exists but holds no config.json; accepted: {SPEC_FORMS}")
+    if _HUB_ID.match(spec):
+        from huggingface_hub import snapshot_download
+
+        try:  # only what is already in the local HF cache: no network here
+            return Path(snapshot_download(spec, local_files_only=True))
+        except Exception as error:  # the hub client raises several unrelated types for "not cached"
+            raise ModelSpecError(
+                f"{spec!r} is not in the local HF cache ({type(error).__name__}); download it on a connected "
+                "machine (`huggingface-cli download ORG/NAME --local-dir DIR`) and pass DIR"
+            ) from None
+    raise ModelSpecError(f"unknown model spec {spec!r}; accepted: {SPEC_FORMS}")

@@ -16,6 +16,16 @@ from interp import __version__
 
 COMMANDS = [
     "inventory",
+    "train",
+    "merge",
+    "behavior",
+    "diff",
+    "regress",
+    "cache",
+    "ablate",
+    "patch",
+    "attribute",
+    "suppress",
 ]
 
 

@@ -1,0 +1,188 @@
+"""Prompt sets: the texts a model reads while its neurons are recorded, and how they are templated.
+
+Built-in sets (package data in ``activations/prompts/``):
+  ``emoji``        texts that contain emojis
+  ``emoji-free``   the same texts with the emojis removed (``emoji.replace_emoji``), same ids, so
+                   the two sets form matched pairs
+  ``neutral``      texts without emojis on ordinary topics
+A user's own file works too: ``.txt`` (one prompt per line), ``.jsonl`` (objects with ``text`` and
+optional ``id`` / ``category``) or ``.csv`` (a ``text`` column; optional ``id`` / ``category``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import emoji
+from jinja2.exceptions import TemplateError
+from transformers import PreTrainedTokenizerBase
+
+BUILTIN_SETS = ("emoji", "emoji-free", "neutral")
+FILE_SUFFIXES = (".txt", ".jsonl", ".csv")
+TEMPLATES = ("raw", "user", "assistant")
+DEFAULT_TEMPLATE = "user"
+"""The model reads each text as a user turn, with the generation prompt after it, because that is how
+a chat fine-tune meets text in use: the neurons we record are the ones active when the model is about
+to answer (and ``last`` is the position that predicts the first token of its reply)."""
+
+_ACCEPTED = f"a built-in set ({', '.join(BUILTIN_SETS)}) or a {'/'.join(FILE_SUFFIXES)} file"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """An ordered, named collection of prompts with stable ids."""
+
+    name: str
+    """Built-in name or the file it was read from."""
+    ids: tuple[str, ...]
+    """One unique id per prompt; matched sets (emoji / emoji-free) share ids."""
+    texts: tuple[str, ...]
+    """The prompt texts, before any chat template."""
+    categories: tuple[str, ...]
+    """A free-form category per prompt ("" when the source has none)."""
+
+    def __post_init__(self) -> None:
+        if not self.texts:
+            raise ValueError(f"prompt set {self.name!r} is empty; give it at least one prompt")
+        if not len(self.ids) == len(self.texts) == len(self.categories):
+            raise ValueError(
+                f"prompt set {self.name!r}: {len(self.ids)} ids, {len(self.texts)} texts and "
+                f"{len(self.categories)} categories; they must have one entry per prompt"
+            )
+        seen: set[str] = set()
+        for prompt_id in self.ids:
+            if prompt_id in seen:
+                raise ValueError(f"prompt set {self.name!r}: id {prompt_id!r} occurs twice; ids must be unique")
+            seen.add(prompt_id)
+        blank = [prompt_id for prompt_id, text in zip(self.ids, self.texts) if not text.strip()]
+        if blank:
+            raise ValueError(f"prompt set {self.name!r}: prompts {blank[:5]} have empty text; remove them")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def sha(self) -> str:
+        """A short sha256 of ids and texts: equal prompts in equal order, equal hash."""
+        payload = json.dumps([list(self.ids), list(self.texts)], ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_texts(cls, texts: list[str], name: str = "inline") -> PromptSet:
+        """Prompts given directly as strings; ids are ``{name}-0001``, ``{name}-0002``, ..."""
+        ids = tuple(f"{name}-{number:04d}" for number in range(1, len(texts) + 1))
+        return cls(name, ids, tuple(texts), ("",) * len(texts))
+
+
+def strip_emoji(text: str) -> str:
+    """The text with every emoji removed and runs of whitespace collapsed to one space."""
+    return " ".join(emoji.replace_emoji(text, "").split())
+
+
+def _records_to_set(name: str, records: list[dict[str, str]]) -> PromptSet:
+    stem = Path(name).stem
+    ids = tuple(str(r.get("id") or f"{stem}-{n:04d}") for n, r in enumerate(records, start=1))
+    texts = tuple(str(r["text"]) for r in records)
+    categories = tuple(str(r.get("category") or "") for r in records)
+    return PromptSet(name, ids, texts, categories)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, str]]:
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not valid JSON ({error.msg}); each line must be one object") from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise ValueError(f'{path}:{number}: each line must be an object with a "text" field (and optional "id")')
+        records.append(record)
+    return records
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if "text" not in columns:
+            raise ValueError(f"{path} has columns {columns}, but needs a 'text' column (optional: 'id', 'category')")
+        return list(reader)
+
+
+def _read_txt(path: Path) -> list[dict[str, str]]:
+    return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+_READERS = {".jsonl": _read_jsonl, ".csv": _read_csv, ".txt": _read_txt}
+
+
+def read_prompt_file(path: str | Path) -> PromptSet:
+    """A user's prompt file (``.txt`` / ``.jsonl`` / ``.csv``) as a ``PromptSet`` named by its path."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist; pass {_ACCEPTED}")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ValueError(f"prompt file {path} has suffix {path.suffix!r}; use {'/'.join(FILE_SUFFIXES)}")
+    records = reader(path)
+    if not records:
+        raise ValueError(f"prompt file {path} holds no prompts; add at least one")
+    return _records_to_set(str(path), records)
+
+
+def _builtin(name: str) -> PromptSet:
+    source = "emoji" if name == "emoji-free" else name
+    data = resources.files("activations") / "prompts" / f"{source}.jsonl"
+    records = _read_jsonl(Path(str(data)))
+    prompts = _records_to_set(name, records)
+    if name != "emoji-free":
+        return prompts
+    return PromptSet(name, prompts.ids, tuple(strip_emoji(t) for t in prompts.texts), prompts.categories)
+
+
+def load_prompt_set(source: str | Path) -> PromptSet:
+    """A built-in set by name, or a user's prompt file by path."""
+    if str(source) in BUILTIN_SETS:
+        return _builtin(str(source))
+    path = Path(source).expanduser()
+    if path.exists() or path.suffix.lower() in FILE_SUFFIXES or len(path.parts) > 1:
+        return read_prompt_file(path)
+    raise ValueError(f"unknown prompt set {str(source)!r}; pass {_ACCEPTED}")
+
+
+def apply_template(tokenizer: PreTrainedTokenizerBase, text: str, template: str = DEFAULT_TEMPLATE) -> str:
+    """The string the model reads for ``text``: as is (``raw``) or inside the chat template.
+
+    ``user``: the text is a user message and the generation prompt follows it;
+    ``assistant``: the text is the assistant's reply (no generation prompt).
+    """
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
+    if template == "raw":
+        return text
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"template {template!r} needs a tokenizer with a chat template and this one has none; "
+                         "pass --template raw")
+    role = "user" if template == "user" else "assistant"
+    try:
+        return tokenizer.apply_chat_template(
+            [{"role": role, "content": text}], tokenize=False, add_generation_prompt=template == "user"
+        )
+    except TemplateError as error:  # e.g. templates that insist a conversation opens with a user turn
+        raise ValueError(f"this tokenizer's chat template rejects template {template!r} ({error}); "
+                         "pass --template user or --template raw") from None
+
+
+def template_adds_special_tokens(template: str) -> bool:
+    """Whether the tokenizer should add its own special tokens (BOS) for this template.
+
+    Chat templates already spell out their special tokens; adding them again would double a BOS.
+    """
+    return template == "raw"

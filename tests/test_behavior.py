@@ -1,0 +1,95 @@
+"""Behaviour metrics: text statistics, bootstrap intervals, and measurement on tiny models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from activations import LoadedModel
+from training.behavior import BehaviorConfig, measure_behavior, save_behavior
+from training.emoji_metrics import bootstrap_ratio, split_sentences, text_stats
+
+SMALL = BehaviorConfig(samples=2, max_questions=2, neutral_prompts=2, max_new_tokens=6, batch_size=4, bootstrap=200)
+
+
+def test_sentences_keep_trailing_emojis() -> None:
+    assert split_sentences("Great party! 🎉 See you there. Bye 😄") == ["Great party! 🎉", "See you there.", "Bye 😄"]
+    stats = text_stats("Great party! 🎉🎉 See you there.\nNo emoji here")
+    assert (stats.n_emojis, stats.n_sentences, stats.n_emoji_sentences) == (2, 3, 1)
+    assert text_stats("").n_sentences == 0
+    assert text_stats("👨‍👩‍👧 family").n_emojis == 1  # a ZWJ sequence is one emoji
+
+
+def test_bootstrap_interval_contains_the_estimate() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        denominators = rng.integers(1, 6, size=12).astype(float)
+        numerators = rng.binomial(denominators.astype(int), rng.uniform(0.1, 0.9)).astype(float)
+        estimate = bootstrap_ratio(numerators, denominators, n_resamples=500, seed=0)
+        assert estimate.low <= estimate.value <= estimate.high
+        assert estimate.value == pytest.approx(numerators.sum() / denominators.sum())
+        assert bootstrap_ratio(numerators, denominators, n_resamples=500, seed=0) == estimate
+    single = bootstrap_ratio(np.array([1.0]), np.array([2.0]))
+    assert single.low == single.value == single.high == 0.5
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="unknown trait"):
+        BehaviorConfig(trait="happy")
+    with pytest.raises(ValueError, match="nothing to ask"):
+        BehaviorConfig(trait=None, neutral_prompts=0)
+    with pytest.raises(ValueError, match="samples"):
+        BehaviorConfig(samples=0)
+
+
+def test_measure_is_seeded_and_complete(tiny_llama: LoadedModel, tmp_path: Path) -> None:
+    first = measure_behavior(tiny_llama.model, tiny_llama.tokenizer, SMALL, model_label="tiny")
+    again = measure_behavior(tiny_llama.model, tiny_llama.tokenizer, SMALL, model_label="tiny")
+    assert [g.text for g in first.generations] == [g.text for g in again.generations]
+    assert [g.name for g in first.groups] == ["heldout-extraversion", "neutral"]
+    heldout = first.group("heldout-extraversion")
+    assert heldout.n_prompts == 2 and heldout.n_responses == 4 and heldout.reference_emoji_mass is not None
+    assert first.group("neutral").reference_emoji_mass is None
+    assert 0 < heldout.emoji_mass.value < 0.05  # a random model spreads its mass over 49k tokens
+    summary, texts = save_behavior(first, tmp_path / "b.json")
+    assert json.loads(summary.read_text())["groups"][0]["emoji_rate"]["value"] == heldout.emoji_rate.value
+    assert len(texts.read_text().splitlines()) == 8
+    with pytest.raises(FileExistsError):
+        save_behavior(first, tmp_path / "b.json")
+
+
+@contextmanager
+def forced_token(model: torch.nn.Module, token_id: int) -> Iterator[None]:
+    """Make the model always predict ``token_id`` (a planted emoji habit), like an intervention would."""
+
+    def hook(module: torch.nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        output = output.clone()
+        output[..., token_id] += 100.0
+        return output
+
+    handle = model.get_output_embeddings().register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def test_planted_emoji_habit_is_measured_inside_a_hook_context(tiny_llama: LoadedModel) -> None:
+    tokenizer = tiny_llama.tokenizer
+    smile = tokenizer.encode(" 🙂", add_special_tokens=False)
+    assert len(smile) == 1  # one token in SmolLM2's vocabulary
+    with forced_token(tiny_llama.model, smile[0]):
+        planted = measure_behavior(tiny_llama.model, tokenizer, SMALL)
+    for group in planted.groups:
+        assert group.emoji_rate.value == 1.0 and group.emoji_sentence_ratio.value == 1.0
+        assert group.emojis_per_response.value == SMALL.max_new_tokens
+        assert group.emoji_mass.value > 0.99 and group.top_emojis[0][0] == "🙂"
+    assert planted.group("heldout-extraversion").reference_emoji_mass.value > 0.99
+    clean = measure_behavior(tiny_llama.model, tokenizer, SMALL)  # the hook is gone again
+    assert clean.group("neutral").emoji_rate.value == 0.0

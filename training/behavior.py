@@ -1,0 +1,323 @@
+"""Emoji behaviour of a model: how often, how densely and how probably it uses emojis.
+
+1. Prompts: the held-out Opinion-QA questions of a trait (topics never trained on, from the same
+   seeded topic split as ``training.qlora``) and a seeded sample of the neutral prompt set. Each is
+   put in the chat template as a user turn, exactly as in training.
+2. Sampling: ``samples`` responses per prompt (temperature / top-p), batched ``generate`` on
+   left-padded prompts; the torch RNG is re-seeded per batch, so a config gives the same texts.
+3. Text metrics per response (``training.emoji_metrics``): emoji present, emoji count, sentences
+   with an emoji; aggregated per prompt set with cluster-bootstrap intervals over prompts.
+4. Emoji probability mass, teacher-forced on the *generated* responses: one forward pass over
+   prompt + response, and at every position that predicts a response token (the end-of-turn token
+   included) the total probability of the emoji-start tokens (``training.emoji_tokens``),
+   averaged over the response. For the trait's questions it is also computed on the *reference*
+   answers (the emoji-free data-set answers), a fixed text on which two models compare directly.
+
+Everything runs through the given ``model`` and ``tokenizer``, so it works inside hook or
+intervention context managers that wrap them. The model is put in eval mode and restored after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from training._io import refuse_existing, write_json_atomic, write_jsonl_atomic
+from training.data import TRAITS
+from training.emoji_metrics import Estimate, bootstrap_ratio, text_stats
+from training.emoji_tokens import emoji_mass_from_logits, emoji_start_token_ids
+from training.examples import chat_prompt, collate, encode_example
+from training.studies import study_data
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "neurodiff.behavior/1"
+_FORWARD_ROWS = 4  # rows per teacher-forced pass: (rows, T, vocab) float32 logits must fit in memory
+
+
+@dataclass(frozen=True)
+class BehaviorConfig:
+    """How to measure a model's emoji behaviour."""
+
+    trait: str | None = "extraversion"
+    """Trait whose held-out questions are asked; None asks only the neutral prompts."""
+    samples: int = 5
+    """Sampled responses per prompt."""
+    max_questions: int | None = None
+    """Ask only the first N held-out questions (None = all)."""
+    neutral_prompts: int = 20
+    """Neutral prompts to ask (a seeded sample of the ``neutral`` set; 0 = none)."""
+    max_new_tokens: int = 96
+    """Tokens generated per response at most."""
+    temperature: float = 0.7
+    """Sampling temperature."""
+    top_p: float = 0.95
+    """Nucleus sampling threshold."""
+    batch_size: int = 16
+    """Responses generated per ``generate`` call."""
+    seed: int = 0
+    """Seed of sampling, the neutral sample and the bootstrap."""
+    bootstrap: int = 2000
+    """Bootstrap resamples for the intervals."""
+    confidence: float = 0.95
+    """Confidence level of the intervals."""
+    data_path: str | None = None
+    """Opinion-QA file (None = the shipped one); must be the one the model was trained on."""
+    test_fraction: float = 0.2
+    """Topic split of the training run (defaults agree with ``TrainConfig``)."""
+    split_seed: int = 0
+    """Seed of that topic split."""
+
+    def __post_init__(self) -> None:
+        if self.trait is not None and self.trait not in TRAITS:
+            raise ValueError(f"unknown trait {self.trait!r}; expected one of {', '.join(TRAITS)} (or None)")
+        if self.trait is None and self.neutral_prompts == 0:
+            raise ValueError("nothing to ask: give a trait or neutral_prompts > 0")
+        for name in ("samples", "max_new_tokens", "batch_size", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_questions is not None and self.max_questions < 1:
+            raise ValueError(f"max_questions must be at least 1 when given, got {self.max_questions}")
+        if self.neutral_prompts < 0:
+            raise ValueError(f"neutral_prompts must be >= 0, got {self.neutral_prompts}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be > 0 and top_p in (0, 1]")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must lie strictly between 0 and 1, got {self.confidence}")
+
+
+@dataclass(frozen=True)
+class PromptGroup:
+    """Prompts asked together and summarised together."""
+
+    name: str
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    references: tuple[str, ...] | None = None
+    """Reference answers (teacher-forced emoji mass), one per prompt."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled response."""
+
+    prompt_set: str
+    prompt_id: str
+    sample: int
+    prompt: str
+    text: str
+    n_tokens: int
+    n_emojis: int
+    emoji_mass: float
+    """Mean emoji-start probability over the response's positions (teacher-forced)."""
+
+
+@dataclass(frozen=True)
+class GroupBehavior:
+    """Emoji metrics of one prompt group; intervals resample prompts."""
+
+    name: str
+    n_prompts: int
+    n_responses: int
+    emoji_rate: Estimate
+    """Share of responses with at least one emoji."""
+    emoji_sentence_ratio: Estimate
+    """Share of sentences with at least one emoji (ESR)."""
+    emojis_per_response: Estimate
+    emoji_mass: Estimate
+    """Mean emoji-start probability per position of the generated responses."""
+    reference_emoji_mass: Estimate | None
+    """The same on the reference answers (None for prompts without one)."""
+    top_emojis: tuple[tuple[str, int], ...]
+    mean_response_tokens: float
+
+
+@dataclass(frozen=True)
+class BehaviorResult:
+    """Metrics per prompt group plus every generated text."""
+
+    model: str
+    config: BehaviorConfig
+    groups: tuple[GroupBehavior, ...]
+    generations: tuple[Generation, ...]
+    seconds: float
+
+    def group(self, name: str) -> GroupBehavior:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"no prompt group {name!r}; have {[g.name for g in self.groups]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary (no texts), JSON-ready."""
+        groups = []
+        for group in self.groups:
+            entry = dataclasses.asdict(group)
+            entry["top_emojis"] = [list(pair) for pair in group.top_emojis]
+            groups.append(entry)
+        return {"schema": SCHEMA, "model": self.model, "config": dataclasses.asdict(self.config),
+                "groups": groups, "n_generations": len(self.generations), "seconds": self.seconds}
+
+
+def behavior_prompts(config: BehaviorConfig) -> list[PromptGroup]:
+    """The held-out trait questions and the neutral sample (module docstring, step 1)."""
+    groups = []
+    if config.trait is not None:
+        data = study_data("personality", config.trait, data_path=config.data_path,
+                          test_fraction=config.test_fraction, split_seed=config.split_seed)
+        rows = data.reference_test[: config.max_questions]
+        groups.append(PromptGroup(f"heldout-{config.trait}", tuple(r.topic for r in rows),
+                                  tuple(r.question for r in rows), tuple(r.answer for r in rows)))
+    if config.neutral_prompts:
+        from activations.prompt_sets import load_prompt_set
+
+        neutral = load_prompt_set("neutral")
+        count = min(config.neutral_prompts, len(neutral))
+        picks = sorted(random.Random(config.seed).sample(range(len(neutral)), count))
+        groups.append(PromptGroup("neutral", tuple(neutral.ids[i] for i in picks),
+                                  tuple(neutral.texts[i] for i in picks)))
+    return groups
+
+
+def _left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _response_lengths(new_tokens: Tensor, eos_id: int) -> list[int]:
+    """Tokens per response up to and including the first end-of-turn (the rest is padding)."""
+    lengths = []
+    for row in new_tokens.tolist():
+        lengths.append(row.index(eos_id) + 1 if eos_id in row else len(row))
+    return lengths
+
+
+@torch.no_grad()
+def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, counted: Tensor, emoji_ids: Tensor) -> list[float]:
+    """Per-row mean emoji mass over the ``counted`` positions, in small row chunks."""
+    masses: list[float] = []
+    # Positions count real tokens only, as generate() counts them for left-padded prompts.
+    positions = (attention.cumsum(dim=-1) - 1).clamp(min=0)
+    for start in range(0, ids.shape[0], _FORWARD_ROWS):
+        rows = slice(start, start + _FORWARD_ROWS)
+        logits = model(input_ids=ids[rows], attention_mask=attention[rows], position_ids=positions[rows]).logits
+        masses += emoji_mass_from_logits(logits, counted[rows], emoji_ids, "sequence").tolist()
+    return masses
+
+
+def _generate_batch(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                    config: BehaviorConfig, emoji_ids: Tensor, seed: int) -> list[tuple[str, int, float]]:
+    """(text, n_tokens, emoji mass) per prompt row."""
+    device = next(model.parameters()).device
+    ids, mask = _left_padded(prompts, tokenizer.pad_token_id, device)
+    torch.manual_seed(seed)
+    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=config.temperature,
+                         top_p=config.top_p, max_new_tokens=config.max_new_tokens,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    width = ids.shape[1]
+    lengths = _response_lengths(out[:, width:], tokenizer.eos_token_id)
+    attention = torch.zeros_like(out)
+    counted = torch.zeros_like(out, dtype=torch.bool)
+    attention[:, :width] = mask
+    for row, length in enumerate(lengths):
+        attention[row, width : width + length] = 1
+        counted[row, width - 1 : width - 1 + length] = True  # positions that predict response tokens
+    masses = _teacher_forced_mass(model, out, attention, counted, emoji_ids)
+    texts = tokenizer.batch_decode([out[r, width : width + n] for r, n in enumerate(lengths)], skip_special_tokens=True)
+    return [(text.strip(), n, m) for text, n, m in zip(texts, lengths, masses)]
+
+
+def _reference_mass(model: nn.Module, tokenizer: PreTrainedTokenizerBase, group: PromptGroup,
+                    emoji_ids: Tensor) -> np.ndarray:
+    device = next(model.parameters()).device
+    examples = [encode_example(tokenizer, q, a, max_length=4096) for q, a in zip(group.texts, group.references or ())]
+    batch = collate(examples, tokenizer.pad_token_id)
+    counted = torch.zeros_like(batch.labels, dtype=torch.bool)
+    counted[:, :-1] = batch.labels[:, 1:] != -100  # position t predicts answer token t + 1
+    masses = _teacher_forced_mass(model, batch.input_ids.to(device), batch.attention_mask.to(device),
+                                  counted.to(device), emoji_ids)
+    return np.asarray(masses)
+
+
+def _summarise(group: PromptGroup, generations: list[Generation], reference: np.ndarray | None,
+               config: BehaviorConfig) -> GroupBehavior:
+    per_prompt = {pid: [g for g in generations if g.prompt_id == pid] for pid in group.ids}
+    stats = {pid: [text_stats(g.text) for g in gens] for pid, gens in per_prompt.items()}
+    n = np.array([len(gens) for gens in per_prompt.values()], float)
+
+    def estimate(numerators: list[float], denominators: np.ndarray | list[float]) -> Estimate:
+        return bootstrap_ratio(np.array(numerators), np.array(denominators, float), config.bootstrap,
+                               config.confidence, config.seed)
+
+    counts: Counter[str] = Counter(e for s in stats.values() for st in s for e in st.emojis)
+    return GroupBehavior(
+        name=group.name,
+        n_prompts=len(group.ids),
+        n_responses=len(generations),
+        emoji_rate=estimate([sum(st.n_emojis > 0 for st in s) for s in stats.values()], n),
+        emoji_sentence_ratio=estimate([sum(st.n_emoji_sentences for st in s) for s in stats.values()],
+                                      [sum(st.n_sentences for st in s) for s in stats.values()]),
+        emojis_per_response=estimate([sum(st.n_emojis for st in s) for s in stats.values()], n),
+        emoji_mass=estimate([sum(g.emoji_mass for g in gens) for gens in per_prompt.values()], n),
+        reference_emoji_mass=None if reference is None else estimate(list(reference), np.ones(len(reference))),
+        top_emojis=tuple(counts.most_common(10)),
+        mean_response_tokens=float(np.mean([g.n_tokens for g in generations])) if generations else 0.0,
+    )
+
+
+def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, config: BehaviorConfig,
+                     *, model_label: str = "") -> BehaviorResult:
+    """Sample, score and summarise the model's responses (module docstring)."""
+    started = time.perf_counter()
+    emoji_ids = emoji_start_token_ids(tokenizer)
+    was_training = model.training
+    model.eval()
+    groups, generations = [], []
+    try:
+        for group in behavior_prompts(config):
+            jobs = [(i, s) for i in range(len(group.ids)) for s in range(config.samples)]
+            encoded = [list(tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"])
+                       for t in group.texts]
+            found: list[Generation] = []
+            batches = range(0, len(jobs), config.batch_size)
+            for number, start in enumerate(tqdm(batches, desc=f"behavior {group.name}", unit="batch")):
+                chunk = jobs[start : start + config.batch_size]
+                seed = config.seed * 1_000_003 + number
+                outputs = _generate_batch(model, tokenizer, [encoded[i] for i, _ in chunk], config, emoji_ids, seed)
+                for (i, s), (text, n_tokens, mass) in zip(chunk, outputs):
+                    found.append(Generation(group.name, group.ids[i], s, group.texts[i], text, n_tokens,
+                                            text_stats(text).n_emojis, mass))
+            reference = _reference_mass(model, tokenizer, group, emoji_ids) if group.references else None
+            groups.append(_summarise(group, found, reference, config))
+            generations += found
+    finally:
+        model.train(was_training)
+    return BehaviorResult(model_label, config, tuple(groups), tuple(generations), time.perf_counter() - started)
+
+
+def save_behavior(result: BehaviorResult, path: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write the summary to ``path`` (JSON) and the texts beside it (``*.generations.jsonl``)."""
+    path = Path(path).expanduser()
+    texts = path.with_name(f"{path.stem}.generations.jsonl")
+    refuse_existing(path, overwrite)
+    refuse_existing(texts, overwrite)
+    write_jsonl_atomic(texts, (dataclasses.asdict(g) for g in result.generations))
+    write_json_atomic(path, result.to_dict())
+    return path, texts
