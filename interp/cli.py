@@ -26,6 +26,8 @@ COMMANDS = [
     "patch",
     "attribute",
     "suppress",
+    "run",
+    "report",
 ]
 
 

@@ -68,23 +68,23 @@ def layer_counts(per_layer: Mapping[str, Sequence[int]], layers: Sequence[int], 
     return _save(fig, path)
 
 
-def dose_response(ablation: Mapping[str, Any], metric: str, path: Path) -> Path:
-    """Metric vs number of ablated neurons: flagged set against the band of matched random sets."""
-    rows = ablation["rows"]
-    ks = [row["k"] for row in rows]
+def dose_response(result: Mapping[str, Any], metric: str, path: Path) -> Path:
+    """Metric vs number of ablated neurons: the flagged set against matched random sets.
+
+    ``result`` is ``ablation/dose_response.json``: ``points[i]`` holds ``k``, ``flagged[metric]``
+    and ``random[metric] = {mean, low, high}`` (a 95% interval for the random sets' mean).
+    """
+    points = result["points"]
+    ks = [point["k"] for point in points]
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    random_mean = [row["random"][metric]["mean"] for row in rows]
-    random_lo = [row["random"][metric]["ci"][0] for row in rows]
-    random_hi = [row["random"][metric]["ci"][1] for row in rows]
-    ax.fill_between(ks, random_lo, random_hi, color="#999999", alpha=0.35, label="random sets, 95% interval")
-    ax.plot(ks, random_mean, color="#666666", ls="--", marker="o", ms=3, label="random sets, mean")
-    flagged = [row["flagged"][metric]["value"] for row in rows]
-    flagged_ci = np.array([row["flagged"][metric].get("ci", [np.nan, np.nan]) for row in rows], dtype=float)
-    ax.plot(ks, flagged, color="#d62728", marker="o", label="flagged neurons")
-    if np.isfinite(flagged_ci).all():
-        ax.fill_between(ks, flagged_ci[:, 0], flagged_ci[:, 1], color="#d62728", alpha=0.15)
-    if "baseline" in ablation:
-        ax.axhline(ablation["baseline"][metric], color="k", lw=0.8, ls=":", label="no ablation")
+    rand = [point["random"][metric] for point in points]
+    ax.fill_between(ks, [r["low"] for r in rand], [r["high"] for r in rand], color="#999999", alpha=0.35,
+                    label="matched random sets, 95% interval")
+    ax.plot(ks, [r["mean"] for r in rand], color="#666666", ls="--", marker="o", ms=3, label="random sets, mean")
+    ax.plot(ks, [point["flagged"][metric] for point in points], color="#d62728", marker="o",
+            label="flagged neurons")
+    if metric in result.get("baseline", {}):
+        ax.axhline(result["baseline"][metric], color="k", lw=0.8, ls=":", label="no ablation")
     ax.set_xscale("log")
     ax.set_xlabel("neurons ablated (k)")
     ax.set_ylabel(metric.replace("_", " "))
@@ -93,12 +93,12 @@ def dose_response(ablation: Mapping[str, Any], metric: str, path: Path) -> Path:
 
 
 def behaviour_bars(behavior: Mapping[str, Mapping[str, Any]], metrics: Sequence[str], path: Path) -> Path:
-    """Base vs merged on each behaviour metric, with 95% intervals."""
+    """Base vs merged on each behaviour metric (``{value, low, high}`` estimates), 95% intervals."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.4))
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         models = [name for name in ("base", "merged") if name in behavior]
-        values = [behavior[name][metric] for name in models]
-        cis = [behavior[name].get(f"{metric}_ci") or [v, v] for name, v in zip(models, values)]
+        values = [behavior[name][metric]["value"] for name in models]
+        cis = [(behavior[name][metric]["low"], behavior[name][metric]["high"]) for name in models]
         err = np.array([[v - lo for v, (lo, _) in zip(values, cis)], [hi - v for v, (_, hi) in zip(values, cis)]])
         ax.bar(models, values, yerr=np.clip(err, 0, None), color=["#7f7f7f", "#d62728"][: len(models)], capsize=4)
         ax.set_title(metric.replace("_", " "), fontsize=10)

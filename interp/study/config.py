@@ -1,0 +1,71 @@
+"""The study's settings: one frozen dataclass, stored in every output for provenance."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from activations import DEFAULT_MODEL
+from training.studies import check_study
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Everything ``interp run`` needs; ``quick()`` derives the labelled fast variant."""
+
+    study: str = "injection"
+    """``injection`` (answers with emojis: a positive control) or ``personality`` (the paper's
+    emoji-free answers)."""
+    trait: str = "extraversion"
+    """Big-Five trait the fine-tune imitates."""
+    model: str = DEFAULT_MODEL
+    """Base model spec (see ``activations.load_model``)."""
+    seed: int = 0
+    """Seed of training, sampling, random neuron sets and bootstraps."""
+    quick: bool = False
+    """True for the reduced smoke-test settings (labelled as such in the report)."""
+    train_steps: int = 32
+    """QLoRA optimizer steps (batch 8)."""
+    behavior_samples: int = 3
+    """Sampled responses per held-out question when measuring behaviour."""
+    behavior_neutral: int = 10
+    """Neutral prompts asked when measuring behaviour."""
+    max_new_tokens: int = 64
+    """Tokens generated per response (behaviour and interventions)."""
+    emoji_prompts: int | None = None
+    """Emoji prompts (and their twins) to cache; None = all 240."""
+    neutral_prompts: int | None = None
+    """Neutral prompts to cache; None = all 120."""
+    capture_batch: int = 16
+    """Prompts per capture batch."""
+    k_grid: tuple[int, ...] = (1, 10, 30, 100, 300, 1000)
+    """Numbers of top flagged neurons ablated in the dose-response experiment."""
+    n_random: int = 5
+    """Matched random neuron sets per k."""
+    ablation_mode: str = "zero"
+    """``zero``, ``mean`` or ``resample`` ablation."""
+    patch_k: tuple[int, ...] = (100, 1000)
+    """Numbers of top flagged neurons patched between base and merged."""
+    attribution_check: int = 100
+    """Top attribution-ranked neurons checked by exact single-neuron patching."""
+    side_effect_prompts: int = 20
+    """Neutral prompts for the KL / perplexity side-effect measurement."""
+
+    def __post_init__(self) -> None:
+        check_study(self.study, self.trait)
+        if self.train_steps < 1 or self.behavior_samples < 1 or self.max_new_tokens < 1:
+            raise ValueError("train_steps, behavior_samples and max_new_tokens must be at least 1")
+        if not self.k_grid or min(self.k_grid) < 1 or not self.patch_k or min(self.patch_k) < 1:
+            raise ValueError(f"k_grid and patch_k need positive sizes, got {self.k_grid} and {self.patch_k}")
+        if self.n_random < 1:
+            raise ValueError("n_random must be at least 1: the claim is 'flagged beats random'")
+        if self.ablation_mode not in ("zero", "mean", "resample"):
+            raise ValueError(f"ablation_mode must be zero, mean or resample, got {self.ablation_mode!r}")
+
+    def quick_variant(self) -> StudyConfig:
+        """Fewer steps, prompts and samples: a smoke run, not a result."""
+        return dataclasses.replace(
+            self, quick=True, train_steps=min(self.train_steps, 12), behavior_samples=1, behavior_neutral=4,
+            max_new_tokens=24, emoji_prompts=48, neutral_prompts=24, k_grid=(1, 10, 30), n_random=3,
+            patch_k=(10,), attribution_check=10, side_effect_prompts=8,
+        )
