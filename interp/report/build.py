@@ -21,7 +21,7 @@ from interp.study.stages import load_records, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("train", "merge", "behavior", "cache", "diff", "ablate", "patch", "attribute", "report")
+STAGE_ORDER = ("train", "merge", "behavior", "cache", "diff", "examples", "ablate", "patch", "attribute", "report")
 BEHAVIOUR_METRICS = ("emoji_rate", "emoji_sentence_ratio", "emoji_mass")
 PACKAGES = ("neurodiff", "torch", "transformers", "peft", "bitsandbytes", "statsmodels", "numpy", "h5py")
 
@@ -102,6 +102,9 @@ def _neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> No
     top = table.head(15)[columns]
     blocks.append(Table(columns, top.values.tolist()))
     examples = _read(out / "examples.json") or []
+    if examples:
+        blocks.append(Paragraph("Prompts that drive the top neurons hardest (merged model, emoji set); "
+                                "shading = activation relative to the neuron's peak."))
     for example in examples:
         blocks.append(Highlighted(example["label"], example["tokens"], example["weights"]))
 

@@ -108,6 +108,22 @@ def stage_diff(ctx: StageContext) -> dict[str, Any]:
     return {"outputs": [_rel(ctx, out), _rel(ctx, out.with_suffix(".json"))], "summary": result.summary()}
 
 
+def stage_examples(ctx: StageContext) -> dict[str, Any]:
+    import pandas as pd
+
+    from interp.report.examples import max_activating_examples
+    from interp.study.stages import write_json_atomic
+
+    table = pd.read_csv(ctx.path("neurons.csv"))
+    neurons = [(int(r.layer), int(r.index)) for r in table.head(5).itertuples()]
+    merged = load_model(str(ctx.path("merged")))
+    examples = max_activating_examples(merged.model, merged.tokenizer, neurons,
+                                       ctx.path("caches", "merged", "emoji.h5"))
+    out = ctx.path("examples.json")
+    write_json_atomic(out, examples)
+    return {"outputs": [_rel(ctx, out)]}
+
+
 def _suite(ctx: StageContext, tokenizer):
     from interp.causal.generation import GenerationConfig
     from interp.causal.inputs import load_neutral, load_questions
@@ -196,11 +212,12 @@ STAGES: tuple[Stage, ...] = (
                                                     "max_new_tokens")),
     Stage("cache", stage_cache, ("merge",), ("emoji_prompts", "neutral_prompts", "capture_batch")),
     Stage("diff", stage_diff, ("cache",)),
+    Stage("examples", stage_examples, ("diff",)),
     Stage("ablate", stage_ablate, ("diff",), ("k_grid", "n_random", "ablation_mode", "seed", "max_new_tokens",
                                              "side_effect_prompts")),
     Stage("patch", stage_patch, ("diff",), ("patch_k", "seed", "max_new_tokens", "side_effect_prompts")),
     Stage("attribute", stage_attribute, ("merge",), ("attribution_check",)),
-    Stage("report", stage_report, ("behavior", "diff", "ablate", "patch", "attribute"), ("quick",)),
+    Stage("report", stage_report, ("behavior", "diff", "examples", "ablate", "patch", "attribute"), ("quick",)),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
