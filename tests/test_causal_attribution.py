@@ -12,7 +12,7 @@ import torch
 from activations.hooks import any_hooks
 from activations.sites import neuron_sites
 from interp.causal import AttributionConfig, attribution_patching, attribution_scores, teacher_forced_batch
-from interp.causal.metrics import fallback_emoji_mass
+from training.emoji_tokens import emoji_mass_from_logits
 from interp.interventions import NeuronSet, patch, record_neurons
 
 QUESTIONS = ["What do you think about jazz?", "How was your day at the beach?", "Any thoughts on remote work?"]
@@ -52,7 +52,7 @@ def _metric(vocab: int):
     # a fixed pseudo-"emoji" token set on a random model: any token set gives a smooth, bounded
     # metric, which is all attribution patching assumes
     ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[:400]
-    return functools.partial(fallback_emoji_mass, emoji_token_ids=ids)
+    return functools.partial(emoji_mass_from_logits, emoji_token_ids=ids, reduction="mean")
 
 
 def test_attribution_ranks_like_exact_patching(pair, batch) -> None:

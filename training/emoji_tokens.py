@@ -113,13 +113,13 @@ def emoji_mass_from_logits(
 
     ``reduction``: ``none`` -> (B, T) masses, 0 where ``mask`` is False; ``sequence`` -> (B,) mean over
     each row's counted positions (0 for a row without any); ``mean`` -> scalar mean over all counted
-    positions. Computed in float32 via log-sum-exp, so large logits do not overflow.
+    positions. Computed in at least float32 via log-sum-exp, so large logits do not overflow.
     """
     if reduction not in ("none", "sequence", "mean"):
         raise ValueError(f"reduction must be 'none', 'sequence' or 'mean', got {reduction!r}")
     if logits.shape[:2] != mask.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and mask {tuple(mask.shape)} disagree on (batch, pos)")
-    logits = logits.float()
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> fp32; fp64 stays
     ids = emoji_token_ids.to(logits.device)
     log_mass = torch.logsumexp(logits[..., ids], dim=-1) - torch.logsumexp(logits, dim=-1)  # (B, T)
     weight = mask.to(logits.dtype)
