@@ -17,7 +17,8 @@ import pandas as pd
 
 from interp.report import figures
 from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph, Table, to_html, to_markdown
-from interp.study.stages import load_records, write_json_atomic
+from interp.causal.results import write_json, write_text
+from interp.study.stages import load_records
 
 log = logging.getLogger(__name__)
 
@@ -192,10 +193,8 @@ def build_report(out: str | Path) -> list[Path]:
     _causal(out, fig_dir, summary, blocks)
     _methods(out, records, summary, blocks)
     html_path, md_path, json_path = out / "report.html", out / "report.md", out / "summary.json"
-    for path, text in ((html_path, to_html(title, blocks)), (md_path, to_markdown(title, blocks, out))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    write_json_atomic(json_path, summary)
+    write_text(html_path, to_html(title, blocks), overwrite=True)
+    write_text(md_path, to_markdown(title, blocks, out), overwrite=True)
+    write_json(json_path, summary, overwrite=True)
     log.info("report written to %s", html_path)
     return [html_path, md_path, json_path]

@@ -17,6 +17,7 @@ from typing import Any
 from activations import load_model
 from activations.capture import capture
 from activations.prompt_sets import PromptSet, load_prompt_set
+from interp.causal.results import write_json
 from interp.study.config import StudyConfig
 from interp.study.stages import Stage, StageContext, run_stages
 
@@ -112,7 +113,6 @@ def stage_examples(ctx: StageContext) -> dict[str, Any]:
     import pandas as pd
 
     from interp.report.examples import max_activating_examples
-    from interp.study.stages import write_json_atomic
 
     table = pd.read_csv(ctx.path("neurons.csv"))
     neurons = [(int(r.layer), int(r.index)) for r in table.head(5).itertuples()]
@@ -120,7 +120,7 @@ def stage_examples(ctx: StageContext) -> dict[str, Any]:
     examples = max_activating_examples(merged.model, merged.tokenizer, neurons,
                                        ctx.path("caches", "merged", "emoji.h5"))
     out = ctx.path("examples.json")
-    write_json_atomic(out, examples)
+    write_json(out, examples, overwrite=True)
     return {"outputs": [_rel(ctx, out)]}
 
 
@@ -232,7 +232,7 @@ def run_study(config: StudyConfig, out: str | Path, *, force: tuple[str, ...] = 
         previous = json.loads(config_path.read_text())
         if previous != json.loads(json.dumps(dataclasses.asdict(config))):
             log.info("study settings differ from the last run in %s; stages they affect will rerun", out)
-    config_path.write_text(json.dumps(dataclasses.asdict(config), indent=2))
+    write_json(config_path, dataclasses.asdict(config), overwrite=True)
     if "train" in force:
         shutil.rmtree(out / "adapter", ignore_errors=True)
     return run_stages(STAGES, out, config, force=force, until=until)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from interp.causal.results import write_json
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,6 @@ class StageContext:
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
 
 
 def fingerprint(stage: Stage, config: Any, upstream: Mapping[str, str]) -> str:
@@ -115,7 +109,7 @@ def run_stages(
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "result": result,
             }
-            write_json_atomic(_record_path(out, stage.name), record)
+            write_json(_record_path(out, stage.name), record, overwrite=True)
             log.info("stage %-10s done in %.1f s", stage.name, record["seconds"])
         records[stage.name] = record
         context.results[stage.name] = record["result"]
