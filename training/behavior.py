@@ -7,11 +7,13 @@
    left-padded prompts; the torch RNG is re-seeded per batch, so a config gives the same texts.
 3. Text metrics per response (``training.emoji_metrics``): emoji present, emoji count, sentences
    with an emoji; aggregated per prompt set with cluster-bootstrap intervals over prompts.
-4. Emoji probability mass, teacher-forced on the *generated* responses: one forward pass over
-   prompt + response, and at every position that predicts a response token (the end-of-turn token
-   included) the total probability of the emoji-start tokens (``training.emoji_tokens``),
-   averaged over the response. For the trait's questions it is also computed on the *reference*
-   answers (the emoji-free data-set answers), a fixed text on which two models compare directly.
+4. Emoji probability mass on the *generated* responses: at every position that predicts a
+   response token (the end-of-turn token included) the total probability of the emoji-start tokens
+   (``training.emoji_tokens``), averaged over the response. It is read from the raw next-token
+   logits ``generate`` computes anyway (before temperature and top-p), which equal a
+   teacher-forced pass over prompt + response up to float rounding. For the trait's questions it
+   is also computed, teacher-forced, on the *reference* answers (the data set's answers), a fixed
+   text on which two models compare directly.
 
 Everything runs through the given ``model`` and ``tokenizer``, so it works inside hook or
 intervention context managers that wrap them. The model is put in eval mode and restored after.
@@ -65,8 +67,9 @@ class BehaviorConfig:
     """Sampling temperature."""
     top_p: float = 0.95
     """Nucleus sampling threshold."""
-    batch_size: int = 16
-    """Responses generated per ``generate`` call."""
+    batch_size: int = 32
+    """Responses generated per ``generate`` call (on a CPU, one-token steps cost about the same for
+    8 rows as for 32: larger batches are nearly free)."""
     seed: int = 0
     """Seed of sampling, the neutral sample and the bootstrap."""
     bootstrap: int = 2000
@@ -224,23 +227,24 @@ def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, count
 
 def _generate_batch(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
                     config: BehaviorConfig, emoji_ids: Tensor, seed: int) -> list[tuple[str, int, float]]:
-    """(text, n_tokens, emoji mass) per prompt row."""
+    """(text, n_tokens, emoji mass) per prompt row.
+
+    The emoji mass comes from the raw logits ``generate`` computed at each step (before
+    temperature and top-p): they are the model's next-token distributions at the positions that
+    predict the response tokens, so no second, teacher-forced pass over the responses is needed."""
     device = next(model.parameters()).device
     ids, mask = _left_padded(prompts, tokenizer.pad_token_id, device)
     torch.manual_seed(seed)
     out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=config.temperature,
                          top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    width = ids.shape[1]
-    lengths = _response_lengths(out[:, width:], tokenizer.eos_token_id)
-    attention = torch.zeros_like(out)
-    counted = torch.zeros_like(out, dtype=torch.bool)
-    attention[:, :width] = mask
-    for row, length in enumerate(lengths):
-        attention[row, width : width + length] = 1
-        counted[row, width - 1 : width - 1 + length] = True  # positions that predict response tokens
-    masses = _teacher_forced_mass(model, out, attention, counted, emoji_ids)
-    texts = tokenizer.batch_decode([out[r, width : width + n] for r, n in enumerate(lengths)], skip_special_tokens=True)
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                         output_logits=True, return_dict_in_generate=True)
+    new_tokens = out.sequences[:, ids.shape[1] :]
+    lengths = _response_lengths(new_tokens, tokenizer.eos_token_id)
+    counted = torch.arange(new_tokens.shape[1], device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
+    logits = torch.stack(out.logits, dim=1)  # (rows, steps, vocab): step t predicts response token t
+    masses = emoji_mass_from_logits(logits, counted, emoji_ids, "sequence").tolist()
+    texts = tokenizer.batch_decode([new_tokens[r, :n] for r, n in enumerate(lengths)], skip_special_tokens=True)
     return [(text.strip(), n, m) for text, n, m in zip(texts, lengths, masses)]
 
 
@@ -289,27 +293,29 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
     emoji_ids = emoji_start_token_ids(tokenizer)
     was_training = model.training
     model.eval()
-    groups, generations = [], []
+    prompt_groups = behavior_prompts(config)
+    # Every (group, prompt, sample) job goes into one queue, so generate calls stay full.
+    jobs = [(g, i, s) for g, group in enumerate(prompt_groups) for i in range(len(group.ids)) for s in range(config.samples)]
+    encoded = [[list(tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"]) for t in group.texts]
+               for group in prompt_groups]
+    found: list[Generation] = []
     try:
-        for group in behavior_prompts(config):
-            jobs = [(i, s) for i in range(len(group.ids)) for s in range(config.samples)]
-            encoded = [list(tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"])
-                       for t in group.texts]
-            found: list[Generation] = []
-            batches = range(0, len(jobs), config.batch_size)
-            for number, start in enumerate(tqdm(batches, desc=f"behavior {group.name}", unit="batch")):
-                chunk = jobs[start : start + config.batch_size]
-                seed = config.seed * 1_000_003 + number
-                outputs = _generate_batch(model, tokenizer, [encoded[i] for i, _ in chunk], config, emoji_ids, seed)
-                for (i, s), (text, n_tokens, mass) in zip(chunk, outputs):
-                    found.append(Generation(group.name, group.ids[i], s, group.texts[i], text, n_tokens,
-                                            text_stats(text).n_emojis, mass))
+        batches = range(0, len(jobs), config.batch_size)
+        for number, start in enumerate(tqdm(batches, desc=f"behavior {model_label}".strip(), unit="batch")):
+            chunk = jobs[start : start + config.batch_size]
+            seed = config.seed * 1_000_003 + number
+            outputs = _generate_batch(model, tokenizer, [encoded[g][i] for g, i, _ in chunk], config, emoji_ids, seed)
+            for (g, i, s), (text, n_tokens, mass) in zip(chunk, outputs):
+                group = prompt_groups[g]
+                found.append(Generation(group.name, group.ids[i], s, group.texts[i], text, n_tokens,
+                                        text_stats(text).n_emojis, mass))
+        groups = []
+        for group in prompt_groups:
             reference = _reference_mass(model, tokenizer, group, emoji_ids) if group.references else None
-            groups.append(_summarise(group, found, reference, config))
-            generations += found
+            groups.append(_summarise(group, [f for f in found if f.prompt_set == group.name], reference, config))
     finally:
         model.train(was_training)
-    return BehaviorResult(model_label, config, tuple(groups), tuple(generations), time.perf_counter() - started)
+    return BehaviorResult(model_label, config, tuple(groups), tuple(found), time.perf_counter() - started)
 
 
 def save_behavior(result: BehaviorResult, path: str | Path, overwrite: bool = False) -> tuple[Path, Path]:
