@@ -82,9 +82,7 @@ def _in_features(module: nn.Module) -> int:
     raise UnsupportedArchitectureError(f"cannot tell the input width of {type(module).__name__}")
 
 
-def neuron_sites(model: nn.Module, layers: list[int] | None = None) -> list[NeuronSite]:
-    """The MLP neuron site of each layer (all layers, or the ``layers`` given, in that order)."""
-    bare = unwrap_model(model)
+def _spec(bare: nn.Module) -> ArchSpec:
     model_type = getattr(getattr(bare, "config", None), "model_type", None)
     spec = ARCHITECTURES.get(model_type or "")
     if spec is None:
@@ -93,7 +91,19 @@ def neuron_sites(model: nn.Module, layers: list[int] | None = None) -> list[Neur
             f"supported: {', '.join(sorted(ARCHITECTURES))}. Add a row to "
             "activations.sites.ARCHITECTURES naming its layer list and MLP output projection."
         )
-    blocks = _resolve(bare, spec.layers)
+    return spec
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer blocks, in order."""
+    bare = unwrap_model(model)
+    return _resolve(bare, _spec(bare).layers)
+
+
+def neuron_sites(model: nn.Module, layers: list[int] | None = None) -> list[NeuronSite]:
+    """The MLP neuron site of each layer (all layers, or the ``layers`` given, in that order)."""
+    spec = _spec(unwrap_model(model))
+    blocks = decoder_blocks(model)
     n_layers = len(blocks)
     chosen = list(range(n_layers)) if layers is None else list(layers)
     bad = [layer for layer in chosen if not 0 <= layer < n_layers]

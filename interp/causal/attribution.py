@@ -22,9 +22,10 @@ neuron (l, i) is estimated by a first-order Taylor expansion around the receiver
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,14 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from activations.hooks import hooked
+from activations.resume import block_outputs, resume_from, resumes_exactly
 from activations.sites import neuron_sites
-from interp.causal.inputs import TokenBatch
+from interp.causal.inputs import TokenBatch, scored_forward
 from interp.causal.metrics import LogitMetric
 from interp.causal.results import check_writable, write_json, write_text
 from interp.interventions import Neuron, NeuronSet, ablate, patch, record_neurons
+
+log = logging.getLogger(__name__)
 
 ATTRIBUTION_MODES = ("patch", "zero")
 Target = Callable[[TokenBatch], dict[int, Tensor]]
@@ -108,8 +112,8 @@ def metric_gradients(model: nn.Module, batch: TokenBatch, metric: LogitMetric) -
         return fn
 
     with _graph_from_embeddings(model), hooked([(s, keep(s.layer)) for s in sites]), torch.enable_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        value = metric(logits, batch.score_mask)
+        logits, mask = scored_forward(model, batch)
+        value = metric(logits, mask)
         layers = [s.layer for s in sites]
         grads = torch.autograd.grad(value, [kept[layer] for layer in layers])
     return float(value.detach()), {layer: kept[layer].detach() for layer in layers}, dict(zip(layers, grads))
@@ -144,22 +148,38 @@ def exact_effects(
     batch_size: int = 4,
 ) -> tuple[np.ndarray, float]:
     """The exact change in M from patching each neuron alone (target None: zero-ablating it), and
-    the seconds per neuron (clean runs and target recordings are shared, so not counted)."""
+    the seconds per neuron (clean runs and target recordings are shared, so not counted).
+
+    A patch at layer L cannot change layers below L, so each patched pass resumes at L from the
+    clean pass's block outputs (``activations.resume``) when the model passes that check; the
+    result is the same as a full pass, only cheaper."""
     chunks = list(batch.to(next(model.parameters()).device).split(batch_size))
     weights = [chunk.n_scored / max(batch.n_scored, 1) for chunk in chunks]
     layers = sorted({layer for layer, _ in neurons})
-    clean = [float(metric(model(input_ids=c.input_ids, attention_mask=c.attention_mask).logits, c.score_mask)) for c in chunks]
+    deepest = max(layers, default=0)
+    first = dict(input_ids=chunks[0].input_ids, attention_mask=chunks[0].attention_mask) if chunks else {}
+    skip = deepest > 0 and bool(chunks) and resumes_exactly(model, first, deepest)
+    if not skip:
+        log.info("resuming passes at a layer does not reproduce this model's logits; using full passes")
+    earlier = sorted({layer - 1 for layer in layers if layer > 0}) if skip else []
+    clean, saved = [], []
+    for chunk in chunks:
+        with block_outputs(model, earlier) as outputs:
+            clean.append(float(metric(*scored_forward(model, chunk))))
+        saved.append(dict(outputs))
     targets = [target(c) if target is not None else None for c in chunks]
     targets = [{layer: t[layer] for layer in layers} if t is not None else None for t in targets]  # keep only what is used
     start = time.perf_counter()
     effects = np.zeros(len(neurons))
     for n, neuron in enumerate(tqdm(neurons, desc="exact patching", leave=False)):
         single = NeuronSet.from_pairs([neuron])
-        for chunk, values, clean_value, weight in zip(chunks, targets, clean, weights):
+        layer = neuron[0]
+        for chunk, values, clean_value, weight, outputs in zip(chunks, targets, clean, weights, saved):
             edit = ablate(model, single, "zero") if values is None else patch(model, single, values)
-            with edit:
-                logits = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask).logits
-            effects[n] += (float(metric(logits, chunk.score_mask)) - clean_value) * weight
+            resume = resume_from(model, layer, outputs[layer - 1]) if skip and layer > 0 else nullcontext()
+            with resume, edit:
+                value = float(metric(*scored_forward(model, chunk)))
+            effects[n] += (value - clean_value) * weight
     return effects, (time.perf_counter() - start) / max(len(neurons), 1)
 
 
