@@ -16,17 +16,20 @@ from interp.causal import (
     Hooked,
     PatchingConfig,
     QuestionSet,
+    Stacked,
     dose_response,
     emoji_suite,
     generate_cross_patched,
     generate_replies,
     measure,
+    measure_stacked,
     patching_experiment,
     teacher_forced_batch,
 )
+from interp.causal.inputs import scored_forward
 from interp.causal.results import interval
 from interp.causal.suite import ablation_reference
-from interp.interventions import NeuronSet, ablate, layer_widths, patch, record_neurons, scale
+from interp.interventions import NeuronSet, ablate, ablate_stacked, layer_widths, patch, record_neurons, scale
 
 QUESTIONS = QuestionSet(("q1", "q2"), ("What do you think about jazz?", "How was the beach?"),
                         ("I love it, great fun", "Sunny and warm"), "inline")
@@ -157,3 +160,81 @@ def test_interval_is_a_t_interval() -> None:
     # mean 2, sd 1, t(0.975, 2) = 4.3027
     assert iv.mean == 2.0 and iv.high - 2.0 == pytest.approx(4.302653 / 3**0.5, rel=1e-5)
     assert interval([5.0]).low == 5.0
+
+
+def _stacked_sets(model) -> list[NeuronSet]:
+    widths = layer_widths(model)
+    return [NeuronSet.from_pairs([(2, 5), (0, 3)]), NeuronSet.from_pairs([(2, 7), (0, widths[0] - 1)]),
+            NeuronSet.from_pairs([(1, i) for i in range(40)])]
+
+
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
+def test_stacked_ablation_edits_each_copy_like_its_own_ablate(which, request) -> None:
+    loaded = request.getfixturevalue(which)
+    model, sets = loaded.model, _stacked_sets(loaded.model)
+    batch = teacher_forced_batch(loaded.tokenizer, QUESTIONS.questions, QUESTIONS.answers)
+    ids, mask = batch.input_ids, batch.attention_mask
+    with torch.no_grad():
+        separate = []
+        for neurons in sets:
+            with ablate(model, neurons):
+                separate.append(model(input_ids=ids, attention_mask=mask).logits)
+        with ablate_stacked(model, sets):
+            stacked = model(input_ids=ids.repeat(len(sets), 1), attention_mask=mask.repeat(len(sets), 1)).logits
+    for copy_logits, own in zip(stacked.unflatten(0, (len(sets), len(ids))), separate):
+        torch.testing.assert_close(copy_logits, own, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(separate[0], separate[2])  # the copies really differ
+    assert not any_hooks(neuron_sites(model))
+
+
+def test_stacked_ablation_refuses_a_batch_that_is_not_stacked(tiny_llama) -> None:
+    sets = _stacked_sets(tiny_llama.model)
+    ids = torch.ones(4, 5, dtype=torch.long)  # 4 rows cannot be 3 stacked copies
+    with pytest.raises(ValueError, match="stacked copies"), ablate_stacked(tiny_llama.model, sets):
+        tiny_llama.model(input_ids=ids)
+    assert not any_hooks(neuron_sites(tiny_llama.model))
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_measure_stacked_agrees_with_measuring_each_set(mode, tiny_llama) -> None:
+    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
+    suite = _suite(tokenizer, max_new_tokens=5)
+    sets = _stacked_sets(model)
+    reference = ablation_reference(model, tokenizer, mode, NEUTRAL, batch_size=2)
+    stacked = measure_stacked(model, tokenizer, suite,
+                              Stacked(lambda m: ablate_stacked(m, sets, mode, reference), len(sets)))
+    for neurons, together in zip(sets, stacked):
+        alone = measure(model, tokenizer, suite, Hooked(lambda m, s=neurons: ablate(m, s, mode, reference)))
+        assert together.texts == alone.texts
+        assert together.metrics.keys() == alone.metrics.keys()
+        for name, value in alone.metrics.items():
+            # KL's reference runs unstacked: batched-matmul rounding leaves a ~1e-7 floor
+            assert together.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+def test_dose_response_stacked_equals_one_by_one(tiny_llama) -> None:
+    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
+    suite = _suite(tokenizer, max_new_tokens=3)
+    ranked = [(2, 5), (0, 3), (1, 9), (2, 1), (0, 4)]
+    results = [dose_response(model, tokenizer, ranked, suite,
+                             DoseResponseConfig(k_grid=(1, 5), n_random=2, seed=4, stacked=stacked))
+               for stacked in (True, False)]
+    assert [r["text"] for r in results[0].generations] == [r["text"] for r in results[1].generations]
+    for together, alone in zip(*(r.points for r in results)):
+        assert together.flagged == pytest.approx(alone.flagged, rel=1e-4, abs=1e-6)
+        for a, b in zip(together.random_sets, alone.random_sets):
+            assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
+def test_scored_forward_cuts_logits_without_changing_metrics(which, request) -> None:
+    loaded = request.getfixturevalue(which)
+    batch = teacher_forced_batch(loaded.tokenizer, QUESTIONS.questions, QUESTIONS.answers)
+    metric = emoji_suite(loaded.tokenizer, QUESTIONS, None).logit_metrics["emoji_mass"]
+    with torch.no_grad():
+        full = loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logits, mask = scored_forward(loaded.model, batch)
+    span = batch.scored_span()
+    assert logits.shape[1] == span.stop - span.start < full.shape[1]
+    torch.testing.assert_close(logits, full[:, span], rtol=1e-5, atol=1e-5)
+    assert float(metric(logits, mask)) == pytest.approx(float(metric(full, batch.score_mask)), rel=1e-6)

@@ -12,8 +12,8 @@ from interp.causal.attribution import (
     exact_effects,
 )
 from interp.causal.dose_response import DoseResponseConfig, DoseResponseResult, dose_response
-from interp.causal.evaluate import Clean, CrossPatch, EvalSuite, Hooked, Measurement, measure
-from interp.causal.generation import GenerationConfig, generate_cross_patched, generate_replies
+from interp.causal.evaluate import Clean, CrossPatch, EvalSuite, Hooked, Measurement, Stacked, measure, measure_stacked
+from interp.causal.generation import GenerationConfig, generate_cross_patched, generate_replies, generate_stacked
 from interp.causal.inputs import QuestionSet, TokenBatch, load_neutral, load_questions, teacher_forced_batch, text_batch
 from interp.causal.patching import PatchingConfig, PatchingResult, patching_experiment
 from interp.causal.suite import emoji_suite
@@ -34,6 +34,7 @@ __all__ = [
     "PatchingConfig",
     "PatchingResult",
     "QuestionSet",
+    "Stacked",
     "TokenBatch",
     "attribution_patching",
     "attribution_scores",
@@ -43,9 +44,11 @@ __all__ = [
     "exact_effects",
     "generate_cross_patched",
     "generate_replies",
+    "generate_stacked",
     "load_neutral",
     "load_questions",
     "measure",
+    "measure_stacked",
     "patching_experiment",
     "teacher_forced_batch",
     "text_batch",

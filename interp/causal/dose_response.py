@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,9 +25,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from interp.causal.evaluate import Clean, EvalSuite, Hooked, measure
+from interp.causal.evaluate import Clean, EvalSuite, Hooked, Measurement, Stacked, measure, measure_stacked
 from interp.causal.results import GENERATIONS_FILE, Interval, check_writable, summarise, text_records, write_json, write_jsonl
-from interp.interventions import ABLATION_MODES, Neuron, NeuronSet, ablate, layer_widths
+from interp.interventions import ABLATION_MODES, Neuron, NeuronSet, ablate, ablate_stacked, layer_widths
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class DoseResponseConfig:
     """Matched random sets per k (0 disables the control)."""
     seed: int = 0
     """Seeds the random sets (set i of k uses seed (seed, k, i)) and resampling."""
+    stacked: bool = True
+    """Measure each k's flagged and random sets together in one stacked batch (``ablate_stacked``:
+    faster, ``1 + n_random`` times the rows per pass); False measures them one by one."""
 
     def __post_init__(self) -> None:
         if not self.k_grid or any(k < 1 for k in self.k_grid):
@@ -137,11 +141,12 @@ def dose_response(
     exclude = exclude if exclude is not None else NeuronSet.from_pairs(ranked)
     records: list[dict] = []
 
-    def run(neurons: NeuronSet, label: str, k: int, set_index: int | None) -> dict[str, float]:
-        condition = Hooked(lambda m: ablate(m, neurons, config.mode, reference, seed=config.seed))  # type: ignore[arg-type]
-        measured = measure(model, tokenizer, suite, condition)
-        records.extend(text_records(label, k, set_index, suite.prompt_ids, measured.texts))
-        return measured.metrics
+    def run(sets: list[NeuronSet]) -> list[Measurement]:
+        options = dict(mode=config.mode, reference=reference, seed=config.seed)
+        if config.stacked:
+            stack = Stacked(functools.partial(ablate_stacked, sets=sets, **options), len(sets))
+            return measure_stacked(model, tokenizer, suite, stack)
+        return [measure(model, tokenizer, suite, Hooked(functools.partial(ablate, neurons=s, **options))) for s in sets]
 
     baseline = measure(model, tokenizer, suite, Clean())
     records.extend(text_records("baseline", 0, None, suite.prompt_ids, baseline.texts))
@@ -149,9 +154,12 @@ def dose_response(
     points = []
     for k in tqdm(ks, desc="dose-response", leave=False):
         flagged = NeuronSet.from_pairs(ranked[:k])
-        flagged_metrics = run(flagged, "flagged", k, None)
         randoms = flagged.random_matched_sets(widths, config.n_random, _set_seed(config.seed, k), exclude=exclude)
-        random_metrics = [run(random_set, "random", k, i) for i, random_set in enumerate(randoms)]
+        flagged_run, *random_runs = run([flagged, *randoms])
+        records.extend(text_records("flagged", k, None, suite.prompt_ids, flagged_run.texts))
+        for i, measured in enumerate(random_runs):
+            records.extend(text_records("random", k, i, suite.prompt_ids, measured.texts))
+        flagged_metrics, random_metrics = flagged_run.metrics, [m.metrics for m in random_runs]
         points.append(DosePoint(k, flagged.counts(), flagged_metrics, summarise(random_metrics), tuple(random_metrics)))
         log.info("k=%d flagged %s", k, {name: round(value, 4) for name, value in flagged_metrics.items()})
     return DoseResponseResult(config, suite.describe(), model_name, len(ranked), baseline.metrics, tuple(points), tuple(records))

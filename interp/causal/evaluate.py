@@ -20,8 +20,8 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from interp.causal.generation import GenerationConfig, generate_cross_patched, generate_replies
-from interp.causal.inputs import TokenBatch
+from interp.causal.generation import GenerationConfig, generate_cross_patched, generate_replies, generate_stacked
+from interp.causal.inputs import TokenBatch, scored_forward
 from interp.causal.metrics import LogitMetric, TextMetric, next_token_kl_sum, nll_sum
 from interp.interventions import NeuronSet, patch, record_neurons
 
@@ -78,6 +78,21 @@ class CrossPatch:
 
     def generate(self, model, tokenizer, prompts, config) -> list[str]:
         return generate_cross_patched(model, self.donor, self.neurons, tokenizer, prompts, config)
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """``copies`` input-independent hook interventions measured together: every batch is stacked
+    ``copies`` times and ``make`` edits copy g its own way (``interp.interventions.ablate_stacked``).
+    One pass per batch instead of ``copies``; see ``measure_stacked``."""
+
+    make: Callable[[nn.Module], AbstractContextManager]
+    """E.g. ``lambda m: ablate_stacked(m, [flagged, *randoms], "zero")``."""
+    copies: int
+
+    def __post_init__(self) -> None:
+        if self.copies < 1:
+            raise ValueError(f"copies must be >= 1, got {self.copies}")
 
 
 @dataclass(frozen=True)
@@ -147,9 +162,9 @@ def teacher_forced(
     totals = dict.fromkeys(metrics, 0.0)
     for chunk in batch.to(_device(model)).split(batch_size):
         with condition.forward(model, chunk):
-            logits = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask).logits
+            logits, mask = scored_forward(model, chunk)
         for name, metric in metrics.items():
-            totals[name] += float(metric(logits, chunk.score_mask)) * chunk.n_scored
+            totals[name] += float(metric(logits, mask)) * chunk.n_scored
     return {name: total / max(batch.n_scored, 1) for name, total in totals.items()}
 
 
@@ -182,3 +197,55 @@ def measure(
     if suite.neutral is not None:
         metrics.update(side_effects(model, suite.neutral, condition, suite.batch_size, isinstance(condition, Clean)))
     return Measurement(metrics, tuple(texts))
+
+
+def _stack(chunk: TokenBatch, copies: int) -> TokenBatch:
+    return TokenBatch(chunk.input_ids.repeat(copies, 1), chunk.attention_mask.repeat(copies, 1),
+                      chunk.score_mask.repeat(copies, 1), chunk.ids * copies)
+
+
+@torch.no_grad()
+def measure_stacked(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, suite: EvalSuite, stacked: Stacked
+) -> list[Measurement]:
+    """What ``measure`` gives for each of ``stacked``'s interventions, in one stacked pass per batch.
+
+    Forward passes keep about ``suite.batch_size`` rows (``batch_size // copies`` prompts, stacked),
+    since they are compute-bound; generation stacks ``generation.batch_size`` prompts ``copies``
+    times, since one-token steps on a small batch are bound by reading the weights. The clean
+    reference logits of the KL are computed once per neutral batch, not once per copy.
+    """
+    copies, device = stacked.copies, _device(model)
+    rows = max(1, suite.batch_size // copies)
+    metrics: list[dict[str, float]] = [{} for _ in range(copies)]
+    if suite.questions is not None and suite.logit_metrics:
+        totals = [dict.fromkeys(suite.logit_metrics, 0.0) for _ in range(copies)]
+        for chunk in suite.questions.to(device).split(rows):
+            with stacked.make(model):
+                logits, mask = scored_forward(model, _stack(chunk, copies))
+            for copy, copy_logits in enumerate(logits.unflatten(0, (copies, len(chunk)))):
+                for name, metric in suite.logit_metrics.items():
+                    totals[copy][name] += float(metric(copy_logits, mask[: len(chunk)])) * chunk.n_scored
+        n = max(suite.questions.n_scored, 1)
+        for copy, total in enumerate(totals):
+            metrics[copy].update({name: value / n for name, value in total.items()})
+    texts: list[list[str]] = [[] for _ in range(copies)]
+    if suite.generates:
+        with stacked.make(model):
+            texts = generate_stacked(model, tokenizer, list(suite.prompts), suite.generation, copies)
+        for copy, replies in enumerate(texts):
+            metrics[copy].update({name: float(metric(replies)) for name, metric in suite.text_metrics.items()})
+    if suite.neutral is not None:
+        kl, nll = [0.0] * copies, [0.0] * copies
+        for chunk in suite.neutral.to(device).split(rows):
+            reference = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask).logits
+            big = _stack(chunk, copies)
+            with stacked.make(model):
+                logits = model(input_ids=big.input_ids, attention_mask=big.attention_mask).logits
+            for copy, copy_logits in enumerate(logits.unflatten(0, (copies, len(chunk)))):
+                nll[copy] += float(nll_sum(copy_logits, chunk.input_ids, chunk.score_mask))
+                kl[copy] += float(next_token_kl_sum(reference, copy_logits, chunk.score_mask))
+        n = max(suite.neutral.n_scored, 1)
+        for copy in range(copies):
+            metrics[copy].update({KL_NEUTRAL: kl[copy] / n, PPL_NEUTRAL: math.exp(nll[copy] / n)})
+    return [Measurement(metrics[copy], tuple(texts[copy])) for copy in range(copies)]

@@ -75,6 +75,19 @@ def _decode(tokenizer: PreTrainedTokenizerBase, new_tokens: Tensor) -> list[str]
     return tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
 
+def _generate(model: nn.Module, tokenizer: PreTrainedTokenizerBase, ids: Tensor, mask: Tensor,
+              config: GenerationConfig, seed: int) -> Tensor:
+    """New tokens ``(rows, <= max_new_tokens)`` for left-padded ``ids``."""
+    kwargs = dict(do_sample=config.do_sample, pad_token_id=tokenizer.pad_token_id)
+    if config.do_sample:
+        torch.manual_seed(seed)  # generate samples from the global generator
+        kwargs["temperature"] = config.temperature
+    else:  # explicit, so a generation_config asking for sampling does not leak in
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens, **kwargs)
+    return out[:, ids.shape[1] :]
+
+
 @torch.no_grad()
 def generate_replies(
     model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], config: GenerationConfig
@@ -84,14 +97,25 @@ def generate_replies(
     replies: list[str] = []
     for start in tqdm(range(0, len(prompts), config.batch_size), desc="generate", leave=False):
         ids, mask = _encode_left(tokenizer, prompts[start : start + config.batch_size], _device(model))
-        kwargs = dict(do_sample=config.do_sample, pad_token_id=tokenizer.pad_token_id)
-        if config.do_sample:
-            torch.manual_seed(config.seed + start)  # generate samples from the global generator
-            kwargs["temperature"] = config.temperature
-        else:  # explicit, so a generation_config asking for sampling does not leak in
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=config.max_new_tokens, **kwargs)
-        replies.extend(_decode(tokenizer, out[:, ids.shape[1] :]))
+        replies.extend(_decode(tokenizer, _generate(model, tokenizer, ids, mask, config, config.seed + start)))
+    return replies
+
+
+@torch.no_grad()
+def generate_stacked(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], config: GenerationConfig,
+    copies: int,
+) -> list[list[str]]:
+    """Replies of ``copies`` stacked copies of each prompt batch, one list per copy: for use inside
+    ``interp.interventions.ablate_stacked`` (copy g runs under set g). Up to ``config.batch_size``
+    prompts, times ``copies`` rows, go into each ``generate`` call."""
+    replies: list[list[str]] = [[] for _ in range(copies)]
+    for start in tqdm(range(0, len(prompts), config.batch_size), desc=f"generate x{copies}", leave=False):
+        ids, mask = _encode_left(tokenizer, prompts[start : start + config.batch_size], _device(model))
+        texts = _decode(tokenizer, _generate(model, tokenizer, ids.repeat(copies, 1), mask.repeat(copies, 1),
+                                             config, config.seed + start))
+        for copy in range(copies):
+            replies[copy].extend(texts[copy * len(ids) : (copy + 1) * len(ids)])
     return replies
 
 

@@ -20,6 +20,7 @@ from interp.interventions.neuron_set import (
     read_neuron_table,
 )
 from interp.interventions.references import mean_activations, mean_reference_from_cache, record_neurons, token_pool
+from interp.interventions.stacked import ablate_stacked
 
 __all__ = [
     "ABLATION_MODES",
@@ -29,6 +30,7 @@ __all__ = [
     "Neuron",
     "NeuronSet",
     "ablate",
+    "ablate_stacked",
     "check_export",
     "export_and_check",
     "export_suppressed",
