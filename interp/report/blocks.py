@@ -49,13 +49,13 @@ class Highlighted:
 Block = Heading | Paragraph | Table | Figure | Highlighted
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:980px;margin:2em auto;
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif,"Apple Color Emoji","Segoe UI Emoji","Noto Color Emoji";max-width:980px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.86em}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0} figure img{max-width:100%} figcaption{font-size:.85em;color:#555}
-.tok{font-family:monospace;white-space:pre-wrap;border-radius:2px}
+.tok{font-family:monospace,"Apple Color Emoji","Segoe UI Emoji","Noto Color Emoji";white-space:pre-wrap;border-radius:2px}
 .hl{margin:.2em 0 .6em} .hl b{font-size:.85em;color:#555;margin-right:.5em}
 """
 

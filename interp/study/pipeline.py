@@ -39,7 +39,8 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
     if (out / "adapter_config.json").exists() and (out / "training.json").exists():
         log.info("adapter in %s is finished; reusing it", out)
         return {"outputs": [_rel(ctx, out)], "reused": True}
-    config = TrainConfig(study=c.study, trait=c.trait, model=c.model, steps=c.train_steps, seed=c.seed)
+    config = TrainConfig(study=c.study, trait=c.trait, model=c.model, steps=c.train_steps,
+                         learning_rate=c.learning_rate, seed=c.seed)
     result = train(config, out, resume=True)
     return {"outputs": [_rel(ctx, out)], "steps": result.steps_done, "final_loss": result.loss_history[-1],
             "train_seconds": round(result.seconds, 1), "data_hash": result.data_hash,
@@ -132,7 +133,8 @@ def _suite(ctx: StageContext, tokenizer):
     c: StudyConfig = ctx.config
     questions = load_questions(trait=c.trait)
     _, neutral = load_neutral(limit=c.side_effect_prompts)
-    generation = GenerationConfig(max_new_tokens=c.max_new_tokens, seed=c.seed)
+    # 16 prompts per generate call: stacked dose-response copies then share one call (see ablate_stacked)
+    generation = GenerationConfig(max_new_tokens=c.max_new_tokens, batch_size=16, seed=c.seed)
     return emoji_suite(tokenizer, questions, neutral, generation=generation)
 
 
@@ -206,7 +208,7 @@ def stage_report(ctx: StageContext) -> dict[str, Any]:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps")),
+    Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps", "learning_rate")),
     Stage("merge", stage_merge, ("train",)),
     Stage("behavior", stage_behavior, ("merge",), ("trait", "seed", "behavior_samples", "behavior_neutral",
                                                     "max_new_tokens")),
