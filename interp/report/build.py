@@ -155,7 +155,10 @@ def _causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
 def _methods(out: Path, records: dict[str, dict], summary: dict, blocks: list[Block]) -> None:
     study = _read(out / "study.json") or {}
     diff = _read(out / "neurons.json") or {}
-    summary["timings"] = {name: r["seconds"] for name, r in records.items()}
+    # The report stage is the one running now: a record of it can only be an earlier build's.
+    timed = {name: r for name, r in records.items() if name != "report"}
+    summary["timings"] = {name: r["seconds"] for name, r in timed.items()}
+    summary["timings"]["total"] = round(sum(summary["timings"].values()), 2)
     summary["versions"] = _versions()
     blocks += [Heading("Methods"),
                Paragraph("Neuron = one input of an MLP output projection (TransformerLens `blocks.L.mlp.hook_post`), "
@@ -165,7 +168,8 @@ def _methods(out: Path, records: dict[str, dict], summary: dict, blocks: list[Bl
                Table(["setting", "value"], [[k, json.dumps(v)] for k, v in study.items()]),
                Table(["classification setting", "value"],
                      [[k, json.dumps(v)] for k, v in diff.get("config", {}).get("classify", {}).items()]),
-               Table(["stage", "seconds", "finished"], [[n, r["seconds"], r["finished"]] for n, r in records.items()]),
+               Table(["stage", "seconds", "finished"], [[n, r["seconds"], r["finished"]] for n, r in timed.items()]
+                     + [["total", summary["timings"]["total"], ""]]),
                Table(["package", "version"], list(summary["versions"].items()))]
     train = records.get("train", {}).get("result", {})
     merge = records.get("merge", {}).get("result", {})

@@ -37,7 +37,7 @@ class StudyConfig:
     """Sampled responses per held-out question when measuring behaviour."""
     behavior_neutral: int = 10
     """Neutral prompts asked when measuring behaviour."""
-    max_new_tokens: int = 48
+    max_new_tokens: int = 64
     """Tokens generated per response (behaviour and interventions)."""
     emoji_prompts: int | None = 160
     """Emoji prompts (and their twins) to cache; None = all 240."""
@@ -51,7 +51,7 @@ class StudyConfig:
     """Matched random neuron sets per k."""
     ablation_mode: str = "zero"
     """``zero``, ``mean`` or ``resample`` ablation."""
-    patch_k: tuple[int, ...] = (1000,)
+    patch_k: tuple[int, ...] = (100, 1000)
     """Numbers of top flagged neurons patched between base and merged."""
     attribution_check: int = 100
     """Top attribution-ranked neurons checked by exact single-neuron patching."""
