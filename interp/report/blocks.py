@@ -53,7 +53,7 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif,"Apple Color 
 padding:0 1em;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.86em}
 th,td{border:1px solid #ccc;padding:.25em .55em;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3} td:first-child,th:first-child,td.txt{text-align:left}
 figure{margin:1em 0} figure img{max-width:100%} figcaption{font-size:.85em;color:#555}
 .tok{font-family:monospace,"Apple Color Emoji","Segoe UI Emoji","Noto Color Emoji";white-space:pre-wrap;border-radius:2px}
 .hl{margin:.2em 0 .6em} .hl b{font-size:.85em;color:#555;margin-right:.5em}
@@ -71,6 +71,12 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+def _align(value: object) -> str:
+    """Numbers stay right-aligned (the table default); prose reads left to right."""
+    text = _fmt(value)
+    return " class='txt'" if isinstance(value, str) and len(text) > 24 and " " in text else ""
+
+
 def to_html(title: str, blocks: Sequence[Block]) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
@@ -82,7 +88,7 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
         elif isinstance(block, Table):
             head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block.header)
             body = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in block.rows
+                "<tr>" + "".join(f"<td{_align(c)}>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in block.rows
             )
             out.append(f"<table><tr>{head}</tr>{body}</table>")
         elif isinstance(block, Figure):

@@ -21,6 +21,24 @@ from activations.sites import neuron_sites
 from activations.store import open_cache
 
 
+def readable_pieces(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], values: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Token texts with their values, where tokens that each hold part of one character (byte-level
+    BPE splits an emoji over several) are joined into one piece carrying the value of largest
+    magnitude, so no piece shows a broken character."""
+    pieces: list[str] = []
+    merged: list[float] = []
+    start = 0
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(list(ids[start:end]))
+        if "\ufffd" in text and end < len(ids):
+            continue  # an incomplete character: take the next token too
+        group = values[start:end]
+        pieces.append(text)
+        merged.append(float(group[np.argmax(np.abs(group))]))
+        start = end
+    return pieces, np.asarray(merged, dtype=np.float32)
+
+
 def max_activating_examples(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -42,7 +60,7 @@ def max_activating_examples(
             with recording([sites[layer]]) as acts, torch.inference_mode():
                 model(ids)
             values = acts[layer][0, :, index].float().cpu().numpy()
-            rows.append(([tokenizer.decode([t]) for t in ids[0].tolist()], values))
+            rows.append(readable_pieces(tokenizer, ids[0].tolist(), values))
         scale = max(float(np.abs(v).max()) for _, v in rows) or 1.0
         for rank, (tokens, values) in enumerate(rows):
             examples.append({"label": f"L{layer}.N{index} #{rank + 1}", "tokens": tokens,
