@@ -122,24 +122,33 @@ def _causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
             blocks.append(Figure(figures.dose_response(dose, metric, fig_dir / f"dose_{metric}.png"),
                                  f"Ablating the top-k flagged neurons of the merged model ({dose['config']['mode']}) "
                                  f"vs {dose['config']['n_random']} matched random sets per k: {metric}."))
-        side = [m for m in ("perplexity", "kl") if m in dose["baseline"] or any(m in p["flagged"] for p in dose["points"])]
+        # side effects on neutral prompts: "suppressing emojis" must not be "breaking the model"
+        side = [m for m in ("ppl_neutral", "kl_neutral") if m in dose["baseline"]]
         header = ["k", *[f"{m} flagged" for m in metrics], *[f"{m} random (mean [95%])" for m in metrics],
-                  *[f"{m} flagged" for m in side]]
+                  *[f"{m} flagged" for m in side], *[f"{m} random (mean)" for m in side]]
         rows = [[p["k"], *[p["flagged"].get(m) for m in metrics],
                  *[f"{p['random'][m]['mean']:.3g} [{p['random'][m]['low']:.3g}, {p['random'][m]['high']:.3g}]"
-                   for m in metrics], *[p["flagged"].get(m, "") for m in side]] for p in dose["points"]]
+                   for m in metrics], *[p["flagged"].get(m, "") for m in side],
+                 *[p["random"][m]["mean"] if m in p["random"] else "" for m in side]] for p in dose["points"]]
         blocks += [Paragraph("No ablation: " + ", ".join(f"{k} {v:.4g}" for k, v in dose["baseline"].items())),
                    Table(header, rows)]
     patch = _read(out / "patching" / "patching.json")
     if patch:
         summary["patching"] = {"base": patch["base"], "merged": patch["merged"], "points": patch["points"]}
-        rows = [[p["k"], json.dumps({m: round(v, 4) for m, v in p["sufficiency"].items()}),
-                 json.dumps({m: None if v is None else round(v, 3) for m, v in p["sufficiency_recovered"].items()}),
-                 json.dumps({m: round(v, 4) for m, v in p["necessity"].items()})] for p in patch["points"]]
-        blocks += [Paragraph("Patching: **sufficiency** gives the base model the merged model's values of the top-k "
-                             "flagged neurons; **necessity** gives the merged model the base values. Recovered = "
-                             "(patched - base) / (merged - base)."),
-                   Table(["k", "base <- merged", "recovered", "merged <- base"], rows)]
+        shown = ("emoji_rate", "emoji_mass", "ppl_neutral", "kl_neutral")
+        rows = [["base (clean)", "", *[patch["base"].get(m) for m in shown], ""],
+                ["merged (clean)", "", *[patch["merged"].get(m) for m in shown], ""]]
+        for p in patch["points"]:
+            for direction, label in (("sufficiency", "base <- merged"), ("necessity", "merged <- base")):
+                recovered = p[f"{direction}_recovered"].get("emoji_mass")
+                rows.append([label, p["k"], *[p[direction].get(m) for m in shown],
+                             "" if recovered is None else round(recovered, 3)])
+        blocks += [Paragraph("Patching: **sufficiency** (base <- merged) gives the base model the merged model's values "
+                             "of the top-k flagged neurons; **necessity** (merged <- base) gives the merged model the "
+                             "base values, on the same tokens at every step. Recovered = (patched - base) / "
+                             "(merged - base) of the emoji mass: for sufficiency 1 = the neurons carry the whole difference, for "
+                             "necessity 0 = giving them base values removes it."),
+                   Table(["condition", "k", *shown, "emoji mass recovered"], rows)]
     attribution = _read(out / "attribution" / "attribution.json")
     if attribution and attribution.get("check"):
         check = attribution["check"]

@@ -113,5 +113,6 @@ def attribution_scatter(exact: Sequence[float], estimate: Sequence[float], rho: 
     ax.plot(lims, lims, color="k", lw=0.8, ls=":")
     ax.set_xlabel("exact effect (patching)")
     ax.set_ylabel("attribution estimate")
+    ax.ticklabel_format(style="sci", axis="both", scilimits=(-2, 3))  # effects are ~1e-5: no crowded labels
     ax.set_title(f"Spearman rho = {rho:.2f}")
     return _save(fig, path)
