@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from training._io import refuse_existing, write_json_atomic, write_jsonl_atomic
+from training.atomic_io import refuse_existing, write_json_atomic, write_jsonl_atomic
 from training.data import TRAITS
 from training.emoji_metrics import Estimate, bootstrap_ratio, text_stats
 from training.emoji_tokens import emoji_mass_from_logits, emoji_start_token_ids

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from interp.causal.evaluate import Clean, EvalSuite, Hooked, Measurement, Stacked, measure, measure_stacked
-from interp.causal.results import GENERATIONS_FILE, Interval, check_writable, summarise, text_records, write_json, write_jsonl
+from interp.causal.results import Interval, save_with_generations, summarise, text_records
 from interp.interventions import ABLATION_MODES, Neuron, NeuronSet, ablate, ablate_stacked, layer_widths
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,7 @@ class DoseResponseResult:
         }
 
     def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-        out = Path(out_dir)
-        check_writable([out / RESULT_FILE, out / GENERATIONS_FILE], overwrite)
-        write_jsonl(out / GENERATIONS_FILE, self.generations, overwrite=overwrite)
-        return write_json(out / RESULT_FILE, self.to_dict(), overwrite=overwrite)
+        return save_with_generations(out_dir, RESULT_FILE, self.to_dict(), self.generations, overwrite=overwrite)
 
 
 def _set_seed(seed: int, k: int) -> int:

@@ -26,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 
 from interp.causal.dose_response import _set_seed
 from interp.causal.evaluate import Clean, CrossPatch, EvalSuite, measure
-from interp.causal.results import GENERATIONS_FILE, Interval, check_writable, summarise, text_records, write_json, write_jsonl
+from interp.causal.results import Interval, save_with_generations, summarise, text_records
 from interp.interventions import Neuron, NeuronSet, layer_widths
 
 RESULT_FILE = "patching.json"
@@ -108,10 +108,7 @@ class PatchingResult:
         }
 
     def save(self, out_dir: str | Path, *, overwrite: bool = False) -> Path:
-        out = Path(out_dir)
-        check_writable([out / RESULT_FILE, out / GENERATIONS_FILE], overwrite)
-        write_jsonl(out / GENERATIONS_FILE, self.generations, overwrite=overwrite)
-        return write_json(out / RESULT_FILE, self.to_dict(), overwrite=overwrite)
+        return save_with_generations(out_dir, RESULT_FILE, self.to_dict(), self.generations, overwrite=overwrite)
 
 
 def patching_experiment(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,8 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+from training.atomic_io import refuse_existing, write_text_atomic
 
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -62,16 +63,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, text: str, overwrite: bool) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    refuse_existing(path, overwrite)
+    write_text_atomic(path, text)
     return path
 
 
@@ -96,6 +89,16 @@ def check_writable(paths: Iterable[str | Path], overwrite: bool) -> None:
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True (--overwrite) to replace")
+
+
+def save_with_generations(out_dir: str | Path, result_file: str, payload: Any, generations: Iterable[Mapping[str, Any]],
+                          *, overwrite: bool = False) -> Path:
+    """An experiment's JSON result plus its generated texts (``GENERATIONS_FILE``) in ``out_dir``;
+    both outputs are checked before either is written."""
+    out = Path(out_dir)
+    check_writable([out / result_file, out / GENERATIONS_FILE], overwrite)
+    write_jsonl(out / GENERATIONS_FILE, generations, overwrite=overwrite)
+    return write_json(out / result_file, payload, overwrite=overwrite)
 
 
 def text_records(condition: str, k: int | None, set_index: int | None, ids: Sequence[str], texts: Sequence[str]) -> list[dict]:

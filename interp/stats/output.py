@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from training.atomic_io import write_text_atomic
 
 
 def jsonable(value: Any) -> Any:
@@ -24,16 +25,6 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` beside ``path``, then move the finished file onto it."""
-    tmp = path.with_name(f"{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def summary_path(out_csv: str | os.PathLike) -> Path:
@@ -59,6 +50,6 @@ def save_table_and_summary(
     csv_path, json_path = Path(out_csv), summary_path(out_csv)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(jsonable(summary), indent=2) + "\n"  # serialise first: a failure writes nothing
-    write_atomic(csv_path, lambda tmp: table.to_csv(tmp, index=False, float_format="%.7g"))
-    write_atomic(json_path, lambda tmp: tmp.write_text(text))
+    write_text_atomic(csv_path, table.to_csv(index=False, float_format="%.7g"))
+    write_text_atomic(json_path, text)
     return csv_path, json_path

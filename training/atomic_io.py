@@ -1,4 +1,5 @@
-"""Atomic writes: a reader never sees a half-written file or folder under its final name."""
+"""Atomic writes, for every package: a reader never sees a half-written file or folder under its
+final name (temporary file beside the target, then a rename)."""
 
 from __future__ import annotations
 
