@@ -38,7 +38,7 @@ def test_quick_study_writes_report(finished) -> None:
     assert 0.0 <= summary["behavior"]["merged"]["emoji_rate"] <= 1.0
     assert len(summary["behavior"]["merged"]["ci"]) == 2
     assert set(summary["neurons"]["counts"]) >= {"activated", "amplified", "suppressed", "emoji_selective"}
-    assert [p["k"] for p in summary["ablation"]["per_k"]] == [1, 10, 30]
+    assert [p["k"] for p in summary["ablation"]["per_k"]] == list(StudyConfig().quick_variant().k_grid)
     html = (finished / "report.html").read_text()
     assert "QUICK RUN" in html and html.count("data:image/png;base64,") >= 4
     assert (finished / "report.md").read_text().count("](figures/") >= 4

@@ -74,7 +74,7 @@ class StudyConfig:
     def quick_variant(self) -> StudyConfig:
         """Fewer steps, prompts and samples: a smoke run, not a result."""
         return dataclasses.replace(
-            self, quick=True, train_steps=min(self.train_steps, 12), behavior_samples=1, behavior_neutral=4,
-            max_new_tokens=24, emoji_prompts=48, neutral_prompts=24, k_grid=(1, 10, 30), n_random=3,
+            self, quick=True, train_steps=min(self.train_steps, 8), behavior_samples=1, behavior_neutral=4,
+            max_new_tokens=16, emoji_prompts=32, neutral_prompts=16, k_grid=(1, 30), n_random=3,
             patch_k=(10,), attribution_check=10, side_effect_prompts=8,
         )
