@@ -47,8 +47,9 @@ def test_quick_study_writes_report(finished) -> None:
 def test_rerun_skips_every_stage(finished, caplog) -> None:
     caplog.set_level("INFO")
     before = (finished / "summary.json").read_text()
-    run_study(QUICK, finished)
+    records = run_study(QUICK, finished)
     assert sum("skipped" in r.message for r in caplog.records) == len(pipeline.STAGES)
+    assert all(record.get("skipped") is True for record in records.values())
     assert (finished / "summary.json").read_text() == before
 
 

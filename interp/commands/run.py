@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         config = config.quick_variant()
     records = run_study(config, args.out, force=tuple(args.force), until=args.until)
+    ran = {name: record for name, record in records.items() if not record.get("skipped")}
     total = sum(record["seconds"] for record in records.values())
-    print(f"study finished in {args.out} ({total:.0f} s of stage time); open {args.out}/report.html")
+    print(f"study finished in {args.out}: {len(ran)} stage(s) run now ({sum(r['seconds'] for r in ran.values()):.0f} s), "
+          f"{len(records) - len(ran)} skipped as finished; recorded stage time {total:.0f} s; open {args.out}/report.html")
     print("settings:", {k: v for k, v in dataclasses.asdict(config).items() if k in ("study", "trait", "model", "quick")})
     return 0

@@ -98,6 +98,7 @@ def run_stages(
         fresh = record is not None and record.get("fingerprint") == prints[stage.name] and _outputs_exist(out, record)
         if fresh and stage.name not in force:
             log.info("stage %-10s skipped (finished %s)", stage.name, record["finished"])
+            record = {**record, "skipped": True}  # returned only: the file keeps the run that made it
         else:
             log.info("stage %-10s running", stage.name)
             started = time.perf_counter()
