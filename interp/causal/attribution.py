@@ -157,10 +157,11 @@ def exact_effects(
     weights = [chunk.n_scored / max(batch.n_scored, 1) for chunk in chunks]
     layers = sorted({layer for layer, _ in neurons})
     deepest = max(layers, default=0)
-    first = dict(input_ids=chunks[0].input_ids, attention_mask=chunks[0].attention_mask) if chunks else {}
-    skip = deepest > 0 and bool(chunks) and resumes_exactly(model, first, deepest)
-    if not skip:
-        log.info("resuming passes at a layer does not reproduce this model's logits; using full passes")
+    skip = False
+    if deepest > 0 and chunks:  # only neurons above layer 0 have earlier layers to skip
+        skip = resumes_exactly(model, dict(input_ids=chunks[0].input_ids, attention_mask=chunks[0].attention_mask), deepest)
+        if not skip:
+            log.info("resuming passes at a layer does not reproduce this model's logits; using full passes")
     earlier = sorted({layer - 1 for layer in layers if layer > 0}) if skip else []
     clean, saved = [], []
     for chunk in chunks:

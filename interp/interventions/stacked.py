@@ -29,13 +29,12 @@ from interp.interventions.edits import ABLATION_MODES, AblationMode, LayerValues
 from interp.interventions.neuron_set import NeuronSet, layer_widths
 
 
-def _copy_masks(sets: Sequence[NeuronSet], layer: int, width: int) -> Tensor:
-    """``(G, width)`` bool: which neurons of ``layer`` copy g ablates."""
-    mask = torch.zeros(len(sets), width, dtype=torch.bool)
-    for g, neurons in enumerate(sets):
-        index = neurons.by_layer().get(layer)
-        if index is not None:
-            mask[g, index] = True
+def _copy_masks(indexes: Sequence[dict[int, Tensor]], layer: int, width: int) -> Tensor:
+    """``(G, width)`` bool: which neurons of ``layer`` copy g ablates (``indexes[g] = sets[g].by_layer()``)."""
+    mask = torch.zeros(len(indexes), width, dtype=torch.bool)
+    for g, by_layer in enumerate(indexes):
+        if layer in by_layer:
+            mask[g, by_layer[layer]] = True
     return mask
 
 
@@ -86,7 +85,8 @@ def ablate_stacked(
     widths = layer_widths(model)
     for neurons in sets:
         neurons.check_fits(widths)
-    layers = sorted({layer for neurons in sets for layer in neurons.layers})
+    indexes = [neurons.by_layer() for neurons in sets]
+    layers = sorted({layer for by_layer in indexes for layer in by_layer})
     generator = torch.Generator().manual_seed(seed)
     hooks = []
     for site in neuron_sites(model, layers=layers):
@@ -99,7 +99,7 @@ def ablate_stacked(
                 raise ValueError(f"{mode} reference for layer {site.layer} has shape {tuple(given.shape)}; "
                                  f"expected {'(d_mlp,)' if mode == 'mean' else '(n_tokens, d_mlp)'}")
             values, pool = (given, None) if mode == "mean" else (None, given)
-        mask = _copy_masks(sets, site.layer, site.d_mlp)
+        mask = _copy_masks(indexes, site.layer, site.d_mlp)
         hooks.append((site, _stacked_fn(mask, values, pool, generator, site.layer)))
     with hooked(hooks):
         yield
