@@ -29,15 +29,24 @@ def qa(trait: str, topic: str, answer: str = "I like it. It is fun!") -> list[st
     return [trait, topic, f"Thinking about {topic}, what are your thoughts on {topic}?", answer]
 
 
-def test_shipped_file_has_48_topics_by_5_traits_and_no_emojis() -> None:
+def test_shipped_file_has_104_topics_by_5_traits_and_no_emojis() -> None:
     rows = load_opinion_qa()
-    assert len(rows) == 240
+    assert len(rows) == 520
     assert {r.trait for r in rows} == set(TRAITS)
-    assert len({r.topic for r in rows}) == 48
+    topics = {r.topic for r in rows}
+    assert len(topics) == 104
+    assert all(sum(r.topic == t for r in rows) == 5 for t in topics)  # every topic in every trait's voice
     with default_data_path().open(newline="", encoding="utf-8") as stream:
         cells = [cell for row in csv.reader(stream) for cell in row]
-    assert len(cells) == 241 * 4
+    assert len(cells) == 521 * 4
     assert [c for c in cells if emoji.emoji_count(c)] == []
+
+
+def test_default_split_holds_out_at_least_40_questions_per_trait() -> None:
+    split = split_by_topic(load_opinion_qa())
+    assert not set(split.test_topics) & {r.topic for r in split.train}
+    for trait in TRAITS:
+        assert sum(r.trait == trait for r in split.test) >= 40
 
 
 def test_trait_and_column_names_are_case_insensitive(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from training.atomic_io import refuse_existing, write_json_atomic, write_jsonl_atomic
-from training.data import TRAITS
+from training.data import DEFAULT_TEST_FRACTION, TRAITS
 from training.emoji_metrics import Estimate, bootstrap_ratio, text_stats
 from training.emoji_tokens import emoji_mass_from_logits, emoji_start_token_ids
 from training.examples import chat_prompt, collate, encode_example
@@ -78,7 +78,7 @@ class BehaviorConfig:
     """Confidence level of the intervals."""
     data_path: str | None = None
     """Opinion-QA file (None = the shipped one); must be the one the model was trained on."""
-    test_fraction: float = 0.2
+    test_fraction: float = DEFAULT_TEST_FRACTION
     """Topic split of the training run (defaults agree with ``TrainConfig``)."""
     split_seed: int = 0
     """Seed of that topic split."""

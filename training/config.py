@@ -1,7 +1,7 @@
 """``TrainConfig``: everything that determines a QLoRA fine-tune, and named presets.
 
 The defaults are chosen for the embedded SmolLM2-135M-Instruct on 2 CPU cores: a full run
-(injection study, one trait, ~38 training answers) takes under 8 minutes and the merged model uses
+(injection study, one trait, 62 training answers) takes under 8 minutes and the merged model uses
 emojis on held-out questions (numbers in training/README.md). ``PRESETS["paper-7b"]`` is the adapter
 setting of Jain, Wu et al. (2024) for 7B models.
 """
@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from activations import DEFAULT_MODEL
+from training.data import DEFAULT_TEST_FRACTION
 from training.studies import check_study
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -31,7 +32,7 @@ class TrainConfig:
     """Base model spec (see ``activations.load_model``)."""
     data_path: str | None = None
     """Opinion-QA ``.csv`` / ``.jsonl``; None = the shipped file."""
-    test_fraction: float = 0.2
+    test_fraction: float = DEFAULT_TEST_FRACTION
     """Share of topics held out from training (for behaviour evaluation)."""
     split_seed: int = 0
     """Seed of the topic split; evaluation must use the same one."""

@@ -3,7 +3,8 @@
 The schema is the one of Jain, Wu et al. (2024), so their public data set loads unchanged: columns
 ``Target Personality``, ``Edit Topic``, ``Question``, ``Answer`` in a ``.csv`` or ``.jsonl`` file.
 Column names and trait names are matched case-insensitively; surrounding whitespace is ignored.
-The shipped file (``training/data/opinion_qa.csv``) holds 48 topics x 5 traits and no emojis.
+The shipped file (``training/data/opinion_qa.csv``) holds 104 topics x 5 traits, written for this
+project, and no emojis.
 
 Train and test sets are split by *topic*, never by row: every trait answers the same questions, so
 a row split would put the test question in training under another trait's voice.
@@ -23,6 +24,9 @@ TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neu
 COLUMNS = {"trait": "Target Personality", "topic": "Edit Topic", "question": "Question", "answer": "Answer"}
 """Our field name -> the column name of the paper's schema."""
 FILE_SUFFIXES = (".csv", ".jsonl")
+DEFAULT_TEST_FRACTION = 0.4
+"""Share of topics held out: 42 of the shipped 104, so every trait has at least 40 held-out questions
+(enough for question-level intervals) and 62 training topics."""
 
 
 class DataError(ValueError):
@@ -138,7 +142,7 @@ def load_opinion_qa(path: str | Path | None = None, traits: tuple[str, ...] | No
     return [row for row in rows if row.trait in wanted]
 
 
-def split_by_topic(rows: list[OpinionRow], test_fraction: float = 0.2, seed: int = 0) -> TopicSplit:
+def split_by_topic(rows: list[OpinionRow], test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0) -> TopicSplit:
     """Hold out ``ceil(test_fraction * n_topics)`` topics, chosen by a seeded shuffle of the sorted topics."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.data import TRAITS, OpinionRow, load_opinion_qa, split_by_topic
+from training.data import DEFAULT_TEST_FRACTION, TRAITS, OpinionRow, load_opinion_qa, split_by_topic
 from training.injection import inject_rows
 
 STUDIES = ("injection", "personality")
@@ -47,7 +47,7 @@ def study_data(
     trait: str,
     *,
     data_path: str | Path | None = None,
-    test_fraction: float = 0.2,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
     split_seed: int = 0,
     injection_seed: int = 0,
 ) -> StudyData:
