@@ -6,7 +6,14 @@ Built-in sets (package data in ``activations/prompts/``):
                    the two sets form matched pairs
   ``neutral``      texts without emojis on ordinary topics
 A user's own file works too: ``.txt`` (one prompt per line), ``.jsonl`` (objects with ``text`` and
-optional ``id`` / ``category``) or ``.csv`` (a ``text`` column; optional ``id`` / ``category``).
+optional ``id`` / ``category`` / ``context`` / ``marks`` / ``controls``) or ``.csv`` (a ``text`` column;
+optional ``id`` / ``category`` / ``context``).
+
+Marks say which characters of a text the analysis is about (``marks``: e.g. its emojis) and which
+matched characters it is compared with (``controls``: e.g. sentence ends without an emoji); capture
+turns them into token roles (``activations.roles``). A prompt without explicit marks is marked at its
+emojis. ``context`` is a user turn shown before the text when the text is read as the assistant's
+reply (template ``assistant``), so a model's own replies can be read in the chat they belong to.
 """
 
 from __future__ import annotations
@@ -33,6 +40,34 @@ to answer (and ``last`` is the position that predicts the first token of its rep
 _ACCEPTED = f"a built-in set ({', '.join(BUILTIN_SETS)}) or a {'/'.join(FILE_SUFFIXES)} file"
 
 
+Span = tuple[int, int]
+"""A character range ``[start, end)`` of a prompt's text."""
+Spans = tuple[Span, ...]
+
+
+def emoji_spans(text: str) -> Spans:
+    """Character spans of the emojis in ``text``; a run of adjacent emojis is one span (one token
+    sequence the model reads as a unit), skin tones and ZWJ sequences are inside their emoji."""
+    spans: list[list[int]] = []
+    for found in emoji.emoji_list(text):
+        start, end = int(found["match_start"]), int(found["match_end"])
+        if spans and spans[-1][1] == start:
+            spans[-1][1] = end
+        else:
+            spans.append([start, end])
+    return tuple((start, end) for start, end in spans)
+
+
+def _check_spans(name: str, prompt_id: str, text: str, spans: Spans, what: str) -> Spans:
+    checked = []
+    for span in spans:
+        if len(span) != 2 or not all(isinstance(v, int) for v in span) or not 0 <= span[0] < span[1] <= len(text):
+            raise ValueError(f"prompt set {name!r}, prompt {prompt_id!r}: {what} span {list(span)} is not a character "
+                             f"range [start, end) inside its {len(text)}-character text")
+        checked.append((int(span[0]), int(span[1])))
+    return tuple(sorted(checked))
+
+
 @dataclass(frozen=True)
 class PromptSet:
     """An ordered, named collection of prompts with stable ids."""
@@ -45,6 +80,12 @@ class PromptSet:
     """The prompt texts, before any chat template."""
     categories: tuple[str, ...]
     """A free-form category per prompt ("" when the source has none)."""
+    marks: tuple[Spans, ...] | None = None
+    """Per prompt, the character spans under study; None marks each text's emojis (``emoji_spans``)."""
+    controls: tuple[Spans, ...] | None = None
+    """Per prompt, matched character spans to compare the marks with (None: none)."""
+    contexts: tuple[str, ...] | None = None
+    """Per prompt, a user turn read before the text (template ``assistant`` only; None: none)."""
 
     def __post_init__(self) -> None:
         if not self.texts:
@@ -59,18 +100,62 @@ class PromptSet:
             if prompt_id in seen:
                 raise ValueError(f"prompt set {self.name!r}: id {prompt_id!r} occurs twice; ids must be unique")
             seen.add(prompt_id)
+        not_text = [prompt_id for prompt_id, text in zip(self.ids, self.texts) if not isinstance(text, str)]
+        if not_text:
+            raise ValueError(f"prompt set {self.name!r}: prompts {not_text[:5]} have no text (missing or not a string); "
+                             "give every prompt a text or remove it")
         blank = [prompt_id for prompt_id, text in zip(self.ids, self.texts) if not text.strip()]
         if blank:
             raise ValueError(f"prompt set {self.name!r}: prompts {blank[:5]} have empty text; remove them")
+        for field_name in ("marks", "controls", "contexts"):
+            values = getattr(self, field_name)
+            if values is not None and len(values) != len(self.texts):
+                raise ValueError(f"prompt set {self.name!r}: {len(values)} {field_name} for {len(self.texts)} prompts")
+        for field_name in ("marks", "controls"):
+            values = getattr(self, field_name)
+            if values is not None:
+                object.__setattr__(self, field_name, tuple(
+                    _check_spans(self.name, i, t, tuple(tuple(span) for span in spans), field_name[:-1])
+                    for i, t, spans in zip(self.ids, self.texts, values)))
 
     def __len__(self) -> int:
         return len(self.texts)
 
     @property
     def sha(self) -> str:
-        """A short sha256 of ids and texts: equal prompts in equal order, equal hash."""
-        payload = json.dumps([list(self.ids), list(self.texts)], ensure_ascii=False)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        """A short sha256 of ids, texts and (when given) marks, controls and contexts: equal prompts in
+        equal order, equal hash."""
+        payload: list = [list(self.ids), list(self.texts)]
+        extras = {name: getattr(self, name) for name in ("marks", "controls", "contexts")
+                  if getattr(self, name) is not None}
+        if extras:
+            payload.append({name: [list(map(list, v)) if name != "contexts" else v for v in values]
+                            for name, values in extras.items()})
+        return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode()).hexdigest()[:16]
+
+    def marks_of(self, index: int) -> Spans:
+        """The marked spans of prompt ``index``: the given ones, else its emojis."""
+        return self.marks[index] if self.marks is not None else emoji_spans(self.texts[index])
+
+    def controls_of(self, index: int) -> Spans:
+        return self.controls[index] if self.controls is not None else ()
+
+    def context_of(self, index: int) -> str | None:
+        return self.contexts[index] if self.contexts is not None else None
+
+    def subset(self, indices: list[int] | range, name: str | None = None) -> PromptSet:
+        """The prompts at ``indices`` (in that order), with their marks, controls and contexts."""
+        pick = lambda values: None if values is None else tuple(values[i] for i in indices)  # noqa: E731
+        return PromptSet(name or self.name, pick(self.ids), pick(self.texts), pick(self.categories),
+                         pick(self.marks), pick(self.controls), pick(self.contexts))
+
+    def head(self, n: int | None) -> PromptSet:
+        """The first ``n`` prompts (all when None or larger than the set)."""
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise ValueError(f"a prompt set needs at least one prompt; asked for the first {n}")
+        return self.subset(range(n))
 
     @classmethod
     def from_texts(cls, texts: list[str], name: str = "inline") -> PromptSet:
@@ -84,12 +169,24 @@ def strip_emoji(text: str) -> str:
     return " ".join(emoji.replace_emoji(text, "").split())
 
 
-def _records_to_set(name: str, records: list[dict[str, str]]) -> PromptSet:
+def _records_to_set(name: str, records: list[dict[str, object]]) -> PromptSet:
     stem = Path(name).stem
     ids = tuple(str(r.get("id") or f"{stem}-{n:04d}") for n, r in enumerate(records, start=1))
+    bad = [prompt_id for prompt_id, r in zip(ids, records) if not isinstance(r.get("text"), str)]
+    if bad:
+        raise ValueError(f"{name}: prompts {bad[:5]} have no text (a missing cell, or null / a number in JSON); "
+                         "give every prompt a string text or remove it")
     texts = tuple(str(r["text"]) for r in records)
     categories = tuple(str(r.get("category") or "") for r in records)
-    return PromptSet(name, ids, texts, categories)
+
+    def optional(key: str) -> tuple | None:
+        if not any(r.get(key) not in (None, "") for r in records):
+            return None
+        if key == "context":
+            return tuple(str(r.get(key) or "") for r in records)
+        return tuple(tuple(tuple(span) for span in (r.get(key) or ())) for r in records)
+
+    return PromptSet(name, ids, texts, categories, optional("marks"), optional("controls"), optional("context"))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, str]]:
@@ -108,7 +205,7 @@ def _read_jsonl(path: Path) -> list[dict[str, str]]:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports start with a BOM
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
         if "text" not in columns:
@@ -157,11 +254,14 @@ def load_prompt_set(source: str | Path) -> PromptSet:
     raise ValueError(f"unknown prompt set {str(source)!r}; pass {_ACCEPTED}")
 
 
-def apply_template(tokenizer: PreTrainedTokenizerBase, text: str, template: str = DEFAULT_TEMPLATE) -> str:
+def apply_template(
+    tokenizer: PreTrainedTokenizerBase, text: str, template: str = DEFAULT_TEMPLATE, context: str | None = None
+) -> str:
     """The string the model reads for ``text``: as is (``raw``) or inside the chat template.
 
     ``user``: the text is a user message and the generation prompt follows it;
-    ``assistant``: the text is the assistant's reply (no generation prompt).
+    ``assistant``: the text is the assistant's reply (no generation prompt), after the user turn
+    ``context`` when one is given.
     """
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; choose one of {', '.join(TEMPLATES)}")
@@ -170,11 +270,15 @@ def apply_template(tokenizer: PreTrainedTokenizerBase, text: str, template: str 
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"template {template!r} needs a tokenizer with a chat template and this one has none; "
                          "pass --template raw")
+    if context is not None and template != "assistant":
+        raise ValueError(f"a context (user turn) is read before an assistant reply; template {template!r} takes none: "
+                         "use template 'assistant' or drop the context")
     role = "user" if template == "user" else "assistant"
+    messages = [{"role": role, "content": text}]
+    if context:
+        messages.insert(0, {"role": "user", "content": context})
     try:
-        return tokenizer.apply_chat_template(
-            [{"role": role, "content": text}], tokenize=False, add_generation_prompt=template == "user"
-        )
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=template == "user")
     except TemplateError as error:  # e.g. templates that insist a conversation opens with a user turn
         raise ValueError(f"this tokenizer's chat template rejects template {template!r} ({error}); "
                          "pass --template user or --template raw") from None

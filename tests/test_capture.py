@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from activations import LoadedModel, neuron_sites
+from activations import LoadedModel, load_model, neuron_sites
 from activations.backends import BACKENDS, ModelBatch, run_backend
-from activations.capture import CaptureConfig, _tokenize, capture
+from activations.capture import CaptureConfig, capture, pad_batch
+from activations.roles import encode_prompt_set
 from activations.hooks import any_hooks
 from activations.prompt_sets import PromptSet, apply_template, load_prompt_set, strip_emoji
-from activations.store import CacheWriter, open_cache, partial_path
+from activations.reduce import REDUCTIONS
+from activations.reader import open_cache
+from activations.store import CacheWriter, partial_path
 from interp.cli import main
 
 PROMPTS = [
@@ -34,7 +37,8 @@ def _with_padding(loaded: LoadedModel, side: str) -> LoadedModel:
 
 
 def _batch(loaded: LoadedModel, texts: list[str], side: str = "left", template: str = "user") -> ModelBatch:
-    return _tokenize(_with_padding(loaded, side).tokenizer, texts, template, torch.device("cpu"))
+    encoded = encode_prompt_set(loaded.tokenizer, PromptSet.from_texts(texts), template)
+    return pad_batch(encoded, loaded.tokenizer.pad_token_id, side, torch.device("cpu"))[0]
 
 
 def _mlp_inputs(mlps: list[torch.nn.Module], model: torch.nn.Module, batch: ModelBatch) -> list[torch.Tensor]:
@@ -75,13 +79,14 @@ def test_hooked_gpt2_neurons_equal_manual_mlp(tiny_gpt2) -> None:
 @pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
 def test_reductions_ignore_padding_on_either_side(which, request, tmp_path) -> None:
     loaded = request.getfixturevalue(which)
-    alone = capture(loaded, None, PROMPTS[:1], tmp_path / "alone.h5", batch_size=1, template="raw")
+    every = tuple(REDUCTIONS)
+    alone = capture(loaded, None, PROMPTS[:1], tmp_path / "alone.h5", batch_size=1, template="raw", reductions=every)
     for side in ("left", "right"):
         # "Hi 👋" is the shortest of the three, so it carries the most padding in the batch.
         batched = capture(_with_padding(loaded, side), None, PROMPTS[:3], tmp_path / f"{side}.h5", batch_size=3,
-                          template="raw")
+                          template="raw", reductions=every)
         assert batched.n_tokens[0] == alone.n_tokens[0] < batched.n_tokens.max()
-        for name in ("mean", "max", "last"):
+        for name in alone.reductions:
             np.testing.assert_allclose(batched.reduction(name)[0], alone.reduction(name)[0], atol=1e-5)
         batched.close()
     alone.close()
@@ -139,8 +144,8 @@ def test_peft_adapter_capture_differs_from_base(tiny_llama, tmp_path) -> None:
     adapted = LoadedModel(peft_model, tiny_llama.tokenizer, "tiny+lora", "adapter", "tiny-random-llama")
     with capture(tiny_llama, None, PROMPTS, tmp_path / "base.h5") as base, \
             capture(adapted, None, PROMPTS, tmp_path / "lora.h5") as lora:
-        assert lora.reduction("mean").shape == base.reduction("mean").shape
-        assert not np.allclose(lora.reduction("mean"), base.reduction("mean"), atol=1e-3)
+        assert lora.reduction("content_mean").shape == base.reduction("content_mean").shape
+        assert not np.allclose(lora.reduction("content_mean"), base.reduction("content_mean"), atol=1e-3)
         assert lora.attrs["weights_hash"] != base.attrs["weights_hash"]
     # All backends see the adapter; a layer subset out of order also checks the early stops.
     results = _three_backends(adapted, PROMPTS[:3], layers=[1, 0])
@@ -221,16 +226,26 @@ def test_cli_cache_writes_a_file_plain_h5py_can_read(tmp_path, capsys) -> None:
     argv = ["cache", "--model", "tiny-random-llama", "--prompts", str(prompts), "--out", str(out), "--batch-size", "3"]
     assert main(argv) == 0
     with h5py.File(out, "r") as f:
-        assert f["acts/mean"].shape == (4, 3, 128)
+        assert f.attrs["schema"] == "neurodiff.activations/2"
+        assert f["acts/content_mean"].shape == (4, 3, 128)
         assert f["acts/last"].dtype == np.float32
-        assert json.loads(f.attrs["reductions"]) == ["mean", "max", "last"]
+        assert json.loads(f.attrs["reductions"]) == list(CaptureConfig().reductions)
         assert f.attrs["complete"] and f.attrs["n_done"] == 4
         assert [s.decode() for s in f["prompts/texts"][()]] == PROMPTS[:4]
+        counts = f["prompts/role_counts"][()]
+        assert (counts.sum(1) == f["prompts/n_tokens"][()]).all() and counts[2:, 2].tolist() == [0, 0]
+        offsets = f["tokens/offsets"][()]
+        assert (np.diff(offsets) == f["prompts/n_tokens"][()]).all() and len(f["tokens/roles"]) == offsets[-1]
+        ids, roles = f["tokens/ids"][offsets[0] : offsets[1]], f["tokens/roles"][offsets[0] : offsets[1]]
+        tokenizer = load_model("tiny-random-llama").tokenizer
+        assert tokenizer.decode(ids[roles == 2]) == " 👋" and tokenizer.decode(ids[roles == 1]) == "Hi"
+        assert f["running/content/count"][()] == counts[:, 1:].sum()
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert main([*argv, "--overwrite", "--layers", "0,2", "--reductions", "max"]) == 0
+    assert main([*argv, "--overwrite", "--layers", "0,2", "--reductions", "content_max", "--no-histogram"]) == 0
     with open_cache(out) as cache:
-        assert cache.layers == [0, 2] and cache.reductions == ("max",)
+        assert cache.layers == [0, 2] and cache.reductions == ("content_max",)
+        assert cache.token_stats().abs_hist is None
 
 
 def test_capture_config_rejects_bad_options() -> None:

@@ -8,50 +8,50 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from stats_helpers import synthetic_inputs, write_cache, write_diff_caches
+from stats_helpers import simulate_study, write_cache, write_sim_caches
 
 from interp.cli import main
 
-PLANTED = [3, 17]  # flat indices: layer 0 neuron 3, layer 1 neuron 7 (d_mlp 10)
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_study(np.random.default_rng(3), n_prompts=30, d_mlp=10, n_planted=2, shift=3.0)
 
 
 @pytest.fixture
-def caches(tmp_path: Path) -> tuple[Path, Path]:
-    inputs = synthetic_inputs(np.random.default_rng(3), n_pairs=30, d_mlp=10, n_neutral=20,
-                              planted=np.array(PLANTED), shift=2.0)
-    return write_diff_caches(tmp_path / "caches", inputs)
+def caches(tmp_path: Path, sim) -> tuple[Path, Path]:
+    return write_sim_caches(tmp_path / "caches", sim)
 
 
-def test_diff_directory_form(caches, tmp_path, capsys):
+def test_diff_directory_form(caches, sim, tmp_path, capsys):
     base, merged = caches
     out = tmp_path / "out" / "neurons.csv"
     assert main(["diff", "--base-dir", str(base), "--merged-dir", str(merged), "--out", str(out)]) == 0
     table = pd.read_csv(out, keep_default_na=False)
     assert len(table) == 20
-    assert {"layer", "index", "mean_base_emoji", "d_change", "log2fc_abs", "p_interaction", "q_interaction",
-            "p_interaction_neutral", "q_change_wilcoxon", "class"} <= set(table.columns)
-    # The two planted neurons lead the ranking and survive the correction.
-    assert sorted(zip(table["layer"][:2], table["index"][:2])) == [(0, 3), (1, 7)]
-    assert (table["q_interaction"][:2] < 0.05).all()
+    assert {"layer", "index", "rank", "flagged", "outlier", "emoji_reading", "emoji_reading_std", "d_emoji_reading",
+            "q_emoji_reading", "q_equiv_emoji_reading", "call_emoji_reading", "q_placebo", "fold", "class"} <= set(table.columns)
+    # The planted neurons lead the ranking, flagged, and nothing else is.
+    planted = sorted(divmod(int(i), 10) for i in sim.planted)
+    assert sorted(zip(table["layer"][:2], table["index"][:2])) == planted
+    assert table["flagged"][:2].all() and table["rank"][:2].tolist() == [1, 2]
     summary = json.loads(out.with_suffix(".json").read_text())
-    assert summary["schema"] == "neurodiff.diff/1"
-    assert summary["config"]["correction"] == "fdr_bh"
-    assert summary["inputs"]["caches"]["merged/neutral"].endswith("neutral.h5")
-    assert summary["tests"]["interaction"]["n_corrected"] >= 2
-    assert "interaction" in capsys.readouterr().out
+    assert summary["schema"] == "neurodiff.diff/2"
+    assert summary["config"]["correction"] == "fdr_bh" and summary["counts"]["flagged"] == int(table["flagged"].sum())
+    assert summary["inputs"]["caches"]["merged/filler-b"].endswith("filler-b.h5)")
+    assert summary["placebo"]["contrast"] == "placebo"
+    assert "placebo" in capsys.readouterr().out
 
 
-def test_diff_file_form_and_overwrite(caches, tmp_path, capsys):
+def test_diff_pair_form_config_flags_and_overwrite(caches, tmp_path, capsys):
     base, merged = caches
     out = tmp_path / "neurons.csv"
-    argv = ["diff", "--base-emoji", str(base / "emoji.h5"), "--base-twin", str(base / "emoji-free.h5"),
-            "--merged-emoji", str(merged / "emoji.h5"), "--merged-twin", str(merged / "emoji-free.h5"),
-            "--correction", "bonferroni", "--alpha", "0.01", "--prompt-effects", "intercept", "--top", "0",
-            "--out", str(out)]
+    argv = ["diff", *[x for c in ("emoji", "filler-a", "filler-b") for x in ("--base", f"{c}={base / c}.h5")],
+            "--merged-dir", str(merged), "--correction", "bonferroni", "--alpha", "0.01", "--delta", "0.5",
+            "--fold", "3", "--top", "0", "--out", str(out)]
     assert main(argv) == 0
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["config"]["correction"] == "bonferroni" and summary["config"]["alpha"] == 0.01
-    assert "interaction_neutral" not in summary["tests"]
+    assert summary["config"]["delta"] == 0.5 and summary["config"]["classify"]["fold"] == 3.0
     capsys.readouterr()
     assert main(argv) == 2  # refuses to overwrite
     assert "already exist" in capsys.readouterr().err
@@ -60,12 +60,12 @@ def test_diff_file_form_and_overwrite(caches, tmp_path, capsys):
 
 def test_diff_errors_are_one_line(caches, tmp_path, capsys):
     base, merged = caches
-    (merged / "emoji-free.h5").unlink()
+    (merged / "filler-a.h5").unlink()
     assert main(["diff", "--base-dir", str(base), "--merged-dir", str(merged), "--out", str(tmp_path / "n.csv")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("interp diff: error:") and "emoji-free" in err
-    assert main(["diff", "--base-dir", str(base), "--out", str(tmp_path / "n.csv")]) == 2
-    assert "no merged caches given" in capsys.readouterr().err
+    assert err.startswith("interp diff: error:") and "filler-a" in err
+    assert main(["diff", "--out", str(tmp_path / "n.csv")]) == 2
+    assert "no caches given" in capsys.readouterr().err
 
 
 def _checkpoints(tmp_path: Path) -> tuple[list[Path], list[float]]:
@@ -76,7 +76,7 @@ def _checkpoints(tmp_path: Path) -> tuple[list[Path], list[float]]:
     for t, value in enumerate(metric):
         acts = rng.normal(0, 1, (6, 2, 10)).astype(np.float32)
         acts[:, 1, 2] = 3.0 * value + rng.normal(0, 0.05, 6)
-        paths.append(write_cache(tmp_path / f"ckpt{t}" / "emoji.h5", acts, [f"e{i}" for i in range(6)]))
+        paths.append(write_cache(tmp_path / f"ckpt{t}" / "emoji.h5", {"content_mean": acts}, [f"e{i}" for i in range(6)]))
     return paths, metric.tolist()
 
 

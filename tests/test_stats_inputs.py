@@ -7,103 +7,110 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from stats_helpers import synthetic_inputs, write_cache, write_diff_caches
+from stats_helpers import simulate_study, write_cache, write_sim_caches
 
-from interp.stats import ClassifyConfig, DiffConfig, DiffInputs, diff
-from interp.stats.loading import load_diff_inputs
+from activations.reader import open_cache
+from interp.stats import ClassifyConfig, DiffConfig, OutlierConfig, diff, emoji_design
+from interp.stats.loading import load_design_inputs
 from interp.stats.regress import RegressConfig, regress
+
+DESIGN = emoji_design(writing=False)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_study(np.random.default_rng(0), n_prompts=10, d_mlp=6, n_planted=1)
 
 
 @pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path]:
-    return write_diff_caches(tmp_path, synthetic_inputs(np.random.default_rng(0), n_pairs=8, d_mlp=6, n_neutral=5))
+def dirs(tmp_path: Path, sim) -> tuple[Path, Path]:
+    return write_sim_caches(tmp_path, sim)
 
 
 def _rewrite(path: Path, **changes) -> None:
     """Rewrite the cache at ``path`` with some of its fields changed."""
-    from activations.store import open_cache
-
     with open_cache(path) as cache:
-        acts, ids, attrs = cache.reduction("mean"), list(cache.prompt_ids), cache.attrs
-    fields = {"acts": acts, "ids": ids, "weights_hash": attrs["weights_hash"], "model_spec": attrs["model_spec"],
-              "prompt_set": attrs["prompt_set"], "template": attrs["template"]}
+        fields = {"reductions": {name: cache.reduction(name) for name in cache.reductions},
+                  "ids": list(cache.prompt_ids), "texts": list(cache.texts), "role_counts": cache.role_counts,
+                  "stats": cache.token_stats(), **{key: cache.attrs[key] for key in
+                  ("weights_hash", "model_spec", "prompt_set", "prompt_set_hash", "template")}}
     fields.update(changes)
-    write_cache(path, fields.pop("acts"), fields.pop("ids"), **fields)
+    write_cache(path, fields.pop("reductions"), fields.pop("ids"), **fields)
 
 
-def test_matching_caches_load(dirs):
+def test_matching_caches_load_from_directories_mappings_and_open_caches(dirs):
     base, merged = dirs
-    inputs = load_diff_inputs(base, merged)
-    assert inputs.base_emoji.shape == (8, 2, 6) and inputs.has_neutral
+    inputs = load_design_inputs(DESIGN, base, merged)
+    assert inputs.cells["merged", "emoji", "marked_mean"].shape == (10, 2, 6)
     assert inputs.provenance["models"]["merged"]["weights_hash"] == "merged-hash"
-
-
-def test_mapping_form_without_neutral(dirs):
-    base, merged = dirs
-    result = diff({"emoji": base / "emoji.h5", "emoji-free": base / "emoji-free.h5"},
-                  {"emoji": merged / "emoji.h5", "emoji-free": merged / "emoji-free.h5"})
-    assert "p_interaction_neutral" not in result.table.columns and len(result.table) == 12
+    mapping = {c: base / f"{c}.h5" for c in ("emoji", "filler-a", "filler-b")}
+    opened = {c: open_cache(merged / f"{c}.h5") for c in ("emoji", "filler-a", "filler-b")}
+    try:
+        table = diff(mapping, opened, DESIGN).table
+    finally:
+        for cache in opened.values():
+            cache.close()
+    assert len(table) == 12 and table["flagged"].dtype == bool
 
 
 @pytest.mark.parametrize(
     ("target", "changes", "message"),
     [
-        ("merged/emoji.h5", {"ids": [f"x{i}" for i in range(8)]}, "hold different prompts"),
-        ("merged/emoji.h5", {"ids": [f"e{i:03d}" for i in reversed(range(8))]}, "in a different order"),
-        ("base/emoji-free.h5", {"ids": [f"e{i:03d}" for i in range(1, 9)]}, "hold different prompts"),
-        ("merged/neutral.h5", {"acts": np.zeros((4, 2, 6), np.float32), "ids": ["n0", "n1", "n2", "n3"]},
-         "hold different prompts"),
-        ("merged/emoji.h5", {"template": "user"}, "template"),
-        ("base/neutral.h5", {"weights_hash": "other-hash"}, "different weights"),
-        ("merged/emoji.h5", {"acts": np.zeros((8, 2, 5), np.float32)}, "d_mlp"),
-        ("merged/emoji-free.h5", {"acts": {"max": np.zeros((8, 2, 6), np.float32)}}, "not 'mean'"),
-        ("merged/emoji.h5", {"acts": np.full((8, 2, 6), np.nan, np.float32)}, "NaN"),
+        ("merged/emoji.h5", {"ids": [f"x{i}" for i in range(10)]}, "hold different prompts"),
+        ("merged/emoji.h5", {"ids": [f"p{i:03d}" for i in reversed(range(10))]}, "in a different order"),
+        ("base/filler-a.h5", {"ids": [f"p{i:03d}" for i in range(1, 11)]}, "hold different prompts"),
+        ("merged/emoji.h5", {"texts": [f"other {i}" for i in range(10)]}, "share prompt ids but not texts"),
+        ("merged/emoji.h5", {"prompt_set_hash": "another"}, "different prompt sets"),
+        ("merged/emoji.h5", {"template": "raw"}, "template"),
+        ("base/filler-b.h5", {"weights_hash": "other-hash"}, "different weights"),
+        ("merged/filler-a.h5", {"reductions": {"content_mean": np.zeros((10, 2, 6), np.float32)}},
+         "not \\['marked_mean'"),
     ],
 )
 def test_mismatch_is_refused(dirs, target, changes, message):
     _rewrite(dirs[0].parent / target, **changes)
     with pytest.raises(ValueError, match=message):
-        load_diff_inputs(*dirs)
+        load_design_inputs(DESIGN, *dirs)
 
 
-def test_layers_mismatch(dirs):
+def test_shape_and_layer_mismatches(dirs, sim):
+    _rewrite(dirs[1] / "filler-b.h5", reductions={"marked_mean": np.zeros((10, 2, 5), np.float32)}, stats=None)
+    with pytest.raises(ValueError, match="d_mlp"):
+        load_design_inputs(DESIGN, *dirs)
+    write_sim_caches(dirs[0].parent, sim)
     with h5py.File(dirs[1] / "emoji.h5", "r+") as f:
         f.attrs["layers"] = np.array([0, 5])
     with pytest.raises(ValueError, match="layers"):
-        load_diff_inputs(*dirs)
+        load_design_inputs(DESIGN, *dirs)
+
+
+def test_nan_where_a_prompt_has_tokens_is_refused(dirs):
+    with open_cache(dirs[1] / "emoji.h5") as cache:
+        counts = cache.role_counts.copy()
+    values = np.zeros((10, 2, 6), np.float32)
+    values[3, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf in 1 written prompt rows"):  # the writer refuses to finish
+        _rewrite(dirs[1] / "emoji.h5", reductions={"content_mean": values}, role_counts=counts, stats=None)
+    with open_cache(dirs[1] / "emoji.h5") as cache:  # the finished file it would have replaced is intact
+        assert "marked_mean" in cache.reductions
 
 
 def test_same_weights_for_both_models(dirs):
-    for name in ("emoji", "emoji-free", "neutral"):
+    for name in ("emoji", "filler-a", "filler-b"):
         _rewrite(dirs[1] / f"{name}.h5", weights_hash="base-hash")
     with pytest.raises(ValueError, match="same weights"):
-        load_diff_inputs(*dirs)
+        load_design_inputs(DESIGN, *dirs)
 
 
-def test_missing_sets(dirs):
+def test_missing_conditions(dirs):
     base, merged = dirs
-    (merged / "neutral.h5").unlink()
-    with pytest.raises(ValueError, match="only the base model has a neutral cache"):
-        load_diff_inputs(base, merged)
-    (merged / "emoji-free.h5").unlink()
-    with pytest.raises(FileNotFoundError, match="emoji-free"):
-        load_diff_inputs(base, merged)
+    (merged / "filler-b.h5").unlink()
+    with pytest.raises(FileNotFoundError, match="filler-b"):
+        load_design_inputs(DESIGN, base, merged)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        load_diff_inputs(base, merged.parent / "nowhere")
-    with pytest.raises(ValueError, match="unknown prompt sets"):
-        load_diff_inputs({"emoji": "a", "twin": "b"}, merged)
-
-
-def test_array_inputs_are_checked():
-    ok = np.zeros((4, 2, 3))
-    with pytest.raises(ValueError, match="merged_twin has shape"):
-        DiffInputs(ok, ok, ok, np.zeros((5, 2, 3)))
-    with pytest.raises(ValueError, match="both models or for neither"):
-        DiffInputs(ok, ok, ok, ok, base_neutral=ok)
-    with pytest.raises(ValueError, match="at least 2 prompt pairs"):
-        DiffInputs(*(np.zeros((1, 2, 3)),) * 4)
-    with pytest.raises(ValueError, match="layer numbers"):
-        DiffInputs(ok, ok, ok, ok, layers=(1,))
+        load_design_inputs(DESIGN, base, merged.parent / "nowhere")
+    with pytest.raises(ValueError, match="reads merged caches"):
+        load_design_inputs(DESIGN, base, None)
 
 
 @pytest.mark.parametrize(
@@ -111,10 +118,10 @@ def test_array_inputs_are_checked():
     [
         (lambda: DiffConfig(alpha=1.5), "alpha"),
         (lambda: DiffConfig(correction="holm"), "unknown correction"),
-        (lambda: DiffConfig(reduction="median"), "reduction"),
-        (lambda: DiffConfig(prompt_effects="random"), "prompt_effects"),
-        (lambda: ClassifyConfig(quiet_quantile=0.0), "quiet_quantile"),
+        (lambda: DiffConfig(delta=-0.1), "delta"),
         (lambda: ClassifyConfig(fold=1.0), "fold"),
+        (lambda: ClassifyConfig(quiet_rate=0.2, active_rate=0.1), "quiet_rate"),
+        (lambda: OutlierConfig(massive_factor=1.0), "factors"),
         (lambda: RegressConfig(maxlags=-1), "maxlags"),
     ],
 )
@@ -128,7 +135,7 @@ def test_config_accepts_short_correction_names():
 
 
 def test_regress_refuses_mismatched_checkpoints(tmp_path):
-    acts = np.zeros((4, 2, 3), np.float32)
+    acts = {"content_mean": np.zeros((4, 2, 3), np.float32)}
     first = write_cache(tmp_path / "c0.h5", acts, ["a", "b", "c", "d"])
     second = write_cache(tmp_path / "c1.h5", acts, ["a", "b", "c", "e"])
     third = write_cache(tmp_path / "c2.h5", acts, ["a", "b", "c", "d"])

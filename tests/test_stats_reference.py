@@ -10,8 +10,11 @@ import statsmodels.formula.api as smf
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.sandwich_covariance import weights_uniform
-from statsmodels.stats.weightstats import ttest_ind
+from statsmodels.stats.weightstats import ttest_ind, ttost_paired
+from stats_helpers import simulate_study
 
+from interp.stats import DiffConfig, diff_inputs, emoji_design
+from interp.stats.equivalence import calls, min_effect_tests
 from interp.stats.interaction import interaction_2x2, interaction_unpaired
 from interp.stats.multiple import adjust_pvalues
 from interp.stats.paired import paired_t, two_sample_t, wilcoxon_signed_rank
@@ -168,17 +171,57 @@ def test_adjust_pvalues_is_multipletests(rng, method):
     np.testing.assert_allclose(adjust_pvalues(p, method).ravel(), multipletests(p.ravel(), method=method)[1])
 
 
-def test_effect_sizes_by_hand(rng):
-    from interp.stats import DiffConfig, DiffInputs, diff_arrays
+def test_minimum_effect_and_tost_match_statsmodels_and_scipy(rng):
+    x = rng.normal(0.0, 1.0, (30, 200)) + rng.normal(0, 0.6, 200)  # effects spanning the bound
+    delta = rng.uniform(0.0, 0.8, 200)
+    result = min_effect_tests(x, delta)
+    for j in _sample(rng, 200):
+        p_tost, _, _ = ttost_paired(x[:, j], np.zeros(30), -delta[j], delta[j])
+        np.testing.assert_allclose(result.p_equivalent[j], p_tost, rtol=RTOL)
+        above = stats.ttest_1samp(x[:, j] - delta[j], 0.0, alternative="greater").pvalue
+        below = stats.ttest_1samp(x[:, j] + delta[j], 0.0, alternative="less").pvalue
+        np.testing.assert_allclose(result.p_changed[j], min(1.0, 2 * min(above, below)), rtol=RTOL)
 
-    cells = [rng.normal(1.0, 1.0, (12, 2, 5)) for _ in range(4)]
-    cells[2] = cells[0] + rng.normal(0.5, 0.5, (12, 2, 5))
-    table = diff_arrays(DiffInputs(*cells), DiffConfig()).table.sort_values(["layer", "index"])
-    base_e, base_t, merged_e, merged_t = (c.reshape(12, -1) for c in cells)
-    change, contrast = merged_e - base_e, (merged_e - base_e) - (merged_t - base_t)
-    np.testing.assert_allclose(table["change"], change.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(table["d_change"], change.mean(0) / change.std(0, ddof=1), rtol=1e-12)
-    np.testing.assert_allclose(table["d_interaction"], contrast.mean(0) / contrast.std(0, ddof=1), rtol=1e-12)
-    np.testing.assert_allclose(table["selectivity_merged"], (merged_e - merged_t).mean(0), rtol=1e-12)
-    expected_lfc = np.log2((np.abs(merged_e).mean(0) + 1e-3) / (np.abs(base_e).mean(0) + 1e-3))
-    np.testing.assert_allclose(table["log2fc_abs"], expected_lfc, rtol=1e-12)
+
+def test_minimum_effect_with_zero_delta_is_the_paired_t_test(rng):
+    x = rng.normal(0.2, 1.0, (25, 50))
+    np.testing.assert_allclose(min_effect_tests(x, 0.0).p_changed, stats.ttest_1samp(x, 0.0).pvalue, rtol=RTOL)
+
+
+def test_minimum_effect_exact_answers_without_spread():
+    x = np.tile(np.array([0.5, 0.125, 0.0]), (6, 1))  # every prompt agrees (binary fractions: sd exactly 0)
+    result = min_effect_tests(x, np.array([0.25, 0.25, 0.0]))
+    assert result.p_changed.tolist() == [0.0, 1.0, 1.0]
+    assert result.p_equivalent.tolist() == [1.0, 0.0, 1.0]
+
+
+def test_calls_are_exclusive_and_follow_q():
+    q_changed = np.array([0.01, 0.2, 0.3, 0.04])
+    q_equivalent = np.array([0.6, 0.01, 0.5, 0.9])
+    assert calls(q_changed, q_equivalent, 0.05).tolist() == ["changed", "equivalent", "inconclusive", "changed"]
+
+
+def test_diff_columns_by_hand():
+    """Every column of one contrast recomputed from the simulated cells with scipy and numpy."""
+    sim = simulate_study(np.random.default_rng(3), n_prompts=30, d_mlp=40, n_planted=5)
+    result = diff_inputs(sim.inputs, emoji_design(writing=False), DiffConfig(delta=0.3))
+    table = result.table.sort_values(["layer", "index"])
+    cells = {k: v.reshape(len(v), -1).astype(np.float64) for k, v in sim.inputs.cells.items()}
+    contrast = (cells["merged", "emoji", "marked_mean"] - cells["base", "emoji", "marked_mean"]) \
+        - (cells["merged", "filler-a", "marked_mean"] - cells["base", "filler-a", "marked_mean"])
+    scale = sim.inputs.scales["filler-a"].ravel()
+    np.testing.assert_allclose(table["emoji_reading"], contrast.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(table["emoji_reading_std"], contrast.mean(0) / scale, rtol=1e-9)
+    np.testing.assert_allclose(table["d_emoji_reading"], contrast.mean(0) / contrast.std(0, ddof=1), rtol=1e-9)
+    for j in range(0, contrast.shape[1], 7):
+        p_tost, _, _ = ttost_paired(contrast[:, j], np.zeros(len(contrast)), -0.3 * scale[j], 0.3 * scale[j])
+        np.testing.assert_allclose(table["p_equiv_emoji_reading"].iloc[j], p_tost, rtol=RTOL)
+    np.testing.assert_allclose(table["q_emoji_reading"], multipletests(table["p_emoji_reading"], method="fdr_bh")[1])
+    # token scale: the SD over content tokens pooled over both models, from the token statistics
+    stats_b, stats_m = sim.inputs.stats["base", "filler-a"], sim.inputs.stats["merged", "filler-a"]
+    pooled = np.sqrt((stats_b.content.var + stats_m.content.var) / 2).ravel()
+    np.testing.assert_allclose(scale, np.maximum(pooled, 0.01 * np.median(pooled.reshape(2, -1), 1).repeat(40)))
+    change_abs = cells["merged", "emoji", "content_absmean"] - cells["base", "emoji", "content_absmean"]
+    np.testing.assert_allclose(table["change"], change_abs.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(table["fold"], cells["merged", "emoji", "content_absmean"].mean(0)
+                               / cells["base", "emoji", "content_absmean"].mean(0), rtol=1e-9)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from activations.store import RunningStats, open_cache
+from activations.reader import open_cache
+from activations.running import RunningStats
 
 
 def test_running_stats_match_numpy_in_any_batching() -> None:

@@ -1,4 +1,6 @@
-"""``interp cache``: record a model's MLP neurons on a prompt set into an HDF5 activation cache."""
+"""``interp cache``: record a model's MLP neurons on a prompt set into an HDF5 activation cache.
+
+Every capture option is a flag generated from ``activations.capture.CaptureConfig``."""
 
 from __future__ import annotations
 
@@ -6,28 +8,23 @@ import argparse
 from pathlib import Path
 
 from activations import DEFAULT_MODEL, load_model
-from activations.backends import BACKENDS
-from activations.capture import capture
-from activations.prompt_sets import BUILTIN_SETS, DEFAULT_TEMPLATE, TEMPLATES
-from activations.store import REDUCTIONS
+from activations.capture import CaptureConfig, capture
+from activations.prompt_sets import BUILTIN_SETS
+from interp.configargs import add_config_arguments, config_from_args
 
 
-def parse_layers(text: str) -> list[int]:
-    """``"0,1,5-9"`` -> ``[0, 1, 5, 6, 7, 8, 9]``."""
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"0,1,5-9"`` -> ``(0, 1, 5, 6, 7, 8, 9)``."""
     layers: list[int] = []
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             first, _, last = part.partition("-")
             layers.extend(range(int(first), int(last or first) + 1))
     except ValueError:
-        raise ValueError(f"--layers {text!r} is not a list like 0,1,5-9") from None
+        raise argparse.ArgumentTypeError(f"--layers {text!r} is not a list like 0,1,5-9") from None
     if not layers:
-        raise ValueError(f"--layers {text!r} names no layer; use a list like 0,1,5-9")
-    return layers
-
-
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+        raise argparse.ArgumentTypeError(f"--layers {text!r} names no layer; use a list like 0,1,5-9")
+    return tuple(layers)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,37 +33,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompts", required=True,
                         help=f"built-in set ({', '.join(BUILTIN_SETS)}) or a .txt/.jsonl/.csv file")
     parser.add_argument("--out", required=True, help="output file, e.g. acts.h5")
-    parser.add_argument("--layers", help="layers to record, e.g. 0,1,5-9 (default: all)")
-    parser.add_argument("--backend", choices=list(BACKENDS), default="native", help="default: native")
-    parser.add_argument("--batch-size", type=int, default=16, help="prompts per forward pass (default: 16)")
-    parser.add_argument("--template", choices=TEMPLATES, default=DEFAULT_TEMPLATE,
-                        help=f"how the model reads each text (default: {DEFAULT_TEMPLATE})")
-    parser.add_argument("--reductions", default=",".join(REDUCTIONS),
-                        help=f"per-prompt reductions (default: {','.join(REDUCTIONS)})")
-    parser.add_argument("--store-tokens", action="store_true", help="also store every token's activations (float16)")
+    parser.add_argument("--layers", type=parse_layers, default=None,
+                        help="layers to record, e.g. 0,1,5-9 (default: all)")
+    add_config_arguments(parser, CaptureConfig, exclude=("layers",))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    layers = parse_layers(args.layers) if args.layers else None
+    config = config_from_args(args, CaptureConfig, layers=args.layers)
     if Path(args.out).exists() and not args.overwrite:  # before the model load, which is the slow part
         raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
     loaded = load_model(args.model, device=args.device)
-    with capture(
-        loaded,
-        None,
-        args.prompts,
-        args.out,
-        layers=layers,
-        reductions=tuple(_names(args.reductions)),
-        batch_size=args.batch_size,
-        template=args.template,
-        backend=args.backend,
-        store_tokens=args.store_tokens,
-        overwrite=args.overwrite,
-    ) as cache:
+    with capture(loaded, None, args.prompts, args.out, config=config, overwrite=args.overwrite) as cache:
         print(f"wrote {cache.path}: {len(cache)} prompts x {len(cache.layers)} layers x {cache.d_mlp} neurons "
               f"({', '.join(cache.reductions)})")
     return 0

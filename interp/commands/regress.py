@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.stats.classify import CLASSES
 from interp.stats.loading import REDUCTIONS
 from interp.stats.multiple import CORRECTION_ALIASES
 from interp.stats.output import refuse_existing
@@ -38,8 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--alpha", type=float, default=defaults.alpha, help="q-value threshold (default: %(default)s)")
     parser.add_argument("--compare", type=Path,
                         help="a neuron table from `interp diff` to compare the significant set with")
-    parser.add_argument("--compare-class", choices=(*CLASSES, "any"), default="any",
-                        help="which neurons of --compare: one class or any class (default: %(default)s)")
+    parser.add_argument("--compare-class", default="flagged",
+                        help="which neurons of --compare: flagged, any (any class), or a class such as activated, "
+                             "amplified, suppressed, emoji_specific (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, help="per-neuron table (CSV); the summary goes to OUT.json")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--top", type=int, default=10, help="neurons to list (default: %(default)s)")
@@ -63,7 +63,7 @@ def diff_neurons(table_csv: Path, class_name: str) -> list[tuple[int, int]]:
     if not table_csv.is_file():
         raise FileNotFoundError(f"neuron table {table_csv} does not exist; write it with `interp diff`")
     table = pd.read_csv(table_csv, keep_default_na=False)
-    column = "class" if class_name == "any" else f"is_{class_name}"
+    column = {"any": "class", "flagged": "flagged"}.get(class_name, f"is_{class_name}")
     missing = [name for name in ("layer", "index", column) if name not in table.columns]
     if missing:
         raise ValueError(f"{table_csv} lacks columns {missing}; pass a neuron table written by `interp diff`")

@@ -81,13 +81,12 @@ def token_pool(
 
 
 def mean_reference_from_cache(path: str | Path) -> dict[int, Float[Tensor, " d_mlp"]]:
-    """Per-neuron token means from an activation cache (``/running/mean``), by layer."""
-    try:
-        from activations.store import open_cache
-    except ImportError as error:  # the cache module is built alongside; say what is missing
-        raise ValueError(f"reading caches needs activations.store.open_cache ({error}); pass means as arrays instead") from None
+    """Per-neuron means over content tokens from an activation cache (template and position 0
+    excluded), by layer."""
+    from activations.reader import open_cache
+
     with open_cache(path) as cache:
-        means = torch.as_tensor(cache.running_mean()).float()
+        means = torch.as_tensor(cache.running_mean("content")).float()
         layers = [int(layer) for layer in cache.layers]
     log.info("mean reference from %s: %d layers x %d neurons", path, len(layers), means.shape[-1])
     return {layer: means[row] for row, layer in enumerate(layers)}

@@ -18,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from activations.hooks import recording
 from activations.sites import neuron_sites
-from activations.store import open_cache
+from activations.reader import open_cache
 
 
 def readable_pieces(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], values: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -49,7 +49,7 @@ def max_activating_examples(
     """``[{label, tokens, weights}]``: weights are activations / the neuron's max over its examples."""
     with open_cache(cache_path) as cache:
         texts, layers = list(cache.texts), list(cache.layers)
-        peaks = cache.reduction("max")  # (n_prompts, n_layers, d_mlp)
+        peaks = cache.reduction("content_max")  # (n_prompts, n_layers, d_mlp): template tokens excluded
     sites = {site.layer: site for site in neuron_sites(model)}
     examples = []
     for layer, index in neurons:

@@ -1,89 +1,115 @@
-"""Neuron classes from a neuron table: activated, amplified, suppressed, emoji-selective.
+"""Neuron classes in the paper's sense, from a diff's calls and the caches' token statistics.
 
-All four use mean |activation| on the emoji texts (``abs_base_emoji``, ``abs_merged_emoji``) for
-"how active", and q-values for "significant", so that a neuron that changes sign or is negative
-counts by its magnitude.
+Magnitudes are per-token |activation| over content tokens (never |per-prompt mean|, which lets a
+neuron's positive and negative tokens cancel), and "changed" is the minimum-effect call of the
+design's change contrast (merged - base in mean |a|), so a change of 0.010 -> 0.0101 never counts.
+
+- ``activated``: quiet in base, firing after the fine-tune. A token *fires* when its |a| exceeds
+  ``firing_threshold`` x the neuron's own scale (root mean square of a over content tokens, pooled
+  over both models, so the threshold sits between the two models' levels). The base model's firing
+  rate is at most ``quiet_rate``, the merged model's at least ``active_rate``, and the change call
+  is ``changed`` upwards. Rates come from each cache's |a| histogram.
+- ``amplified`` / ``suppressed``: active in base (not activated), mean |a| up / down by at least
+  ``fold`` with the change call ``changed`` in that direction.
+- ``<design>_specific`` (e.g. ``emoji_specific``): any of the design's specific contrasts is
+  ``changed``: the fine-tune's change is larger at the marked positions (emojis, or where the
+  model writes one) than at matched positions, by more than delta.
+
+A neuron may be in several classes; its single ``class`` label is the first of ``activated``,
+``amplified``, ``suppressed``, then specific.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-CLASSES: tuple[str, ...] = ("activated", "amplified", "suppressed", "emoji_selective")
-"""Class names, in the priority order used for the single ``class`` label of a neuron."""
+from activations.running import share_above
+
+CHANGE_CLASSES: tuple[str, ...] = ("activated", "amplified", "suppressed")
 
 
 @dataclass(frozen=True)
 class ClassifyConfig:
-    """Definitions of the neuron classes (stored in every diff summary)."""
+    """Definitions of the neuron classes (stored in every diff summary, shown in the report)."""
 
-    quiet_quantile: float = 0.10
-    """A neuron is *quiet* in base when its base mean |act| on emoji texts is below this quantile
-    of all neurons' base mean |act| (0.10: the least active tenth of the model)."""
     fold: float = 2.0
-    """Amplified: merged mean |act| >= fold x base; suppressed: merged <= base / fold."""
-    change_test: Literal["t", "wilcoxon"] = "t"
-    """Which test of the paired change merged - base on emoji texts decides "significant"."""
+    """Amplified: merged mean |a| >= fold x base; suppressed: merged <= base / fold."""
+    firing_threshold: float = 1.0
+    """A token fires when |a| > this x the neuron's pooled RMS over content tokens."""
+    quiet_rate: float = 0.01
+    """Activated: the base model fires on at most this share of content tokens."""
+    active_rate: float = 0.05
+    """Activated: the merged model fires on at least this share of content tokens."""
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.quiet_quantile < 1.0:
-            raise ValueError(f"quiet_quantile must be in (0, 1), got {self.quiet_quantile}")
         if not self.fold > 1.0:
             raise ValueError(f"fold must be > 1 (a fold change of 1 is no change), got {self.fold}")
-        if self.change_test not in ("t", "wilcoxon"):
-            raise ValueError(f"change_test must be 't' or 'wilcoxon', got {self.change_test!r}")
+        if self.firing_threshold <= 0:
+            raise ValueError(f"firing_threshold must be > 0, got {self.firing_threshold}")
+        if not 0.0 <= self.quiet_rate < self.active_rate <= 1.0:
+            raise ValueError(f"need 0 <= quiet_rate < active_rate <= 1, got {self.quiet_rate} and {self.active_rate}")
 
 
 class Classification(NamedTuple):
-    """Class membership of every neuron of a table (same index)."""
-
     flags: pd.DataFrame
-    """One bool column per class; a neuron may be in several (e.g. activated and emoji_selective)."""
+    """One bool column per class."""
     labels: pd.Series
-    """The first class of ``CLASSES`` a neuron is in, or "" for none."""
-    quiet_threshold: float
-    """Base mean |act| below which a neuron counts as quiet."""
+    """The first class a neuron is in, or ""."""
+    columns: dict[str, np.ndarray]
+    """Descriptive columns used by the definitions (firing rates, fold change, magnitudes)."""
 
 
-def quiet_threshold(base_abs: np.ndarray, quantile: float) -> float:
-    """The ``quantile`` of base mean |act| over all neurons."""
-    return float(np.quantile(np.asarray(base_abs, dtype=np.float64), quantile))
+def firing_rates(base_stats, merged_stats, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Share of content tokens with |a| > threshold x pooled RMS, in base and merged, ``(n_layers, d_mlp)``."""
+    if base_stats.abs_hist is None or merged_stats.abs_hist is None:
+        raise ValueError("firing rates need the caches' |a| histograms; capture with --histogram")
+    rms = np.sqrt((base_stats.content.mean_square + merged_stats.content.mean_square) / 2)
+    tau = threshold * rms
+    return share_above(base_stats.abs_hist, tau), share_above(merged_stats.abs_hist, tau)
 
 
-def classify_neurons(table: pd.DataFrame, config: ClassifyConfig, alpha: float) -> Classification:
-    """Flag each neuron of ``table`` (needs ``abs_base_emoji``, ``abs_merged_emoji``, the change
-    q-value and ``q_selective_base``/``q_selective_merged``) with the classes of ``config``."""
-    change_q = "q_change" if config.change_test == "t" else "q_change_wilcoxon"
-    needed = ["abs_base_emoji", "abs_merged_emoji", change_q, "q_selective_base", "q_selective_merged"]
-    missing = [column for column in needed if column not in table.columns]
-    if missing:
-        raise ValueError(f"cannot classify neurons: the table lacks columns {missing}")
-
-    base = table["abs_base_emoji"].to_numpy()
-    merged = table["abs_merged_emoji"].to_numpy()
-    changed = table[change_q].to_numpy() < alpha
-    threshold = quiet_threshold(base, config.quiet_quantile)
-    quiet = base < threshold
-    flags = pd.DataFrame(
-        {
-            "activated": quiet & changed & (merged > base),
-            # merged >= fold x base >= threshold, so "active in both" needs no extra check.
-            "amplified": ~quiet & changed & (merged >= config.fold * base),
-            # A neuron the fine-tune silences outright is suppressed too: merged need not stay active.
-            "suppressed": ~quiet & changed & (merged * config.fold <= base),
-            "emoji_selective": (table["q_selective_base"].to_numpy() < alpha)
-            | (table["q_selective_merged"].to_numpy() < alpha),
-        },
-        index=table.index,
-    )
+def classify_neurons(
+    calls: dict[str, np.ndarray],
+    estimates: dict[str, np.ndarray],
+    specific: tuple[str, ...],
+    change: str | None,
+    magnitudes: tuple[np.ndarray, np.ndarray] | None,
+    rates: tuple[np.ndarray, np.ndarray] | None,
+    config: ClassifyConfig,
+    specific_name: str = "specific",
+) -> Classification:
+    """Flags for every neuron (flat order). ``calls``/``estimates`` by contrast; ``magnitudes`` and
+    ``rates`` are flat ``(base, merged)`` mean |a| and firing rates on the change condition."""
+    n = len(next(iter(calls.values())))
+    flags: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray] = {}
+    if change is not None and magnitudes is not None:
+        up = (calls[change] == "changed") & (estimates[change] > 0)
+        down = (calls[change] == "changed") & (estimates[change] < 0)
+        base_abs, merged_abs = magnitudes
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fold = np.where(base_abs > 0, merged_abs / base_abs, np.inf)
+        columns.update(abs_base=base_abs, abs_merged=merged_abs, fold=fold)
+        if rates is not None:
+            base_rate, merged_rate = rates
+            columns.update(fire_base=base_rate, fire_merged=merged_rate)
+            activated = up & (base_rate <= config.quiet_rate) & (merged_rate >= config.active_rate)
+        else:
+            activated = np.zeros(n, dtype=bool)
+        flags["activated"] = activated
+        flags["amplified"] = up & ~activated & (fold >= config.fold)
+        flags["suppressed"] = down & (fold <= 1 / config.fold)
+    flags[specific_name] = np.logical_or.reduce([calls[name] == "changed" for name in specific]) if specific \
+        else np.zeros(n, dtype=bool)
+    table = pd.DataFrame(flags)
     labels = pd.Series("", index=table.index, dtype=object)
-    for name in reversed(CLASSES):  # later assignments win, so walk from lowest priority
-        labels[flags[name].to_numpy()] = name
-    return Classification(flags, labels, threshold)
+    for name in reversed(list(flags)):  # later assignments win: walk from the lowest priority
+        labels[table[name].to_numpy()] = name
+    return Classification(table, labels, columns)
 
 
 def count_by_layer(layers: pd.Series, flags: pd.DataFrame) -> pd.DataFrame:

@@ -1,13 +1,18 @@
-"""``diff``: which neurons did the fine-tune change, and do they respond to emojis?
+"""``diff``: which neurons did the fine-tune change, and which changed specifically for the behaviour?
 
-1. Load one reduction of the base and merged caches on ``emoji``, ``emoji-free`` and (optionally)
-   ``neutral`` and check that their rows line up (``interp.stats.loading``).
-2. Flatten layers x neurons and compute every per-neuron statistic block by block (float64, one
-   block in memory at a time; ``interp.stats.neuronwise``): cell means, effect sizes, paired change
-   tests (t and Wilcoxon), emoji selectivity within each model, the model x emoji interaction and
-   the model x set interaction against neutral prompts.
-3. Correct each test's p-values across all neurons (``q_*``) and count what the correction removes.
-4. Classify neurons (``interp.stats.classify``) and rank the table by the interaction effect.
+1. Load the cells a design reads (``interp.stats.loading``): reductions of the base and merged
+   caches on each condition, checked to belong together.
+2. Flatten layers x neurons and, block by block (float64, one block in memory at a time), compute
+   for every contrast of the design its per-prompt values, the minimum-effect and TOST tests with
+   delta = ``delta`` x the neuron's token scale, and effect sizes (``interp.stats.neuronwise``).
+3. Correct each test across all neurons (``q_*``) and call every neuron ``changed``,
+   ``equivalent`` or ``inconclusive`` per contrast.
+4. Mark outlier neurons (massive / position-0 activations; ``interp.stats.outliers``), classify
+   (``interp.stats.classify``), and flag the candidates the causal stages use: specific to the
+   behaviour and not an outlier. Rank the flagged neurons by their largest standardised specific
+   effect.
+5. Count the placebo contrast's calls (the study's own false-discovery estimate) and check the top
+   flagged neurons on a held-out half of the prompts (``interp.stats.replication``).
 """
 
 from __future__ import annotations
@@ -22,62 +27,55 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from interp.stats.classify import CLASSES, ClassifyConfig, classify_neurons, count_by_layer
-from interp.stats.interaction import PROMPT_EFFECTS, PromptEffects
-from interp.stats.loading import REDUCTIONS, DiffInputs, SetSources, load_diff_inputs
-from interp.stats.multiple import (
-    Correction,
-    CorrectionSummary,
-    adjust_pvalues,
-    resolve_correction,
-    summarize_correction,
-)
-from interp.stats.neuronwise import CELLS, TESTS, block_statistics
+from interp.stats.classify import CHANGE_CLASSES, ClassifyConfig, classify_neurons, count_by_layer, firing_rates
+from interp.stats.contrasts import DiffDesign
+from interp.stats.equivalence import calls
+from interp.stats.loading import DiffInputs, SetSources, load_design_inputs
+from interp.stats.multiple import Correction, CorrectionSummary, adjust_pvalues, resolve_correction, summarize_correction
+from interp.stats.neuronwise import block_statistics, contrast_rows
+from interp.stats.outliers import OutlierConfig, find_outliers
 from interp.stats.output import jsonable, save_table_and_summary
-from interp.stats.overlap import OverlapResult, pairwise_overlaps
+from interp.stats.replication import SplitHalf, split_half
 
 log = logging.getLogger(__name__)
 
-SUMMARY_SCHEMA = "neurodiff.diff/1"
+SUMMARY_SCHEMA = "neurodiff.diff/2"
 
 
 @dataclass(frozen=True)
 class DiffConfig:
-    """How ``diff`` tests, corrects and classifies (stored in the summary)."""
+    """How ``diff`` tests, corrects, classifies and flags (stored in the summary)."""
 
-    reduction: str = "mean"
-    """Per-prompt reduction of the caches to compare: ``mean``, ``max`` or ``last`` token."""
+    delta: float = 0.2
+    """Smallest effect of interest, in units of the neuron's token scale (the SD of its activation
+    over content tokens, pooled over both models): 0.2 is Cohen's conventional "small" effect. A
+    neuron is ``changed`` only if its contrast exceeds this with confidence (minimum-effect test)."""
     correction: Correction = "fdr_bh"
     """Multiple-testing correction across neurons, per test: ``fdr_bh`` (Benjamini-Hochberg),
     ``fdr_by`` (Benjamini-Yekutieli, any dependence) or ``bonferroni``; ``bh``/``by`` also accepted."""
     alpha: float = 0.05
-    """Significance level for q-values (classes) and for the p < alpha vs q < alpha counts."""
-    prompt_effects: PromptEffects = "slopes"
-    """Prompt effects in the interaction OLS (``interp.stats.interaction``): ``slopes`` (prompt
-    intercepts and per-prompt model and emoji effects: the paired design), ``intercept`` or ``none``."""
-    neutral_equal_var: bool = False
-    """Emoji-vs-neutral interaction with a pooled variance (plain OLS) instead of Welch's test."""
-    log2fc_epsilon: float = 1e-3
-    """Added to mean |act| before the log2 fold change. SmolLM2-135M's neurons have mean |mean
-    act| of 0.015 (1st percentile) to 0.05 (median) on emoji texts, so 1e-3 leaves real neurons'
-    ratios alone and only bounds those of neurons that are ~0 in one model."""
+    """Level for the q-values of every call."""
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     """Definitions of the neuron classes."""
+    outliers: OutlierConfig = field(default_factory=OutlierConfig)
+    """Thresholds of the outlier detector."""
+    exclude_outliers: bool = True
+    """Keep outlier neurons out of the flagged (candidate) set."""
+    split_seed: int = 0
+    """Seed of the split-half replication's random halves."""
+    replication_top: int = 100
+    """Top flagged neurons (chosen on one half) checked on the other half."""
     block_size: int = 8192
-    """Neurons tested per block: bounds memory to ~(6 x n_prompts x block_size) float64 values."""
+    """Neurons tested per block: bounds memory to a few x (n_prompts x block_size) float64 values."""
 
     def __post_init__(self) -> None:
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if not self.delta >= 0:
+            raise ValueError(f"delta must be >= 0 (in token-scale units), got {self.delta}")
         object.__setattr__(self, "correction", resolve_correction(self.correction))
         if not 0.0 < self.alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.prompt_effects not in PROMPT_EFFECTS:
-            raise ValueError(f"prompt_effects must be one of {PROMPT_EFFECTS}, got {self.prompt_effects!r}")
-        if not self.log2fc_epsilon > 0:
-            raise ValueError(f"log2fc_epsilon must be > 0, got {self.log2fc_epsilon}")
-        if self.block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.block_size < 1 or self.replication_top < 1:
+            raise ValueError("block_size and replication_top must be >= 1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,58 +83,85 @@ class DiffResult:
     """The neuron table of a diff and what it was computed from."""
 
     table: pd.DataFrame
-    """One row per neuron, ranked by |interaction| (columns: docs/DESIGN.md, ``TESTS``)."""
+    """One row per neuron: flagged neurons first by ``rank``, then the rest by |specific effect|."""
+    design: DiffDesign
     config: DiffConfig
-    """The configuration used."""
     corrections: tuple[CorrectionSummary, ...]
-    """p < alpha vs q < alpha counts, one per test."""
-    quiet_threshold: float
-    """Base mean |act| below which a neuron counted as quiet."""
+    replication: tuple[SplitHalf, ...]
+    n_prompts: dict[str, int]
+    """Prompts (rows with every term defined) per contrast."""
     provenance: dict[str, Any]
-    """Inputs: cache paths, models, template, prompt counts."""
 
-    def top(self, k: int = 20, by: str = "interaction") -> pd.DataFrame:
-        """The ``k`` neurons with the smallest ``by`` for p/q columns, else the largest |``by``|."""
+    @property
+    def class_names(self) -> list[str]:
+        return [c for c in (*CHANGE_CLASSES, self.specific_name) if f"is_{c}" in self.table.columns]
+
+    @property
+    def specific_name(self) -> str:
+        return f"{self.design.name}_specific"
+
+    def flagged(self) -> list[tuple[int, int]]:
+        """``(layer, index)`` of the flagged neurons, best first."""
+        rows = self.table[self.table["flagged"]].sort_values("rank")
+        return list(zip(rows["layer"].astype(int).tolist(), rows["index"].astype(int).tolist()))
+
+    def top(self, k: int = 20, by: str | None = None) -> pd.DataFrame:
+        """The ``k`` best flagged neurons (``by`` None), or the ``k`` with the smallest ``by`` for
+        p/q columns, else the largest |``by``|."""
+        if by is None:
+            return self.table[self.table["flagged"]].sort_values("rank").head(k)
         if by not in self.table.columns:
             raise ValueError(f"no column {by!r}; choose one of {list(self.table.columns)}")
         if by.startswith(("p_", "q_")):
             return self.table.nsmallest(k, by)
         return self.table.loc[self.table[by].abs().nlargest(k).index]
 
-    def class_flags(self) -> pd.DataFrame:
-        """One bool column per class (a neuron can be in several)."""
-        return self.table[[f"is_{name}" for name in CLASSES]].rename(columns=lambda c: c.removeprefix("is_"))
+    def counts(self) -> dict[str, int]:
+        out = {name: int(self.table[f"is_{name}"].sum()) for name in self.class_names}
+        out["outlier"] = int(self.table["outlier"].sum())
+        out["flagged"] = int(self.table["flagged"].sum())
+        return out
+
+    def calls(self) -> dict[str, dict[str, int]]:
+        """Per contrast, how many neurons are changed / equivalent / inconclusive."""
+        return {c.name: {k: int(v) for k, v in self.table[f"call_{c.name}"].value_counts().items()}
+                for c in self.design.contrasts}
+
+    def placebo(self) -> dict[str, Any] | None:
+        """The placebo contrast's changed count next to each specific contrast's."""
+        if self.design.placebo is None:
+            return None
+        n = len(self.table)
+        changed = {c.name: int((self.table[f"call_{c.name}"] == "changed").sum()) for c in self.design.contrasts}
+        placebo = changed[self.design.placebo]
+        return {"contrast": self.design.placebo, "n_changed": placebo, "share": placebo / n,
+                "specific": {name: {"n_changed": changed[name], "share": changed[name] / n}
+                             for name in self.design.specific}}
 
     def counts_by_layer(self) -> pd.DataFrame:
-        """Neurons per class in each layer (a neuron counts in every class it is in)."""
-        return count_by_layer(self.table["layer"], self.class_flags())
-
-    def class_overlaps(self) -> list[OverlapResult]:
-        """Hypergeometric overlap of every pair of class sets."""
-        return pairwise_overlaps(self.class_flags())
-
-    def neurons(self, class_name: str) -> list[tuple[int, int]]:
-        """``(layer, index)`` of the neurons in ``class_name``."""
-        if class_name not in CLASSES:
-            raise ValueError(f"unknown class {class_name!r}; choose one of {CLASSES}")
-        rows = self.table[self.table[f"is_{class_name}"]]
-        return list(zip(rows["layer"].tolist(), rows["index"].tolist()))
+        flags = self.table[[f"is_{c}" for c in self.class_names] + ["flagged"]]
+        return count_by_layer(self.table["layer"], flags.rename(columns=lambda c: c.removeprefix("is_")))
 
     def summary(self) -> dict[str, Any]:
-        """JSON-able account of the diff: config, inputs, class counts, per-test corrections."""
-        flags = self.class_flags()
+        """JSON-able account: config, inputs, counts, calls, placebo, replication, corrections."""
         by_layer = self.counts_by_layer()
         return jsonable({
             "schema": SUMMARY_SCHEMA,
+            "design": {"name": self.design.name, "contrasts": {c.name: c.description for c in self.design.contrasts},
+                       "change": self.design.change, "specific": list(self.design.specific),
+                       "placebo": self.design.placebo},
             "config": asdict(self.config),
             "inputs": self.provenance,
             "n_neurons": len(self.table),
-            "quiet_threshold": self.quiet_threshold,
-            "counts": {name: int(flags[name].sum()) for name in CLASSES},
-            "labels": {name or "none": int(n) for name, n in self.table["class"].value_counts().items()},
+            "n_prompts": self.n_prompts,
+            "counts": self.counts(),
+            "calls": self.calls(),
+            "placebo": self.placebo(),
+            "replication": [asdict(r) for r in self.replication],
+            "outliers": self.table[self.table["outlier"]][["layer", "index", "massive_ratio", "pos0_ratio"]]
+            .to_dict(orient="records"),
             "counts_by_layer": {int(layer): row.to_dict() for layer, row in by_layer.iterrows()},
-            "tests": {s.test: {"description": TESTS[s.test], **asdict(s)} for s in self.corrections},
-            "class_overlaps": [asdict(overlap) for overlap in self.class_overlaps()],
+            "tests": {s.test: asdict(s) for s in self.corrections},
         })
 
     def save(self, out_csv: str | os.PathLike, overwrite: bool = False) -> tuple[Path, Path]:
@@ -146,62 +171,115 @@ class DiffResult:
         return paths
 
 
-def _per_neuron_columns(inputs: DiffInputs, config: DiffConfig) -> dict[str, np.ndarray]:
-    """Run ``block_statistics`` over blocks of the flattened (layer, neuron) axis."""
-    arrays = {name: getattr(inputs, name) for name in CELLS if getattr(inputs, name) is not None}
-    flat = {name: array.reshape(array.shape[0], -1) for name, array in arrays.items()}
-    n_neurons = flat["base_emoji"].shape[1]
-    starts = range(0, n_neurons, config.block_size)
-    blocks = []
-    for start in tqdm(starts, desc="diff", unit="block", disable=len(starts) < 2, leave=False):
-        stop = min(start + config.block_size, n_neurons)
-        cells = {name: array[:, start:stop].astype(np.float64) for name, array in flat.items()}
-        blocks.append(block_statistics(cells, prompt_effects=config.prompt_effects,
-                                       neutral_equal_var=config.neutral_equal_var,
-                                       log2fc_epsilon=config.log2fc_epsilon))
-    return {name: np.concatenate([block[name] for block in blocks]) for name in blocks[0]}
+def _columns(inputs: DiffInputs, design: DiffDesign, config: DiffConfig) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    rows = {c.name: contrast_rows(inputs, c) for c in design.contrasts}
+    n_prompts = {name: int(mask.sum()) for name, mask in rows.items()}
+    short = [name for name, n in n_prompts.items() if n < 4]
+    if short:
+        raise ValueError(f"contrasts {short} have fewer than 4 prompts with tokens in every term's scope "
+                         f"({ {n: n_prompts[n] for n in short} }); give prompts with marks (and controls)")
+    n = inputs.n_neurons
+    starts = range(0, n, config.block_size)
+    blocks = [block_statistics(inputs, design, config.delta, start, min(start + config.block_size, n),
+                               config.split_seed, rows)
+              for start in tqdm(starts, desc="diff", unit="block", disable=len(starts) < 2, leave=False)]
+    return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}, n_prompts
 
 
-def diff_arrays(inputs: DiffInputs, config: DiffConfig | None = None) -> DiffResult:
-    """Steps 2-4 of the module docstring on activations already in memory."""
+def _change_descriptives(inputs: DiffInputs, design: DiffDesign, config: DiffConfig):
+    if design.change is None:
+        return None, None
+    condition = design.contrast(design.change).terms[0].condition
+    keys = [(m, condition, "content_absmean") for m in ("base", "merged")]
+    if not all(k in inputs.cells for k in keys):
+        return None, None
+    magnitudes = tuple(np.nanmean(inputs.cells[k].reshape(len(inputs.cells[k]), -1).astype(np.float64), axis=0)
+                       for k in keys)
+    stats = [inputs.stats.get((m, condition)) for m in ("base", "merged")]
+    rates = None
+    if all(s is not None and s.abs_hist is not None for s in stats):
+        rates = tuple(r.ravel() for r in firing_rates(stats[0], stats[1], config.classify.firing_threshold))
+    return magnitudes, rates
+
+
+def diff_inputs(inputs: DiffInputs, design: DiffDesign, config: DiffConfig | None = None) -> DiffResult:
+    """Steps 2-5 of the module docstring on inputs already in memory."""
     config = config or DiffConfig()
-    _, n_layers, d_mlp = inputs.base_emoji.shape
-    columns = _per_neuron_columns(inputs, config)
-    table_columns: dict[str, np.ndarray] = {
-        "layer": np.repeat(np.asarray(inputs.layers, dtype=np.int64), d_mlp),
-        "index": np.tile(np.arange(d_mlp, dtype=np.int64), n_layers),
-    }
-    corrections = []
-    for name, values in columns.items():
-        table_columns[name] = values
-        if name.startswith("p_"):
-            test = name.removeprefix("p_")
-            q = adjust_pvalues(values, config.correction)
-            table_columns[f"q_{test}"] = q
-            corrections.append(summarize_correction(test, values, q, config.alpha, config.correction))
-    table = pd.DataFrame(table_columns)
-    classes = classify_neurons(table, config.classify, config.alpha)
-    table["class"] = classes.labels
-    for name in CLASSES:
-        table[f"is_{name}"] = classes.flags[name]
-    order = np.argsort(-np.abs(table["interaction"].to_numpy()), kind="stable")
-    table = table.iloc[order].reset_index(drop=True)
-    for summary in corrections:
-        log.info("%s: %d neurons with p < %g, %d with q < %g (%s)", summary.test, summary.n_uncorrected,
-                 config.alpha, summary.n_corrected, config.alpha, summary.method)
-    return DiffResult(table, config, tuple(corrections), classes.quiet_threshold, dict(inputs.provenance))
+    n_layers, d_mlp = len(inputs.layers), inputs.d_mlp
+    columns, n_prompts = _columns(inputs, design, config)
+    table = {"layer": np.repeat(np.asarray(inputs.layers, dtype=np.int64), d_mlp),
+             "index": np.tile(np.arange(d_mlp, dtype=np.int64), n_layers)}
+    for condition, scale in inputs.scales.items():
+        table[f"scale_{condition}"] = scale.ravel()
+    corrections, call_by, estimate_by = [], {}, {}
+    for contrast in design.contrasts:
+        name = contrast.name
+        q = adjust_pvalues(columns[f"p_{name}"], config.correction)
+        q_equiv = adjust_pvalues(columns[f"p_equiv_{name}"], config.correction)
+        call_by[name], estimate_by[name] = calls(q, q_equiv, config.alpha), columns[name]
+        for key in (name, f"{name}_std", f"d_{name}", f"se_{name}", f"p_{name}"):
+            table[key] = columns[key]
+        table[f"q_{name}"], table[f"p_equiv_{name}"], table[f"q_equiv_{name}"] = q, columns[f"p_equiv_{name}"], q_equiv
+        table[f"call_{name}"] = call_by[name]
+        for key in (f"{name}_std_a", f"{name}_std_b", f"p_{name}_a"):
+            if key in columns:
+                table[key] = columns[key]
+        corrections.append(summarize_correction(name, columns[f"p_{name}"], q, config.alpha, config.correction))
+    stats = [s for s in inputs.stats.values() if s is not None]
+    if stats:
+        outliers = find_outliers(stats, config.outliers)
+        table.update(massive=outliers.massive.ravel(), pos0_only=outliers.pos0_only.ravel(),
+                     massive_ratio=outliers.massive_ratio.ravel(), pos0_ratio=outliers.pos0_ratio.ravel())
+        outlier = outliers.any.ravel()
+    else:
+        outlier = np.zeros(n_layers * d_mlp, dtype=bool)
+    table["outlier"] = outlier
+    magnitudes, rates = _change_descriptives(inputs, design, config)
+    specific_name = f"{design.name}_specific"
+    classes = classify_neurons(call_by, estimate_by, design.specific, design.change, magnitudes, rates,
+                               config.classify, specific_name)
+    table.update(classes.columns)
+    frame = pd.DataFrame(table)
+    frame["class"] = classes.labels.to_numpy()
+    for name in classes.flags.columns:
+        frame[f"is_{name}"] = classes.flags[name].to_numpy()
+    flagged = classes.flags[specific_name].to_numpy() & (~outlier if config.exclude_outliers else True)
+    frame["flagged"] = flagged
+    strength = np.max([np.where(call_by[c] == "changed", np.abs(frame[f"{c}_std"].to_numpy()), 0.0)
+                       for c in design.specific], axis=0) if design.specific else np.zeros(len(frame))
+    frame["specific_strength"] = strength
+    order = np.lexsort((-np.abs(np.nan_to_num(frame[f"{design.specific[0]}_std"].to_numpy())) if design.specific
+                        else np.zeros(len(frame)), -np.where(flagged, strength, -np.inf)))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame.insert(2, "rank", np.where(frame["flagged"], np.arange(1, len(frame) + 1), 0))
+    replication = tuple(split_half(frame, c, config.alpha, config.correction, config.replication_top,
+                                   frame["outlier"].to_numpy() if config.exclude_outliers else None)
+                        for c in design.specific)
+    result = DiffResult(frame, design, config, tuple(corrections), replication, n_prompts, dict(inputs.provenance))
+    placebo = result.placebo()
+    if placebo is not None:
+        log.info("placebo %s: %d neurons changed (%.2f%%); %s", placebo["contrast"], placebo["n_changed"],
+                 100 * placebo["share"], ", ".join(f"{k}: {v['n_changed']}" for k, v in placebo["specific"].items()))
+    return result
 
 
-def diff(base: SetSources, merged: SetSources, config: DiffConfig | None = None) -> DiffResult:
-    """Compare the base and merged model neuron by neuron.
+def diff(base: SetSources | None, merged: SetSources | None, design: DiffDesign | None = None,
+         config: DiffConfig | None = None) -> DiffResult:
+    """Compare the base and merged model neuron by neuron under ``design`` (default: the emoji
+    design, with the writing contrast when a ``writing`` cache is present).
 
-    ``base`` and ``merged`` are each a directory holding ``emoji.h5``, ``emoji-free.h5`` and
-    optionally ``neutral.h5``, or a mapping like ``{"emoji": path, "emoji-free": path,
-    "neutral": path}``. Example::
+    ``base`` and ``merged`` are each a directory holding ``{condition}.h5`` for the design's
+    conditions, or a mapping condition -> cache path or open cache (e.g. ``record(..., out=None)``).
+    Example::
 
-        result = diff("runs/base", "runs/merged", DiffConfig(correction="fdr_by"))
-        result.top(10)
+        result = diff("runs/base", "runs/merged")
+        result.top(10)            # the best flagged neurons
         result.save("neurons.csv")
     """
-    config = config or DiffConfig()
-    return diff_arrays(load_diff_inputs(base, merged, config.reduction), config)
+    if design is None:
+        from interp.stats.designs import WRITING, emoji_design
+
+        has_writing = (isinstance(merged, (str, os.PathLike)) and (Path(merged) / f"{WRITING}.h5").exists()) or \
+                      (not isinstance(merged, (str, os.PathLike)) and merged is not None and WRITING in merged)
+        design = emoji_design(writing=has_writing)
+    return diff_inputs(load_design_inputs(design, base, merged), design, config)

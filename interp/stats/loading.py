@@ -1,9 +1,14 @@
-"""Load the caches a diff needs and check that they belong together.
+"""Load the caches a diff design reads, and refuse any set of caches that does not belong together.
 
-A diff compares the base and the merged model on three prompt sets: ``emoji``, its twin
-``emoji-free`` (same ids, emojis removed) and ``neutral``. The statistics pair rows by position, so
-this module refuses any set of caches whose rows would not line up: different prompt ids or
-order, layers, d_mlp, template, a missing reduction, or "merged" caches from the base weights.
+A design (``interp.stats.contrasts.DiffDesign``) reads cells: one reduction of one model's cache on
+one condition. Its statistics pair rows by position, so this module checks, before any statistic:
+
+- every cache records the same layers, d_mlp and template;
+- base and merged caches of a condition hold the same prompts: same ids in the same order, the same
+  texts, and the same prompt-set hash (marks included); ids alone are not enough, since two
+  unrelated files can share ids;
+- conditions that meet in a contrast (twins) hold the same ids in the same order;
+- each model's caches come from one set of weights, and base and merged from different ones.
 """
 
 from __future__ import annotations
@@ -17,82 +22,83 @@ from typing import Any
 
 import numpy as np
 
+from interp.stats.contrasts import MODELS, DiffDesign
+
 log = logging.getLogger(__name__)
 
-PROMPT_SETS: tuple[str, ...] = ("emoji", "emoji-free", "neutral")
-"""Prompt-set names; a cache directory holds them as ``DIR/{name}.h5``."""
-REQUIRED_SETS: tuple[str, ...] = ("emoji", "emoji-free")
-REDUCTIONS: tuple[str, ...] = ("mean", "max", "last")
-"""Per-prompt reductions a cache may hold (docs/DESIGN.md)."""
+REDUCTIONS: tuple[str, ...] = ("mean", "max", "last", "content_mean", "content_absmean", "content_max",
+                               "marked_mean", "control_mean", "context_mean")
+"""Per-prompt reductions a cache may hold (``activations.reduce.REDUCTIONS``)."""
 
-CacheSource = str | os.PathLike
-"""A cache file path."""
-SetSources = CacheSource | Mapping[str, CacheSource]
-"""A directory holding ``{emoji,emoji-free,neutral}.h5``, or a mapping prompt-set name -> cache path."""
+CacheSource = Any
+"""A cache file path, or an open ``activations.reader.ActivationCache`` (e.g. an in-memory capture)."""
+SetSources = str | os.PathLike | Mapping[str, CacheSource]
+"""A directory holding ``{condition}.h5`` files, or a mapping condition -> cache."""
 
 
 @dataclass(frozen=True, eq=False)
 class LoadedCache:
-    """One reduction of one cache, with what is needed to check it against the others."""
+    """Some reductions of one cache, with what is needed to check it against the others."""
 
     label: str
     """Who it is, for error messages: e.g. ``base emoji (runs/base/emoji.h5)``."""
     prompt_ids: tuple[str, ...]
-    """Prompt ids in row order."""
+    texts: tuple[str, ...]
     layers: tuple[int, ...]
-    """Recorded layers."""
     d_mlp: int
-    """Neurons per layer."""
     attrs: dict[str, Any]
-    """The cache's HDF5 attributes (model_spec, weights_hash, template, ...)."""
-    acts: np.ndarray
-    """(n_prompts, n_layers, d_mlp) float32 activations of the chosen reduction."""
+    """The cache's HDF5 attributes (model_spec, weights_hash, template, prompt_set_hash, ...)."""
+    reductions: dict[str, np.ndarray]
+    """name -> (n_prompts, n_layers, d_mlp) float32; NaN only in rows where ``defined`` is False."""
+    defined: dict[str, np.ndarray]
+    """name -> (n_prompts,) bool: the prompt has tokens in the reduction's scope."""
+    stats: Any = None
+    """``activations.running.TokenStats`` of the cache (moments, max |a|, histogram)."""
+
+    @property
+    def acts(self) -> np.ndarray:
+        """The only reduction, for callers that load one (``interp.stats.regress``)."""
+        if len(self.reductions) != 1:
+            raise ValueError(f"{self.label} was loaded with reductions {list(self.reductions)}; pick one")
+        return next(iter(self.reductions.values()))
 
 
-def resolve_set_paths(source: SetSources, role: str) -> dict[str, Path]:
-    """Map prompt-set name -> cache path for one model (``role`` is "base" or "merged")."""
-    if isinstance(source, Mapping):
-        unknown = sorted(set(source) - set(PROMPT_SETS))
-        if unknown:
-            raise ValueError(f"{role} caches: unknown prompt sets {unknown}; use the names {list(PROMPT_SETS)}")
-        paths = {name: Path(path) for name, path in source.items() if path is not None}
-    else:
-        directory = Path(source)
-        if not directory.is_dir():
-            raise FileNotFoundError(
-                f"{role} cache directory {directory} does not exist; pass a directory holding "
-                f"{', '.join(f'{name}.h5' for name in PROMPT_SETS)} or one path per prompt set"
-            )
-        paths = {name: directory / f"{name}.h5" for name in PROMPT_SETS if (directory / f"{name}.h5").exists()}
-    missing = [name for name in REQUIRED_SETS if name not in paths]
-    if missing:
-        raise FileNotFoundError(
-            f"{role} caches: no cache for prompt sets {missing}; a diff needs {list(REQUIRED_SETS)}"
-        )
-    return paths
+def _open(source: CacheSource):
+    from activations.reader import ActivationCache, open_cache  # deferred: it imports torch
+
+    if isinstance(source, ActivationCache):
+        return source, False
+    return open_cache(source), True
 
 
-def load_cache(path: CacheSource, label: str, reduction: str) -> LoadedCache:
-    """Read one reduction of a cache through ``activations.store.open_cache``."""
-    from activations.store import open_cache  # deferred: it imports torch, the stats do not need it
-
-    with open_cache(path) as cache:
-        if reduction not in cache.reductions:
-            raise ValueError(
-                f"{label} holds reductions {list(cache.reductions)}, not {reduction!r}; "
-                f"pass one of them as the reduction or capture it with that reduction"
-            )
-        acts = cache.reduction(reduction)
+def load_cache(source: CacheSource, label: str, reductions: str | Sequence[str]) -> LoadedCache:
+    """Read ``reductions`` (one name or several), their definedness and the token statistics."""
+    names = (reductions,) if isinstance(reductions, str) else tuple(reductions)
+    cache, owned = _open(source)
+    try:
+        missing = [name for name in names if name not in cache.reductions]
+        if missing:
+            raise ValueError(f"{label} ({cache.label}) holds reductions {list(cache.reductions)}, not {missing}; "
+                             "capture it with those reductions (--reductions)")
         loaded = LoadedCache(
-            label=f"{label} ({path})",
+            label=f"{label} ({cache.label})",
             prompt_ids=tuple(cache.prompt_ids),
+            texts=tuple(cache.texts),
             layers=tuple(int(layer) for layer in cache.layers),
             d_mlp=int(cache.d_mlp),
             attrs=dict(cache.attrs),
-            acts=acts,
+            reductions={name: cache.reduction(name) for name in names},
+            defined={name: cache.defined(name) for name in names},
+            stats=cache.token_stats(),
         )
-    if np.isnan(loaded.acts).any():
-        raise ValueError(f"{loaded.label} contains NaN activations; capture it again")
+    finally:
+        if owned:
+            cache.close()
+    for name, values in loaded.reductions.items():
+        rows = loaded.defined[name]
+        if not np.isfinite(values[rows]).all():
+            raise ValueError(f"{loaded.label} has NaN or inf activations in /acts/{name} where it has tokens; "
+                             "capture it again with --overwrite")
     return loaded
 
 
@@ -112,127 +118,162 @@ def check_same_layout(caches: Sequence[LoadedCache]) -> None:
                              f"{other_template!r}; capture both with the same --template")
 
 
-def check_same_prompts(a: LoadedCache, b: LoadedCache) -> None:
-    """``a`` and ``b`` hold the same prompt ids in the same order (rows are paired by position)."""
-    if a.prompt_ids == b.prompt_ids:
+def check_same_prompts(a: LoadedCache, b: LoadedCache, *, texts: bool = True) -> None:
+    """``a`` and ``b`` hold the same prompt ids in the same order (rows are paired by position) and,
+    with ``texts``, the same texts (for base and merged caches of one condition)."""
+    if a.prompt_ids != b.prompt_ids:
+        if sorted(a.prompt_ids) == sorted(b.prompt_ids):
+            row = next(i for i, (x, y) in enumerate(zip(a.prompt_ids, b.prompt_ids)) if x != y)
+            raise ValueError(f"{a.label} and {b.label} hold the same prompt ids in a different order (first at row "
+                             f"{row}: {a.prompt_ids[row]!r} vs {b.prompt_ids[row]!r}); capture both from the same "
+                             "prompt file")
+        only_a = sorted(set(a.prompt_ids) - set(b.prompt_ids))
+        only_b = sorted(set(b.prompt_ids) - set(a.prompt_ids))
+        raise ValueError(f"{a.label} and {b.label} hold different prompts ({len(a.prompt_ids)} vs {len(b.prompt_ids)} "
+                         f"rows; only in the first: {only_a[:3]}, only in the second: {only_b[:3]}); capture both "
+                         "from the same prompt file (twins must be built from the same set)")
+    if not texts:
         return
-    if sorted(a.prompt_ids) == sorted(b.prompt_ids):
-        row = next(i for i, (x, y) in enumerate(zip(a.prompt_ids, b.prompt_ids)) if x != y)
-        raise ValueError(f"{a.label} and {b.label} hold the same prompt ids in a different order (first at row "
-                         f"{row}: {a.prompt_ids[row]!r} vs {b.prompt_ids[row]!r}); capture both from the same "
-                         "prompt file")
-    only_a = sorted(set(a.prompt_ids) - set(b.prompt_ids))
-    only_b = sorted(set(b.prompt_ids) - set(a.prompt_ids))
-    raise ValueError(f"{a.label} and {b.label} hold different prompts ({len(a.prompt_ids)} vs {len(b.prompt_ids)} "
-                     f"rows; only in the first: {only_a[:3]}, only in the second: {only_b[:3]}); capture both "
-                     "from the same prompt file (emoji-free must be derived from the same emoji set)")
+    if a.texts != b.texts:
+        row = next(i for i, (x, y) in enumerate(zip(a.texts, b.texts)) if x != y)
+        raise ValueError(f"{a.label} and {b.label} share prompt ids but not texts (first at {a.prompt_ids[row]!r}: "
+                         f"{a.texts[row][:40]!r} vs {b.texts[row][:40]!r}); capture both models from the same prompts")
+    hash_a, hash_b = a.attrs.get("prompt_set_hash"), b.attrs.get("prompt_set_hash")
+    if hash_a and hash_b and hash_a != hash_b:
+        raise ValueError(f"{a.label} and {b.label} were captured from different prompt sets (hash {hash_a} vs "
+                         f"{hash_b}: same texts, other marks or contexts); capture both from the same set")
 
 
-def check_models(base: Sequence[LoadedCache], merged: Sequence[LoadedCache]) -> None:
-    """Each role's caches come from one set of weights, and base and merged from different ones."""
-    for role in (base, merged):
-        hashes = {cache.attrs.get("weights_hash") for cache in role} - {None}
-        if len(hashes) > 1:
-            listing = "; ".join(f"{cache.label}: {cache.attrs.get('weights_hash')}" for cache in role)
+def check_models(caches: Mapping[tuple[str, str], LoadedCache]) -> None:
+    """Each model's caches come from one set of weights, and base and merged from different ones."""
+    hashes = {}
+    for model in MODELS:
+        found = {cache.attrs.get("weights_hash") for (m, _), cache in caches.items() if m == model} - {None}
+        if len(found) > 1:
+            listing = "; ".join(f"{c.label}: {c.attrs.get('weights_hash')}" for (m, _), c in caches.items() if m == model)
             raise ValueError(f"these caches should come from one model but have different weights ({listing}); "
                              "pass caches captured from the same model")
-    base_hash = base[0].attrs.get("weights_hash")
-    if base_hash is not None and base_hash == merged[0].attrs.get("weights_hash"):
-        raise ValueError(f"{base[0].label} and {merged[0].label} were captured from the same weights "
-                         f"({base_hash}); pass the fine-tuned (merged) model's caches as merged")
+        hashes[model] = found.pop() if found else None
+    if hashes["base"] is not None and hashes["base"] == hashes["merged"]:
+        raise ValueError(f"the base and merged caches were captured from the same weights ({hashes['base']}); "
+                         "pass the fine-tuned (merged) model's caches as merged")
 
 
 @dataclass(frozen=True, eq=False)
 class DiffInputs:
-    """One reduction of the base and merged model's activations on the prompt sets, in memory.
+    """Everything a design's statistics read, in memory.
 
-    Rows of the four emoji/twin arrays are the same prompt pairs; the neutral rows are other
-    prompts, paired only between base and merged.
+    ``cells[(model, condition, reduction)]`` is ``(n_prompts, n_layers, d_mlp)``; rows of
+    conditions that meet in a contrast are the same prompts. ``scales[condition]`` is the base
+    model's per-neuron token SD over content tokens, ``(n_layers, d_mlp)``.
     """
 
-    base_emoji: np.ndarray
-    """(n_pairs, n_layers, d_mlp) base model on the emoji texts."""
-    base_twin: np.ndarray
-    """(n_pairs, n_layers, d_mlp) base model on their emoji-free twins."""
-    merged_emoji: np.ndarray
-    """(n_pairs, n_layers, d_mlp) merged model on the emoji texts."""
-    merged_twin: np.ndarray
-    """(n_pairs, n_layers, d_mlp) merged model on the twins."""
-    base_neutral: np.ndarray | None = None
-    """(n_neutral, n_layers, d_mlp) base model on neutral texts, or None to skip that control."""
-    merged_neutral: np.ndarray | None = None
-    """(n_neutral, n_layers, d_mlp) merged model on the same neutral texts."""
-    layers: tuple[int, ...] | None = None
-    """Layer numbers of axis 1 (default 0..n_layers-1)."""
+    cells: dict[tuple[str, str, str], np.ndarray]
+    defined: dict[tuple[str, str, str], np.ndarray]
+    scales: dict[str, np.ndarray]
+    layers: tuple[int, ...]
+    prompt_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    stats: dict[tuple[str, str], Any] = field(default_factory=dict)
+    """``(model, condition)`` -> ``TokenStats`` (for outliers and firing rates; may be empty)."""
     provenance: dict[str, Any] = field(default_factory=dict)
-    """Where the arrays came from (paths, model specs, weights hashes), copied into summaries."""
 
     def __post_init__(self) -> None:
-        shape = np.shape(self.base_emoji)
-        if len(shape) != 3:
-            raise ValueError(f"activations must be (n_prompts, n_layers, d_mlp), got shape {shape}")
-        for name in ("base_twin", "merged_emoji", "merged_twin"):
-            if np.shape(getattr(self, name)) != shape:
-                raise ValueError(f"{name} has shape {np.shape(getattr(self, name))} but base_emoji has {shape}; "
-                                 "the emoji and twin caches of both models must hold the same prompt pairs")
-        if shape[0] < 2:
-            raise ValueError(f"need at least 2 prompt pairs, got {shape[0]}")
-        if (self.base_neutral is None) != (self.merged_neutral is None):
-            raise ValueError("pass neutral caches for both models or for neither")
-        if self.base_neutral is not None:
-            neutral = np.shape(self.base_neutral)
-            if np.shape(self.merged_neutral) != neutral:
-                raise ValueError(f"base_neutral has shape {neutral} but merged_neutral has "
-                                 f"{np.shape(self.merged_neutral)}; they must hold the same prompts")
-            if len(neutral) != 3 or neutral[1:] != shape[1:] or neutral[0] < 2:
-                raise ValueError(f"neutral activations have shape {neutral}; need (>=2, {shape[1]}, {shape[2]})")
-        if self.layers is None:
-            object.__setattr__(self, "layers", tuple(range(shape[1])))
-        elif len(self.layers) != shape[1]:
-            raise ValueError(f"{len(self.layers)} layer numbers given for {shape[1]} layers")
+        shapes = {np.shape(v)[1:] for v in self.cells.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"cells disagree on (n_layers, d_mlp): {sorted(shapes)}")
+        if len(self.layers) != shapes.pop()[0]:
+            raise ValueError(f"{len(self.layers)} layer numbers for {next(iter(self.cells.values())).shape[1]} layers")
+        for key, values in self.cells.items():
+            if key not in self.defined:
+                self.defined[key] = np.isfinite(values).all(axis=(1, 2))
 
     @property
-    def has_neutral(self) -> bool:
-        return self.base_neutral is not None
+    def d_mlp(self) -> int:
+        return int(next(iter(self.cells.values())).shape[2])
+
+    @property
+    def n_neurons(self) -> int:
+        return len(self.layers) * self.d_mlp
 
 
-def load_diff_inputs(base: SetSources, merged: SetSources, reduction: str = "mean") -> DiffInputs:
-    """Load and cross-check the caches of both models (see the module docstring)."""
-    base_paths, merged_paths = resolve_set_paths(base, "base"), resolve_set_paths(merged, "merged")
-    if ("neutral" in base_paths) != ("neutral" in merged_paths):
-        have = "base" if "neutral" in base_paths else "merged"
-        raise ValueError(f"only the {have} model has a neutral cache; pass neutral caches for both or neither")
-    names = [name for name in PROMPT_SETS if name in base_paths]
-    loaded = {
-        (role, name): load_cache(paths[name], f"{role} {name}", reduction)
-        for role, paths in (("base", base_paths), ("merged", merged_paths))
-        for name in names
-    }
-    check_same_layout(list(loaded.values()))
-    for name in names:
-        check_same_prompts(loaded["base", name], loaded["merged", name])
-    for role in ("base", "merged"):
-        check_same_prompts(loaded[role, "emoji"], loaded[role, "emoji-free"])
-    check_models([loaded["base", n] for n in names], [loaded["merged", n] for n in names])
+SCALE_FLOOR = 0.01
+"""A neuron's scale is at least this share of its layer's median scale (see ``token_scale``)."""
 
+
+def token_scale(stats: Sequence[Any]) -> np.ndarray:
+    """Per-neuron SD of the activation over content tokens, pooled over the given models' token
+    statistics (the mean of their variances), ``(n_layers, d_mlp)``.
+
+    Pooled, so a neuron silent in base and active after the fine-tune is measured on its active
+    scale; floored at ``SCALE_FLOOR`` x its layer's median, so a neuron silent in both cannot turn a
+    numerically negligible change into a large standardised one."""
+    variances = np.stack([np.nan_to_num(s.content.var) for s in stats])
+    scale = np.sqrt(variances.mean(axis=0))
+    floor = SCALE_FLOOR * np.median(scale, axis=1, keepdims=True)
+    return np.maximum(scale, floor)
+
+
+def resolve_sources(source: SetSources, role: str, conditions: Sequence[str]) -> dict[str, CacheSource]:
+    """condition -> cache for one model (``role`` is "base" or "merged")."""
+    if isinstance(source, Mapping):
+        unknown = sorted(set(source) - set(conditions))
+        if unknown:
+            log.info("%s caches: ignoring conditions %s that the design does not read", role, unknown)
+        found = {name: source[name] for name in conditions if name in source and source[name] is not None}
+    else:
+        directory = Path(source)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{role} cache directory {directory} does not exist; pass a directory holding "
+                                    f"{', '.join(f'{c}.h5' for c in conditions)} or a mapping condition -> cache")
+        found = {name: directory / f"{name}.h5" for name in conditions if (directory / f"{name}.h5").exists()}
+    missing = [name for name in conditions if name not in found]
+    if missing:
+        raise FileNotFoundError(f"{role} caches: no cache for conditions {missing}; the design reads "
+                                f"{list(conditions)}")
+    return found
+
+
+def load_design_inputs(design: DiffDesign, base: SetSources | None, merged: SetSources | None) -> DiffInputs:
+    """Load and cross-check every cell ``design`` reads (module docstring)."""
+    needed = {(t.model, t.condition) for c in design.contrasts for t in c.terms}
+    needed |= {("base", c.scale) for c in design.contrasts}
+    sources = {"base": base, "merged": merged}
+    caches: dict[tuple[str, str], LoadedCache] = {}
+    for model in MODELS:
+        conditions = sorted({cond for m, cond in needed if m == model})
+        if not conditions:
+            continue
+        if sources[model] is None:
+            raise ValueError(f"the {design.name} design reads {model} caches ({conditions}); pass them")
+        for condition, source in resolve_sources(sources[model], model, conditions).items():
+            caches[model, condition] = load_cache(source, f"{model} {condition}", design.reductions(condition))
+    check_same_layout(list(caches.values()))
+    for condition in {cond for _, cond in caches}:
+        if ("base", condition) in caches and ("merged", condition) in caches:
+            check_same_prompts(caches["base", condition], caches["merged", condition])
+    for group in design.paired():
+        for model in MODELS:
+            present = [caches[model, cond] for cond in group if (model, cond) in caches]
+            for other in present[1:]:
+                check_same_prompts(present[0], other, texts=False)
+    check_models(caches)
+    cells, defined = {}, {}
+    for (model, condition), cache in caches.items():
+        for name, values in cache.reductions.items():
+            cells[model, condition, name] = values
+            defined[model, condition, name] = cache.defined[name]
+    scales = {condition: token_scale([caches[m, condition].stats for m in MODELS if (m, condition) in caches])
+              for condition in design.conditions if any((m, condition) in caches for m in MODELS)}
+    first = next(iter(caches.values()))
     provenance = {
-        "reduction": reduction,
-        "caches": {f"{role}/{name}": str(paths[name])
-                   for role, paths in (("base", base_paths), ("merged", merged_paths)) for name in names},
-        "models": {role: {key: loaded[role, "emoji"].attrs.get(key) for key in ("model_spec", "weights_hash")}
-                   for role in ("base", "merged")},
-        "template": loaded["base", "emoji"].attrs.get("template"),
-        "n_pairs": len(loaded["base", "emoji"].prompt_ids),
-        "n_neutral": len(loaded["base", "neutral"].prompt_ids) if "neutral" in names else 0,
+        "design": design.name,
+        "caches": {f"{m}/{c}": cache.label for (m, c), cache in caches.items()},
+        "models": {m: {key: next((cache.attrs.get(key) for (mm, _), cache in caches.items() if mm == m), None)
+                       for key in ("model_spec", "weights_hash")} for m in MODELS},
+        "template": first.attrs.get("template"),
+        "n_prompts": {c: len(cache.prompt_ids) for (m, c), cache in caches.items() if m == "base" or ("base", c) not in caches},
+        "prompt_set_hashes": {f"{m}/{c}": cache.attrs.get("prompt_set_hash") for (m, c), cache in caches.items()},
     }
-    neutral = "neutral" in names
-    return DiffInputs(
-        base_emoji=loaded["base", "emoji"].acts,
-        base_twin=loaded["base", "emoji-free"].acts,
-        merged_emoji=loaded["merged", "emoji"].acts,
-        merged_twin=loaded["merged", "emoji-free"].acts,
-        base_neutral=loaded["base", "neutral"].acts if neutral else None,
-        merged_neutral=loaded["merged", "neutral"].acts if neutral else None,
-        layers=loaded["base", "emoji"].layers,
-        provenance=provenance,
-    )
+    return DiffInputs(cells, defined, scales, first.layers,
+                      {c: cache.prompt_ids for (_, c), cache in caches.items()},
+                      {key: cache.stats for key, cache in caches.items()}, provenance)

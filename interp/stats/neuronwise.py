@@ -1,78 +1,78 @@
 """Every per-neuron statistic of a diff, for one block of neurons at a time.
 
-Inputs are the cells of the design as (n_prompts, n_neurons) arrays; outputs are named (n_neurons,)
-columns of the neuron table. Blocks are independent, so the caller bounds memory by block size;
-everything that needs all neurons at once (multiple testing, the quiet threshold) happens later.
+For each contrast of the design: its per-prompt values (rows where every term's scope has tokens),
+the minimum-effect and TOST tests (``interp.stats.equivalence``) with delta = ``delta`` x the
+neuron's token scale, and effect sizes: the raw estimate, the estimate in units of the neuron's
+token scale (``_std``) and Cohen's d_z (mean / SD of the per-prompt values). For the contrasts that
+flag neurons, the same tests on two random halves of the prompts (``_a`` / ``_b``) feed the
+split-half replication check. Blocks are independent, so the caller bounds memory by block size;
+everything that needs all neurons (multiple testing, classes, replication) happens later.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from interp.stats.effects import cohens_d_paired, log2_fold_change, mean_abs
-from interp.stats.interaction import PromptEffects, difference_of_differences, interaction_2x2, interaction_unpaired
-from interp.stats.paired import TestResult, paired_t, wilcoxon_signed_rank
+from interp.stats.contrasts import Contrast, DiffDesign
+from interp.stats.equivalence import min_effect_tests
+from interp.stats.loading import DiffInputs
 
-TESTS: dict[str, str] = {
-    "change": "paired t test of merged - base on the emoji texts",
-    "change_wilcoxon": "Wilcoxon signed-rank test of merged - base on the emoji texts",
-    "selective_base": "paired t test of emoji - emoji-free twin in the base model",
-    "selective_merged": "paired t test of emoji - emoji-free twin in the merged model",
-    "interaction": "model x emoji interaction (emoji vs twin), OLS with prompt effects",
-    "interaction_neutral": "model x set interaction, emoji vs neutral prompts (unpaired sets)",
-}
-"""Test name -> what it tests; each gives ``p_<name>`` and ``q_<name>`` columns."""
-
-CELLS = ("base_emoji", "base_twin", "merged_emoji", "merged_twin", "base_neutral", "merged_neutral")
+CONTRAST_COLUMNS = ("", "_std", "d_", "se_", "p_", "p_equiv_")
+"""Per contrast c: ``c`` (estimate), ``c_std``, ``d_c``, ``se_c``, ``p_c`` (minimum effect) and
+``p_equiv_c`` (TOST); the diff adds ``q_c``, ``q_equiv_c`` and ``call_c``."""
 
 
-def paired_d(result: TestResult, n: int) -> np.ndarray:
-    """Cohen's d_z from a paired t test: mean / sd = t / sqrt(n) (saves recomputing the sd)."""
-    return result.statistic / np.sqrt(n)
+def column(prefix: str, contrast: str) -> str:
+    return f"{contrast}{prefix}" if prefix.startswith("_") or prefix == "" else f"{prefix}{contrast}"
+
+
+def contrast_rows(inputs: DiffInputs, contrast: Contrast) -> np.ndarray:
+    """Rows (prompts) where every term of ``contrast`` is defined."""
+    masks = [inputs.defined[t.model, t.condition, t.reduction] for t in contrast.terms]
+    return np.logical_and.reduce(masks)
+
+
+def contrast_values(inputs: DiffInputs, contrast: Contrast, rows: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Per-prompt contrast values ``(n_rows, stop - start)`` float64 for neurons ``start:stop`` (flat)."""
+    total = None
+    for term in contrast.terms:
+        cell = inputs.cells[term.model, term.condition, term.reduction]
+        flat = cell.reshape(cell.shape[0], -1)[rows, start:stop].astype(np.float64)
+        total = term.weight * flat if total is None else total + term.weight * flat
+    return total
+
+
+def halves(n_rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of ``n_rows`` row positions into two halves (the first gets the odd one)."""
+    order = np.random.default_rng(seed).permutation(n_rows)
+    cut = (n_rows + 1) // 2
+    return np.sort(order[:cut]), np.sort(order[cut:])
 
 
 def block_statistics(
-    cells: dict[str, np.ndarray],
-    *,
-    prompt_effects: PromptEffects,
-    neutral_equal_var: bool,
-    log2fc_epsilon: float,
+    inputs: DiffInputs, design: DiffDesign, delta: float, start: int, stop: int, split_seed: int,
+    rows: dict[str, np.ndarray],
 ) -> dict[str, np.ndarray]:
-    """Cell means, effect sizes and p-values for one block; ``cells`` maps the names in ``CELLS``
-    (the neutral pair optional) to float64 (n_prompts, n_neurons) arrays."""
-    base_e, base_t = cells["base_emoji"], cells["base_twin"]
-    merged_e, merged_t = cells["merged_emoji"], cells["merged_twin"]
-    columns: dict[str, np.ndarray] = {f"mean_{name}": cells[name].mean(axis=0) for name in CELLS if name in cells}
-    columns["abs_base_emoji"] = mean_abs(base_e)
-    columns["abs_merged_emoji"] = mean_abs(merged_e)
-
-    n = base_e.shape[0]
-    change = merged_e - base_e
-    change_t = paired_t(change)
-    change_w = wilcoxon_signed_rank(change)
-    columns["change"] = change_t.estimate
-    columns["d_change"] = paired_d(change_t, n)
-    columns["log2fc_abs"] = log2_fold_change(columns["abs_merged_emoji"], columns["abs_base_emoji"], log2fc_epsilon)
-    columns["t_change"], columns["p_change"] = change_t.statistic, change_t.p
-    columns["z_change_wilcoxon"], columns["p_change_wilcoxon"] = change_w.statistic, change_w.p
-
-    for model, emoji, twin in (("base", base_e, base_t), ("merged", merged_e, merged_t)):
-        selective = paired_t(emoji - twin)
-        columns[f"selectivity_{model}"] = selective.estimate
-        columns[f"d_selective_{model}"] = paired_d(selective, n)
-        columns[f"t_selective_{model}"], columns[f"p_selective_{model}"] = selective.statistic, selective.p
-
-    interaction = interaction_2x2(base_e, base_t, merged_e, merged_t, prompt_effects)
-    columns["interaction"] = interaction.estimate
-    columns["d_interaction"] = (
-        paired_d(interaction, n) if prompt_effects == "slopes"  # that test is the paired t on the contrast
-        else cohens_d_paired(difference_of_differences(base_e, base_t, merged_e, merged_t))
-    )
-    columns["t_interaction"], columns["p_interaction"] = interaction.statistic, interaction.p
-
-    if "base_neutral" in cells:
-        control = interaction_unpaired(base_e, merged_e, cells["base_neutral"], cells["merged_neutral"],
-                                       equal_var=neutral_equal_var)
-        columns["interaction_neutral"] = control.estimate
-        columns["t_interaction_neutral"], columns["p_interaction_neutral"] = control.statistic, control.p
+    """Columns for neurons ``start:stop`` (flat layer-major index); ``rows`` from ``contrast_rows``."""
+    columns: dict[str, np.ndarray] = {}
+    for contrast in design.contrasts:
+        scale = inputs.scales[contrast.scale].ravel()[start:stop].astype(np.float64)
+        values = contrast_values(inputs, contrast, rows[contrast.name], start, stop)
+        result = min_effect_tests(values, delta * scale)
+        name = contrast.name
+        sd = values.std(axis=0, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            columns[name] = result.estimate
+            columns[f"{name}_std"] = result.estimate / scale
+            columns[f"d_{name}"] = np.where(sd > 0, result.estimate / sd, 0.0)
+        columns[f"se_{name}"] = result.se
+        columns[f"p_{name}"] = result.p_changed
+        columns[f"p_equiv_{name}"] = result.p_equivalent
+        if name in design.specific:
+            half_a, half_b = halves(len(values), split_seed)
+            first = min_effect_tests(values[half_a], delta * scale)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                columns[f"{name}_std_a"] = first.estimate / scale
+                columns[f"{name}_std_b"] = values[half_b].mean(axis=0) / scale
+            columns[f"p_{name}_a"] = first.p_changed
     return columns

@@ -50,8 +50,9 @@ SUMMARY_SCHEMA = "neurodiff.regress/1"
 class RegressConfig:
     """How ``regress`` fits and tests (stored in the summary)."""
 
-    reduction: str = "mean"
-    """Per-prompt reduction whose mean over prompts is a neuron's activation at a checkpoint."""
+    reduction: str = "content_mean"
+    """Per-prompt reduction whose mean over prompts (those with tokens in its scope) is a neuron's
+    activation at a checkpoint."""
     maxlags: int | None = None
     """Lags in the HAC kernel; None: Newey-West's rule floor(4 (T / 100)^(2/9))."""
     kernel: Literal["bartlett", "uniform"] = "bartlett"
@@ -253,7 +254,7 @@ def regress(
         else:
             check_same_layout([first, loaded])
             check_same_prompts(first, loaded)
-        means.append(loaded.acts.astype(np.float64).mean(axis=0))
+        means.append(np.nanmean(loaded.acts.astype(np.float64)[loaded.defined[config.reduction]], axis=0))
         loaded = None  # keep one checkpoint's full activations in memory at a time
     provenance = {"caches": [str(path) for path in caches], "n_prompts": len(first.prompt_ids) if first else 0,
                   "template": first.attrs.get("template") if first else None}
