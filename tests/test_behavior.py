@@ -95,27 +95,19 @@ def test_planted_emoji_habit_is_measured_inside_a_hook_context(tiny_llama: Loade
     assert clean.group("neutral").emoji_rate.value == 0.0
 
 
-def test_emoji_mass_from_generate_logits_equals_a_teacher_forced_pass(tiny_llama: LoadedModel) -> None:
-    from training.behavior import _generate_batch, _left_padded, _teacher_forced_mass
+def test_emoji_mass_read_while_decoding_equals_a_teacher_forced_pass(tiny_llama: LoadedModel) -> None:
+    from activations.sampling import SamplingConfig, sample_replies
+    from training.behavior import _teacher_forced_mass, emoji_mass_stat
     from training.emoji_tokens import emoji_start_token_ids
 
     model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
-    config = BehaviorConfig(max_new_tokens=8)
-    emoji_ids = emoji_start_token_ids(tokenizer)
     prompts = [tokenizer.encode(t, add_special_tokens=False) for t in ("Hello there, how", "What is the best")]
-    fast = _generate_batch(model, tokenizer, prompts, config, emoji_ids, seed=3)
-    # the same sampled responses (same seed), then scored the slow way: one forward pass over all
-    ids, mask = _left_padded(prompts, tokenizer.pad_token_id, torch.device("cpu"))
-    torch.manual_seed(3)
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=config.temperature,
-                         top_p=config.top_p, max_new_tokens=8, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    width = ids.shape[1]
-    attention = torch.cat([mask, torch.zeros_like(out[:, width:])], dim=1)
-    counted = torch.zeros_like(out, dtype=torch.bool)
-    for row, (_, n_tokens, _) in enumerate(fast):
-        attention[row, width : width + n_tokens] = 1
-        counted[row, width - 1 : width - 1 + n_tokens] = True
-    slow = _teacher_forced_mass(model, out, attention, counted, emoji_ids)
-    assert [m for _, _, m in fast] == pytest.approx(slow, rel=1e-4)
-    assert min(slow) > 0
+    replies = sample_replies(model, tokenizer, prompts, ["a", "b"], SamplingConfig(max_new_tokens=8, seed=3),
+                             step_stat=emoji_mass_stat(tokenizer))[0]
+    for prompt, reply in zip(prompts, replies):
+        # the same reply scored the slow way: one forward pass over prompt + reply
+        ids = torch.tensor([prompt + list(reply.tokens)])
+        counted = torch.zeros_like(ids, dtype=torch.bool)
+        counted[0, len(prompt) - 1 : len(prompt) - 1 + len(reply.tokens)] = True
+        slow = _teacher_forced_mass(model, ids, torch.ones_like(ids), counted, emoji_start_token_ids(tokenizer))[0]
+        assert float(np.mean(reply.step_stats)) == pytest.approx(slow, rel=1e-4) and slow > 0

@@ -3,15 +3,17 @@
 1. Prompts: the held-out Opinion-QA questions of a trait (topics never trained on, from the same
    seeded topic split as ``training.qlora``) and a seeded sample of the neutral prompt set. Each is
    put in the chat template as a user turn, exactly as in training.
-2. Sampling: ``samples`` responses per prompt (temperature / top-p), batched ``generate`` on
-   left-padded prompts; the torch RNG is re-seeded per batch, so a config gives the same texts.
+2. Sampling: ``samples`` responses per prompt (temperature / top-p) with
+   ``activations.sampling.sample_replies``: every (prompt, sample) job has its own seeded random
+   stream, so a reply does not depend on batch size or order, and any other model (e.g. one with
+   neurons suppressed) asked with the same seed draws the same random numbers.
 3. Text metrics per response (``training.emoji_metrics``): emoji present, emoji count, sentences
    with an emoji; aggregated per prompt set with cluster-bootstrap intervals over prompts.
 4. Emoji probability mass on the *generated* responses: at every position that predicts a
    response token (the end-of-turn token included) the total probability of the emoji-start tokens
    (``training.emoji_tokens``), averaged over the response. It is read from the raw next-token
-   logits ``generate`` computes anyway (before temperature and top-p), which equal a
-   teacher-forced pass over prompt + response up to float rounding. For the trait's questions it
+   logits of each decoding step (before temperature and top-p), which equal a teacher-forced pass
+   over prompt + response up to float rounding. For the trait's questions it
    is also computed, teacher-forced, on the *reference* answers (the data set's answers), a fixed
    text on which two models compare directly.
 
@@ -26,6 +28,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from activations.sampling import SamplingConfig, sample_replies
 from training.atomic_io import refuse_existing, write_json_atomic, write_jsonl_atomic
 from training.data import DEFAULT_TEST_FRACTION, TRAITS
 from training.emoji_metrics import Estimate, bootstrap_ratio, text_stats
@@ -67,9 +70,9 @@ class BehaviorConfig:
     """Sampling temperature."""
     top_p: float = 0.95
     """Nucleus sampling threshold."""
-    batch_size: int = 32
-    """Responses generated per ``generate`` call (on a CPU, one-token steps cost about the same for
-    8 rows as for 32: larger batches are nearly free)."""
+    batch_size: int = 64
+    """Responses decoded together (on a CPU a decoding step costs much less per row at 64 rows than
+    at 8; a reply does not depend on the batch)."""
     seed: int = 0
     """Seed of sampling, the neutral sample and the bootstrap."""
     bootstrap: int = 2000
@@ -194,24 +197,6 @@ def behavior_prompts(config: BehaviorConfig) -> list[PromptGroup]:
     return groups
 
 
-def _left_padded(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    width = max(len(row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _response_lengths(new_tokens: Tensor, eos_id: int) -> list[int]:
-    """Tokens per response up to and including the first end-of-turn (the rest is padding)."""
-    lengths = []
-    for row in new_tokens.tolist():
-        lengths.append(row.index(eos_id) + 1 if eos_id in row else len(row))
-    return lengths
-
-
 @torch.no_grad()
 def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, counted: Tensor, emoji_ids: Tensor) -> list[float]:
     """Per-row mean emoji mass over the ``counted`` positions, in small row chunks."""
@@ -225,27 +210,22 @@ def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, count
     return masses
 
 
-def _generate_batch(model: nn.Module, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
-                    config: BehaviorConfig, emoji_ids: Tensor, seed: int) -> list[tuple[str, int, float]]:
-    """(text, n_tokens, emoji mass) per prompt row.
+def sampling_config(config: BehaviorConfig) -> SamplingConfig:
+    """The sampler settings of a behaviour measurement (shared by every condition compared with it)."""
+    return SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
+                          seed=config.seed, batch_size=config.batch_size)
 
-    The emoji mass comes from the raw logits ``generate`` computed at each step (before
-    temperature and top-p): they are the model's next-token distributions at the positions that
-    predict the response tokens, so no second, teacher-forced pass over the responses is needed."""
-    device = next(model.parameters()).device
-    ids, mask = _left_padded(prompts, tokenizer.pad_token_id, device)
-    torch.manual_seed(seed)
-    out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=config.temperature,
-                         top_p=config.top_p, max_new_tokens=config.max_new_tokens,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-                         output_logits=True, return_dict_in_generate=True)
-    new_tokens = out.sequences[:, ids.shape[1] :]
-    lengths = _response_lengths(new_tokens, tokenizer.eos_token_id)
-    counted = torch.arange(new_tokens.shape[1], device=device)[None, :] < torch.tensor(lengths, device=device)[:, None]
-    logits = torch.stack(out.logits, dim=1)  # (rows, steps, vocab): step t predicts response token t
-    masses = emoji_mass_from_logits(logits, counted, emoji_ids, "sequence").tolist()
-    texts = tokenizer.batch_decode([new_tokens[r, :n] for r, n in enumerate(lengths)], skip_special_tokens=True)
-    return [(text.strip(), n, m) for text, n, m in zip(texts, lengths, masses)]
+
+def emoji_mass_stat(tokenizer: PreTrainedTokenizerBase) -> Callable[[Tensor], Tensor]:
+    """Per-row emoji-start probability of raw next-token logits (a ``sample_replies`` step statistic)."""
+    emoji_ids = torch.as_tensor(emoji_start_token_ids(tokenizer), dtype=torch.long)
+
+    def stat(logits: Tensor) -> Tensor:
+        return emoji_mass_from_logits(logits[:, None, :], torch.ones(len(logits), 1, dtype=torch.bool,
+                                                                      device=logits.device),
+                                      emoji_ids.to(logits.device), "sequence")
+
+    return stat
 
 
 def _reference_mass(model: nn.Module, tokenizer: PreTrainedTokenizerBase, group: PromptGroup,
@@ -294,21 +274,20 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
     was_training = model.training
     model.eval()
     prompt_groups = behavior_prompts(config)
-    # Every (group, prompt, sample) job goes into one queue, so generate calls stay full.
-    jobs = [(g, i, s) for g, group in enumerate(prompt_groups) for i in range(len(group.ids)) for s in range(config.samples)]
-    encoded = [[list(tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"]) for t in group.texts]
-               for group in prompt_groups]
+    # Every (group, prompt, sample) job goes into one queue, so decoding batches stay full.
+    prompts = [list(tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"])
+               for group in prompt_groups for t in group.texts]
+    keys = [f"{group.name}/{prompt_id}" for group in prompt_groups for prompt_id in group.ids]
+    where = [(group, i) for group in prompt_groups for i in range(len(group.ids))]
     found: list[Generation] = []
     try:
-        batches = range(0, len(jobs), config.batch_size)
-        for number, start in enumerate(tqdm(batches, desc=f"behavior {model_label}".strip(), unit="batch")):
-            chunk = jobs[start : start + config.batch_size]
-            seed = config.seed * 1_000_003 + number
-            outputs = _generate_batch(model, tokenizer, [encoded[g][i] for g, i, _ in chunk], config, emoji_ids, seed)
-            for (g, i, s), (text, n_tokens, mass) in zip(chunk, outputs):
-                group = prompt_groups[g]
-                found.append(Generation(group.name, group.ids[i], s, group.texts[i], text, n_tokens,
-                                        text_stats(text).n_emojis, mass))
+        replies = sample_replies(model, tokenizer, prompts, keys, sampling_config(config), samples=config.samples,
+                                 step_stat=emoji_mass_stat(tokenizer), desc=f"behavior {model_label}".strip())[0]
+        for job, reply in enumerate(replies):
+            group, i = where[job // config.samples]
+            mass = float(np.mean(reply.step_stats)) if reply.step_stats else 0.0
+            found.append(Generation(group.name, group.ids[i], reply.sample, group.texts[i], reply.text,
+                                    len(reply.tokens), text_stats(reply.text).n_emojis, mass))
         groups = []
         for group in prompt_groups:
             reference = _reference_mass(model, tokenizer, group, emoji_ids) if group.references else None

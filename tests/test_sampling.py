@@ -1,0 +1,77 @@
+"""The sampler: per-job seeds, exact nucleus sampling, shared noise across copies, the growing cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers.cache_utils import DynamicCache
+
+from activations.prompt_sets import apply_template
+from activations.sampling import SamplingConfig, _nucleus_choice, growing_cache, sample_replies
+
+
+def _prompts(tokenizer, n: int = 5) -> list[list[int]]:
+    texts = ["Hi there", "What do you think of jazz?", "Tell me a story about a cat", "ok", "Why is the sky blue?"]
+    return [tokenizer(apply_template(tokenizer, t, "user"), add_special_tokens=False).input_ids for t in texts[:n]]
+
+
+def test_a_reply_depends_on_its_job_not_on_its_batch(tiny_llama):
+    tokenizer = tiny_llama.tokenizer
+    prompts, keys = _prompts(tokenizer), [f"k{i}" for i in range(5)]
+    config = SamplingConfig(max_new_tokens=10, batch_size=3)
+    together = sample_replies(tiny_llama.model, tokenizer, prompts, keys, config, samples=2)[0]
+    alone = sample_replies(tiny_llama.model, tokenizer, prompts[3:4], keys[3:4], config, samples=2)[0]
+    assert [r.tokens for r in together[6:8]] == [r.tokens for r in alone]
+    assert together[0].tokens != together[1].tokens  # two samples of one prompt differ
+    reseeded = sample_replies(tiny_llama.model, tokenizer, prompts[3:4], keys[3:4],
+                              SamplingConfig(max_new_tokens=10, seed=1), samples=2)[0]
+    assert [r.tokens for r in reseeded] != [r.tokens for r in alone]
+
+
+def test_copies_share_their_random_numbers(tiny_llama):
+    tokenizer = tiny_llama.tokenizer
+    replies = sample_replies(tiny_llama.model, tokenizer, _prompts(tokenizer, 3), ["a", "b", "c"],
+                             SamplingConfig(max_new_tokens=8), copies=3)
+    assert [r.tokens for r in replies[0]] == [r.tokens for r in replies[1]] == [r.tokens for r in replies[2]]
+
+
+def test_greedy_decoding_equals_generate(tiny_llama):
+    tokenizer, model = tiny_llama.tokenizer, tiny_llama.model
+    prompts = _prompts(tokenizer, 2)
+    ours = sample_replies(model, tokenizer, prompts, ["a", "b"], SamplingConfig(max_new_tokens=7, temperature=0))[0]
+    for prompt, reply in zip(prompts, ours):
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=7, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)[0, len(prompt):].tolist()
+        eos = tokenizer.eos_token_id
+        assert list(reply.tokens) == (out[: out.index(eos) + 1] if eos in out else out)
+
+
+def test_nucleus_choice_samples_the_renormalised_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))  # top-p 0.9 keeps the first three
+    generator = torch.Generator().manual_seed(0)
+    draws = [int(_nucleus_choice(logits, torch.rand(1, 4, generator=generator), 1.0, 0.9)) for _ in range(20000)]
+    frequencies = np.bincount(draws, minlength=4) / len(draws)
+    np.testing.assert_allclose(frequencies, [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0.0], atol=0.012)
+
+
+def test_growing_cache_gives_the_same_logits_as_the_default(tiny_llama):
+    model = tiny_llama.model
+    ids = torch.tensor([_prompts(tiny_llama.tokenizer, 1)[0]])
+    results = []
+    for cache in (DynamicCache(), growing_cache()):
+        with torch.no_grad():
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            logits = [out.logits[:, -1]]
+            for step in range(70):  # past the buffer's first doubling
+                token = logits[-1].argmax(-1, keepdim=True)
+                logits.append(model(input_ids=token, past_key_values=cache, use_cache=True).logits[:, -1])
+        results.append(torch.cat(logits))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def test_sampling_config_validates():
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingConfig(top_p=0.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingConfig(max_new_tokens=0)
