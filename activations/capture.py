@@ -41,6 +41,7 @@ from activations.reader import ActivationCache, open_cache
 from activations.reduce import DEFAULT_REDUCTIONS, PADDING, REDUCTIONS, reduce_batch
 from activations.roles import EncodedPrompt, encode_prompt_set
 from activations.sites import neuron_sites, unwrap_model
+from activations.atomic_io import refuse_existing
 from activations.store import SCHEMA, CacheLayout, open_writer
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,8 @@ def capture(
         raise ValueError("capture needs the model's tokenizer; pass it, or pass a LoadedModel")
     config = dataclasses.replace(config or CaptureConfig(), **options)  # type: ignore[arg-type]
     out = Path(out) if out is not None else None
-    if out is not None and out.exists() and not overwrite:  # before any work: fail fast
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    if out is not None:  # before any work: fail fast
+        refuse_existing(out, overwrite)
     prompt_set = as_prompt_set(prompts)
     sites = neuron_sites(model, None if config.layers is None else list(config.layers))
     config = dataclasses.replace(config, layers=tuple(site.layer for site in sites))

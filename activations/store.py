@@ -34,6 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from activations.atomic_io import refuse_existing
 from activations.reduce import REDUCTIONS
 from activations.roles import TokenRole
 from activations.running import N_ABS_BINS, RunningStats, TokenStats
@@ -150,6 +151,7 @@ class CacheWriter:
         self.out = out
         self.path = Path(file.filename)
         self._file = file
+        self._stats = read_token_stats(file)  # kept in memory; written (not read back) after every batch
 
     @property
     def file(self) -> h5py.File:
@@ -190,9 +192,8 @@ class CacheWriter:
             f[f"tokens/{name}"].resize(rows[-1], axis=0)
             f[f"tokens/{name}"][first:] = values
         offsets[start : stop + 1] = rows
-        running = read_token_stats(f)
-        running.merge(stats)
-        _write_token_stats(f, running)
+        self._stats.merge(stats)
+        _write_token_stats(f, self._stats)
         # n_done moves last: a kill before this line leaves the batch to be redone, not half-counted.
         f.attrs["n_done"] = stop
         f.flush()
@@ -295,8 +296,7 @@ def open_writer(
         return CacheWriter(None, _create(h5py.File(name, "w", driver="core", backing_store=False),
                                          layout, attrs, ids, texts, extras))
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+    refuse_existing(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(out)
     if partial.exists():

@@ -23,7 +23,6 @@ COMMANDS = [
     "regress",
     "cache",
     "ablate",
-    "patch",
     "attribute",
     "suppress",
     "run",

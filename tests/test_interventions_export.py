@@ -1,4 +1,5 @@
-"""Weight-zeroed export equals hook zero-ablation; interventions work on peft-wrapped models."""
+"""Exported suppressors equal their hook interventions (zero, mean) or a manual recomputation (revert);
+interventions work on peft-wrapped models."""
 
 from __future__ import annotations
 
@@ -9,9 +10,17 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from activations import load_model, neuron_sites, weights_fingerprint
+from activations import neuron_sites, weights_fingerprint
 from activations.hooks import any_hooks
-from interp.interventions import NeuronSet, ablate, check_export, export_suppressed, suppressed_copy, zero_neuron_weights
+from interp.interventions import (
+    NeuronSet,
+    ablate,
+    check_export,
+    content_reference,
+    export_suppressed,
+    suppressed_model,
+    zero_neuron_weights,
+)
 from interp.interventions.export import PROVENANCE_FILE
 
 PROMPTS = ["The weather today is lovely and", "Tell me about your weekend plans please"]
@@ -31,33 +40,62 @@ def _peft_wrapped(loaded):
 
 
 @pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
-def test_export_equals_hook_zero_ablation(which, request, tmp_path) -> None:
+@pytest.mark.parametrize("method", ["zero", "mean"])
+def test_export_equals_the_hook_intervention(which, method, request, tmp_path) -> None:
     loaded = request.getfixturevalue(which)
     before = weights_fingerprint(loaded.model)
+    means = content_reference(loaded.model, loaded.tokenizer, ["A calm walk by the river.", "Numbers and tables."]).means
     out = tmp_path / "suppressed"
-    result = export_suppressed(loaded.model, NEURONS, out, tokenizer=loaded.tokenizer, source_spec=which)
+    result = export_suppressed(loaded.model, NEURONS, out, tokenizer=loaded.tokenizer, method=method, means=means,
+                               source_spec=which)
     assert weights_fingerprint(loaded.model) == before, "the source model must stay untouched"
-    assert result.per_layer == {0: 2, 1: 2, 2: 2}
+    assert result.per_layer == {0: 2, 1: 2, 2: 2} and result.method == method
     provenance = json.loads((out / PROVENANCE_FILE).read_text())
     assert provenance["neurons"] == NEURONS.to_list() and provenance["source_spec"] == which
     assert any(p.suffix == ".safetensors" for p in out.iterdir())
 
-    reloaded = load_model(str(out))  # an ordinary HF directory: config, safetensors, tokenizer
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).eval()  # transformers alone
     enc = _left_padded(loaded)
-    check = check_export(loaded.model, reloaded.model, NEURONS, enc.input_ids, enc.attention_mask,
-                         max_new_tokens=8, pad_token_id=loaded.tokenizer.pad_token_id, atol=1e-5)
+    check = check_export(loaded.model, reloaded, NEURONS, enc.input_ids, enc.attention_mask, method=method,
+                         means=means, max_new_tokens=8, pad_token_id=loaded.tokenizer.pad_token_id, atol=1e-5)
     assert check.ok, check
-    # and the suppression matters: the unablated model differs from the export
+    # and the suppression matters: the unedited model differs from the export
     with torch.no_grad():
-        assert (loaded.model(**enc).logits - reloaded.model(**enc).logits).abs().max() > 1e-4
+        assert (loaded.model(**enc).logits - reloaded(**enc).logits).abs().max() > 1e-4
+    if method == "mean" and which == "tiny_llama":
+        assert reloaded.config.mlp_bias  # the means live in the down projections' new biases
+
+
+def test_revert_export_recomputes_the_neurons_with_the_base_weights(tiny_llama) -> None:
+    base = copy.deepcopy(tiny_llama.model)
+    tuned = copy.deepcopy(tiny_llama.model)
+    with torch.no_grad():
+        for parameter in tuned.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    reverted = suppressed_model(tuned, NEURONS, "revert", base=base)
+    layer, index = 1, 7
+    mlp_r, mlp_b, mlp_t = (m.model.layers[layer].mlp for m in (reverted, base, tuned))
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        by_hand = mlp_b.act_fn(x @ mlp_b.gate_proj.weight[index]) * (x @ mlp_b.up_proj.weight[index])
+        neurons = mlp_r.act_fn(mlp_r.gate_proj(x)) * mlp_r.up_proj(x)
+        torch.testing.assert_close(neurons[:, index], by_hand)  # the reverted neuron computes the base function
+        other = mlp_t.act_fn(mlp_t.gate_proj(x)) * mlp_t.up_proj(x)
+        torch.testing.assert_close(neurons[:, 6], other[:, 6])  # its neighbours keep the fine-tune
+        torch.testing.assert_close(mlp_r.down_proj.weight[:, index], mlp_b.down_proj.weight[:, index])
+        torch.testing.assert_close(mlp_r.down_proj.weight[:, 6], mlp_t.down_proj.weight[:, 6])
+    with pytest.raises(ValueError, match="needs the base model"):
+        suppressed_model(tuned, NEURONS, "revert")
 
 
 def test_export_refuses_to_overwrite(tiny_gpt2, tmp_path) -> None:
     out = tmp_path / "suppressed"
-    export_suppressed(tiny_gpt2.model, NEURONS, out, tokenizer=tiny_gpt2.tokenizer)
+    export_suppressed(tiny_gpt2.model, NEURONS, out, tokenizer=tiny_gpt2.tokenizer, method="zero")
     with pytest.raises(FileExistsError, match="overwrite"):
-        export_suppressed(tiny_gpt2.model, NEURONS, out, tokenizer=tiny_gpt2.tokenizer)
-    export_suppressed(tiny_gpt2.model, NEURONS, out, tokenizer=tiny_gpt2.tokenizer, overwrite=True)
+        export_suppressed(tiny_gpt2.model, NEURONS, out, tokenizer=tiny_gpt2.tokenizer, method="zero")
+    export_suppressed(tiny_gpt2.model, NEURONS, out, tokenizer=tiny_gpt2.tokenizer, method="zero", overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["suppressed"], "no temporary folders left behind"
 
 
@@ -88,7 +126,7 @@ def test_peft_export_merges_first_and_equals_hook_ablation(tiny_llama) -> None:
     peft_model = _peft_wrapped(tiny_llama)
     with pytest.raises(ValueError, match="peft-wrapped"):
         zero_neuron_weights(peft_model, NEURONS)
-    suppressed = suppressed_copy(peft_model, NEURONS)
+    suppressed = suppressed_model(peft_model, NEURONS, "zero")
     assert not hasattr(suppressed, "peft_config")
     enc = _left_padded(tiny_llama)
     check = check_export(peft_model, suppressed, NEURONS, enc.input_ids, enc.attention_mask,

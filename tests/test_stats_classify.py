@@ -69,9 +69,9 @@ def test_share_above_reads_the_histogram_like_a_direct_count():
 def test_firing_rates_use_the_pooled_rms():
     base, merged = TokenStats((1, 2)), TokenStats((1, 2))
     quiet, loud = torch.full((100, 1), 0.01), torch.full((100, 1), 3.0)  # 3.0: inside a histogram bin
-    for stats, tokens in ((base, torch.cat([quiet, loud], 1)), (merged, torch.cat([loud, loud], 1))):
-        stats.content = RunningStats.from_batch(tokens.reshape(100, 1, 2))
-        stats.abs_hist = abs_histogram(tokens)[None]
+    for token_stats, tokens in ((base, torch.cat([quiet, loud], 1)), (merged, torch.cat([loud, loud], 1))):
+        token_stats.content = RunningStats.from_batch(tokens.reshape(100, 1, 2))
+        token_stats.abs_hist = abs_histogram(tokens)[None]
     base_rate, merged_rate = firing_rates(base, merged, 1.0)
     # neuron 0: pooled RMS ~ 2.1, so base (0.01) never fires and merged (3.0) always does
     assert base_rate[0, 0] == 0.0 and merged_rate[0, 0] == 1.0

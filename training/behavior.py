@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from activations.sampling import SamplingConfig, sample_replies
-from training.atomic_io import refuse_existing, write_json_atomic, write_jsonl_atomic
+from activations.atomic_io import refuse_existing, write_json_atomic, write_jsonl_atomic
 from training.data import DEFAULT_TEST_FRACTION, TRAITS
 from training.emoji_metrics import Estimate, bootstrap_ratio, text_stats
 from training.emoji_tokens import emoji_mass_from_logits, emoji_start_token_ids
@@ -210,6 +210,12 @@ def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, count
     return masses
 
 
+def sample_keys(group: PromptGroup) -> list[str]:
+    """The sampler keys of a group's prompts: another model asked with the same keys and
+    ``sampling_config`` draws the same random numbers (``activations.sampling``)."""
+    return [f"{group.name}/{prompt_id}" for prompt_id in group.ids]
+
+
 def sampling_config(config: BehaviorConfig) -> SamplingConfig:
     """The sampler settings of a behaviour measurement (shared by every condition compared with it)."""
     return SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
@@ -277,7 +283,7 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
     # Every (group, prompt, sample) job goes into one queue, so decoding batches stay full.
     prompts = [list(tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"])
                for group in prompt_groups for t in group.texts]
-    keys = [f"{group.name}/{prompt_id}" for group in prompt_groups for prompt_id in group.ids]
+    keys = [key for group in prompt_groups for key in sample_keys(group)]
     where = [(group, i) for group in prompt_groups for i in range(len(group.ids))]
     found: list[Generation] = []
     try:

@@ -23,7 +23,7 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.atomic_io import temporary_dir_beside, write_json_atomic
+from activations.atomic_io import temporary_dir_beside, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import torch
 from peft import PeftModel
 
 from activations import load_model, weights_fingerprint
-from training.atomic_io import publish_dir, refuse_existing, temporary_dir_beside, write_json_atomic
+from activations.atomic_io import publish_dir, refuse_existing, temporary_dir_beside, write_json_atomic
 from training.qlora import PROVENANCE as TRAINING_PROVENANCE
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedTok
 
 from activations import load_model, weights_fingerprint
 from activations.models import model_directory
-from training.atomic_io import temporary_dir_beside, write_json_atomic
+from activations.atomic_io import temporary_dir_beside, write_json_atomic
 from training.checkpoint import CHECKPOINTS, TrainingState, list_checkpoints, load_checkpoint, read_state, save_checkpoint
 from training.config import TrainConfig
 from training.data import rows_hash

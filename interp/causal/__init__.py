@@ -1,55 +1,52 @@
-"""Causal experiments on flagged neurons: dose-response with matched random controls, cross-model
-patching (sufficiency / necessity), side effects, and attribution patching as a screen."""
+"""Causal experiments on a fine-tune's neurons: a necessity-direction screen checked by exact
+patching, a sweep of rankings and interventions against matched random sets (teacher-forced proxy),
+and an exported suppressor judged on sampled replies."""
 
-from interp.causal.attribution import (
-    AttributionCheck,
-    AttributionConfig,
-    AttributionResult,
-    AttributionScores,
-    attribution_patching,
-    attribution_scores,
-    check_attribution,
-    exact_effects,
-)
-from interp.causal.dose_response import DoseResponseConfig, DoseResponseResult, dose_response
-from interp.causal.evaluate import Clean, CrossPatch, EvalSuite, Hooked, Measurement, Stacked, measure, measure_stacked
-from interp.causal.generation import GenerationConfig, generate_cross_patched, generate_replies, generate_stacked
-from interp.causal.inputs import QuestionSet, TokenBatch, load_neutral, load_questions, teacher_forced_batch, text_batch
-from interp.causal.patching import PatchingConfig, PatchingResult, patching_experiment
-from interp.causal.suite import emoji_suite
+from interp.causal.attribution import AttributionScores, attribution_scores, exact_effects, metric_gradients
+from interp.causal.controls import MatchedSets, control_pool, matched_random_sets, strata, write_norms
+from interp.causal.experiment import CausalResult, run_causal, suppress_and_judge
+from interp.causal.inputs import QuestionSet, TokenBatch, chat_batch, load_questions, teacher_forced_batch, writing_batch
+from interp.causal.proxy import ProxyResult, ProxySuite, build_proxy_suite, measure_sets
+from interp.causal.screen import ScreenConfig, ScreenResult, screen
+from interp.causal.setup import CausalContext, CausalSetup, causal_context, read_writing_replies
+from interp.causal.suppression import SuppressionVerdict, VerdictCriteria, side_effects, suppression_verdict
+from interp.causal.sweep import SweepConfig, SweepResult, sweep
 
 __all__ = [
-    "AttributionCheck",
-    "AttributionConfig",
-    "AttributionResult",
     "AttributionScores",
-    "Clean",
-    "CrossPatch",
-    "DoseResponseConfig",
-    "DoseResponseResult",
-    "EvalSuite",
-    "GenerationConfig",
-    "Hooked",
-    "Measurement",
-    "PatchingConfig",
-    "PatchingResult",
+    "CausalContext",
+    "CausalResult",
+    "CausalSetup",
+    "MatchedSets",
+    "ProxyResult",
+    "ProxySuite",
     "QuestionSet",
-    "Stacked",
+    "ScreenConfig",
+    "ScreenResult",
+    "SuppressionVerdict",
+    "SweepConfig",
+    "SweepResult",
     "TokenBatch",
-    "attribution_patching",
+    "VerdictCriteria",
     "attribution_scores",
-    "check_attribution",
-    "dose_response",
-    "emoji_suite",
+    "build_proxy_suite",
+    "causal_context",
+    "chat_batch",
+    "control_pool",
     "exact_effects",
-    "generate_cross_patched",
-    "generate_replies",
-    "generate_stacked",
-    "load_neutral",
     "load_questions",
-    "measure",
-    "measure_stacked",
-    "patching_experiment",
+    "matched_random_sets",
+    "measure_sets",
+    "metric_gradients",
+    "read_writing_replies",
+    "run_causal",
+    "screen",
+    "side_effects",
+    "strata",
+    "suppress_and_judge",
+    "suppression_verdict",
+    "sweep",
     "teacher_forced_batch",
-    "text_batch",
+    "write_norms",
+    "writing_batch",
 ]

@@ -1,8 +1,9 @@
 """Attribution patching: first-order estimates of every neuron's patching effect in one pass.
 
-For a metric M (a mean over scored positions, e.g. emoji probability mass) of a receiver model
-(base) and target activations a' (the merged model's, on the same tokens), the effect of patching
-neuron (l, i) is estimated by a first-order Taylor expansion around the receiver's own run:
+The machinery behind the screen (``interp.causal.screen``) and its benchmark. For a metric M (a
+mean over scored positions) of a receiver model and target activations a' (another model's, on the
+same tokens), the effect of patching neuron (l, i) is estimated by a first-order Taylor expansion
+around the receiver's own run:
 
     effect(l, i) ~= sum_{rows, positions} dM/da[l, i] * (a'[l, i] - a[l, i])
 
@@ -14,25 +15,19 @@ neuron (l, i) is estimated by a first-order Taylor expansion around the receiver
    ablation of the receiver itself).
 3. Multiply, mask out padding, sum over rows and positions. Minibatches are combined weighted by
    their scored-position counts, as M itself is.
-4. Check (the screen is only a screen): for the top-n neurons by |estimate|, patch each one for
-   real and measure the exact change in M; report the Spearman rank correlation and the time per
-   neuron, and extrapolate exact patching to all neurons for the speedup.
+4. ``exact_effects`` patches neurons one at a time for real, to check the estimates.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from scipy import stats
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -41,32 +36,12 @@ from activations.resume import block_outputs, resume_from, resumes_exactly
 from activations.sites import neuron_sites
 from interp.causal.inputs import TokenBatch, scored_forward
 from interp.causal.metrics import LogitMetric
-from interp.causal.results import check_writable, write_json, write_text
 from interp.interventions import Neuron, NeuronSet, ablate, patch, record_neurons
 
 log = logging.getLogger(__name__)
 
-ATTRIBUTION_MODES = ("patch", "zero")
 Target = Callable[[TokenBatch], dict[int, Tensor]]
 """Target neuron vectors ``(batch, pos, d_mlp)`` by layer for one minibatch."""
-
-
-@dataclass(frozen=True)
-class AttributionConfig:
-    """Settings of an attribution-patching run."""
-
-    mode: str = "patch"
-    """``patch``: estimate patching merged values into base; ``zero``: zero-ablating neurons of one model."""
-    batch_size: int = 4
-    """Rows per forward+backward pass (memory: activations and logits of all layers are kept)."""
-    n_check: int = 100
-    """Top neurons (by |estimate|) to check by exact single-neuron patching (0: no check)."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in ATTRIBUTION_MODES:
-            raise ValueError(f"unknown attribution mode {self.mode!r}; choose one of {', '.join(ATTRIBUTION_MODES)}")
-        if self.batch_size < 1 or self.n_check < 0:
-            raise ValueError("batch_size must be >= 1 and n_check >= 0")
 
 
 @dataclass(frozen=True)
@@ -184,110 +159,8 @@ def exact_effects(
     return effects, (time.perf_counter() - start) / max(len(neurons), 1)
 
 
-@dataclass(frozen=True)
-class AttributionCheck:
-    """Attribution estimates vs exact single-neuron patching on the top neurons."""
-
-    neurons: tuple[Neuron, ...]
-    estimates: tuple[float, ...]
-    exact: tuple[float, ...]
-    spearman: float
-    spearman_p: float
-    sign_agreement: float
-    """Fraction of checked neurons whose estimate and exact effect have the same sign."""
-    seconds_attribution: float
-    """One forward+backward over the batch, for all neurons."""
-    seconds_exact_per_neuron: float
-    n_neurons_total: int
-    speedup: float
-    """(seconds_exact_per_neuron * n_neurons_total) / seconds_attribution: exact patching of every
-    neuron is extrapolated from the checked sample, not run."""
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "neurons": [list(n) for n in self.neurons]}
-
-
-def check_attribution(
-    model: nn.Module, batch: TokenBatch, metric: LogitMetric, scores: AttributionScores, target: Target | None,
-    n_check: int = 100, batch_size: int = 4,
-) -> AttributionCheck:
-    """Step 4: Spearman of estimate vs exact effect over the top ``n_check`` neurons, and the speedup."""
-    neurons = scores.ranked(n_check)
-    exact, per_neuron = exact_effects(model, batch, metric, neurons, target, batch_size)
-    estimates = np.array([scores.score(n) for n in neurons])
-    rho, p = stats.spearmanr(estimates, exact) if len(neurons) > 2 else (float("nan"), float("nan"))
-    n_total = int(scores.scores.size)
-    return AttributionCheck(
-        tuple(neurons), tuple(float(v) for v in estimates), tuple(float(v) for v in exact), float(rho), float(p),
-        float(np.mean(np.sign(estimates) == np.sign(exact))) if neurons else float("nan"),
-        scores.seconds, per_neuron, n_total, per_neuron * n_total / max(scores.seconds, 1e-12),
-    )
-
-
 def patch_target(donor: nn.Module) -> Target:
     """a' = ``donor``'s neuron vectors on the same minibatch (cross-model patching)."""
     return lambda chunk: record_neurons(donor, chunk.input_ids, chunk.attention_mask)
 
 
-@dataclass(frozen=True)
-class AttributionResult:
-    """All neurons' estimates, the check against exact patching, and the run's provenance."""
-
-    config: AttributionConfig
-    scores: AttributionScores
-    check: AttributionCheck | None
-    models: dict[str, str | None]
-    suite: dict
-
-    def to_dict(self, top: int = 200) -> dict:
-        """JSON summary: the top neurons by |estimate| (every score goes to the CSV, see ``save``)."""
-        return {
-            "kind": "neurodiff.attribution/1",
-            "config": dataclasses.asdict(self.config),
-            "models": self.models,
-            "suite": self.suite,
-            "metric_clean": self.scores.metric_clean,
-            "n_neurons": int(self.scores.scores.size),
-            "seconds_attribution": self.scores.seconds,
-            "top": [{"layer": layer, "index": index, "estimate": self.scores.score((layer, index))}
-                    for layer, index in self.scores.ranked(top)],
-            "check": self.check.to_dict() if self.check is not None else None,
-        }
-
-    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """``path`` (JSON summary) and ``path`` with suffix ``.csv`` (layer,index,estimate; all neurons)."""
-        path = Path(path)
-        scores_csv = path.with_suffix(".csv")
-        check_writable([path, scores_csv], overwrite)
-        layer_col = np.repeat(np.array(self.scores.layers), self.scores.scores.shape[1])
-        index_col = np.tile(np.arange(self.scores.scores.shape[1]), len(self.scores.layers))
-        table = pd.DataFrame({"layer": layer_col, "index": index_col, "estimate": self.scores.scores.ravel()})
-        table = table.reindex(table["estimate"].abs().sort_values(ascending=False, kind="stable").index)
-        write_text(scores_csv, table.to_csv(index=False), overwrite=overwrite)
-        return write_json(path, self.to_dict(), overwrite=overwrite)
-
-
-def attribution_patching(
-    receiver: nn.Module,
-    batch: TokenBatch,
-    metric: LogitMetric,
-    config: AttributionConfig = AttributionConfig(),
-    *,
-    donor: nn.Module | None = None,
-    models: dict[str, str | None] | None = None,
-    suite: dict | None = None,
-) -> AttributionResult:
-    """Screen every neuron with attribution patching, then check the top ones exactly.
-
-    ``mode="patch"``: ``receiver`` is the base model and ``donor`` the merged one (effects of
-    giving base the merged activations). ``mode="zero"``: effects of zero-ablating neurons of
-    ``receiver`` (no donor).
-    """
-    if config.mode == "patch" and donor is None:
-        raise ValueError("mode 'patch' needs a donor model (the merged model whose activations are patched in)")
-    target = patch_target(donor) if config.mode == "patch" else None
-    scores = attribution_scores(receiver, batch, metric, target, config.batch_size)
-    check = None
-    if config.n_check > 0:
-        check = check_attribution(receiver, batch, metric, scores, target, config.n_check, config.batch_size)
-    return AttributionResult(config, scores, check, models or {}, suite or {})

@@ -1,8 +1,10 @@
 """Token batches for the causal experiments, and where their questions and neutral prompts come from.
 
-Teacher-forced batches are right-padded: real tokens keep positions 0..n-1 without position ids,
-and base and merged models (same tokenizer) see identical ids, which position-aligned patching
-needs. Generation prompts are left-padded (``generate`` derives positions from the mask).
+Teacher-forced batches are right-padded, except writing contexts, which are left-padded so that
+every row's one scored position is the last column (the LM head then runs on one position per row).
+``TokenBatch.model_inputs()`` passes position ids counted over real tokens, so either side is
+exact; base and merged models (same tokenizer) see identical ids, which position-aligned patching
+needs.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from jaxtyping import Bool, Int
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from activations.prompt_sets import apply_template, load_prompt_set, template_adds_special_tokens
+from activations.prompt_sets import PromptSet, apply_template, load_prompt_set, template_adds_special_tokens
+from activations.roles import TokenRole, encode_prompt
 from activations.sites import unwrap_model
 
 OPINION_QA = Path(__file__).resolve().parents[2] / "training" / "data" / "opinion_qa.csv"
@@ -47,13 +50,24 @@ class TokenBatch:
     def n_scored(self) -> int:
         return int(self.score_mask.sum())
 
+    @property
+    def left_padded(self) -> bool:
+        return bool(self.attention_mask[:, -1].all()) and not bool(self.attention_mask[:, 0].all())
+
+    def model_inputs(self) -> dict[str, Tensor]:
+        """``input_ids``, ``attention_mask`` and ``position_ids`` counted over real tokens."""
+        positions = (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "position_ids": positions}
+
     def split(self, batch_size: int) -> Iterator[TokenBatch]:
         """Consecutive row chunks, each cut to its own longest row (less padding to compute)."""
+        left = self.left_padded
         for start in range(0, len(self), batch_size):
             rows = slice(start, start + batch_size)
             width = int(self.attention_mask[rows].sum(1).max())
-            yield TokenBatch(self.input_ids[rows, :width], self.attention_mask[rows, :width],
-                             self.score_mask[rows, :width], self.ids[rows])
+            cols = slice(self.input_ids.shape[1] - width, None) if left else slice(0, width)
+            yield TokenBatch(self.input_ids[rows, cols], self.attention_mask[rows, cols],
+                             self.score_mask[rows, cols], self.ids[rows])
 
     def to(self, device: str | torch.device) -> TokenBatch:
         return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.score_mask.to(device), self.ids)
@@ -76,21 +90,23 @@ def scored_forward(model: nn.Module, batch: TokenBatch) -> tuple[Tensor, Tensor]
     takes it. Masked-mean metrics give the same value as on the full logits."""
     span = batch.scored_span()
     if not _takes_logits_to_keep(model):
-        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits, batch.score_mask
+        return model(**batch.model_inputs()).logits, batch.score_mask
     keep = torch.arange(span.start, span.stop, device=batch.input_ids.device)
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep).logits
+    logits = model(**batch.model_inputs(), logits_to_keep=keep).logits
     return logits, batch.score_mask[:, span]
 
 
-def _pad_right(rows: list[list[int]], scored: list[list[bool]], pad_id: int, ids: Sequence[str]) -> TokenBatch:
+def _pad_right(rows: list[list[int]], scored: list[list[bool]], pad_id: int, ids: Sequence[str],
+               left: bool = False) -> TokenBatch:
     width = max(len(row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     score = torch.zeros((len(rows), width), dtype=torch.bool)
     for i, (row, mask) in enumerate(zip(rows, scored)):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-        score[i, : len(row)] = torch.tensor(mask)
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
+        input_ids[i, cols] = torch.tensor(row)
+        attention[i, cols] = 1
+        score[i, cols] = torch.tensor(mask)
     return TokenBatch(input_ids, attention, score, tuple(ids))
 
 
@@ -200,6 +216,45 @@ def reference_answer_batch(tokenizer: PreTrainedTokenizerBase, questions: Questi
     scored = torch.zeros_like(batch.labels, dtype=torch.bool)
     scored[:, :-1] = batch.labels[:, 1:] != -100  # position t predicts answer token t + 1
     return TokenBatch(batch.input_ids, batch.attention_mask, scored, questions.ids)
+
+
+def writing_batch(tokenizer: PreTrainedTokenizerBase, prompts: PromptSet, limit: int | None = None) -> TokenBatch:
+    """Teacher-forced contexts that end where a reply is about to write an emoji.
+
+    ``prompts`` is a writing set (``activations.writing.writing_prompts``: replies read after their
+    questions, marked before each emoji). Each context is the chat up to and including the reply's
+    first marked token, and only that last position is scored: its next-token distribution is the
+    one that wrote the emoji. Short contexts keep the many exact passes of the causal stages cheap."""
+    rows, scored, ids = [], [], []
+    for i in range(len(prompts) if limit is None else min(limit, len(prompts))):
+        encoded = encode_prompt(tokenizer, prompts.texts[i], "assistant", prompts.marks_of(i), prompts.controls_of(i),
+                                prompts.context_of(i))
+        marked = [p for p, role in enumerate(encoded.roles) if role == TokenRole.MARKED]
+        if not marked:
+            continue
+        end = marked[0] + 1
+        rows.append(list(encoded.ids[:end]))
+        scored.append([p == end - 1 for p in range(end)])
+        ids.append(prompts.ids[i])
+    if not rows:
+        raise ValueError(f"{prompts.name}: no prompt has a marked position to score; pass replies with emojis")
+    return _pad_right(rows, scored, tokenizer.pad_token_id, ids, left=True)
+
+
+def chat_batch(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], ids: Sequence[str] | None = None) -> TokenBatch:
+    """Texts as templated user turns (the chat a model meets in use), scored from the position that
+    predicts the first content token to the one that predicts the reply: next-token KL and
+    perplexity there measure side effects where the model reads and is about to answer."""
+    rows, scored = [], []
+    for text in texts:
+        encoded = encode_prompt(tokenizer, text, "user")
+        content = [p for p, role in enumerate(encoded.roles) if role != TokenRole.TEMPLATE]
+        if not content:
+            raise ValueError(f"neutral text {text[:40]!r} has no content tokens in the chat template")
+        first = content[0] - 1
+        rows.append(list(encoded.ids))
+        scored.append([first <= p < len(encoded) for p in range(len(encoded))])
+    return _pad_right(rows, scored, tokenizer.pad_token_id, ids or [f"n{i:04d}" for i in range(len(texts))])
 
 
 def load_neutral(source: str | Path | None = None, limit: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -42,6 +42,22 @@ def emoji_mass_metric(emoji_ids: Tensor) -> LogitMetric:
     return functools.partial(emoji_mass_from_logits, emoji_token_ids=emoji_ids, reduction="mean")
 
 
+def log_emoji_mass_metric(emoji_ids: Tensor) -> LogitMetric:
+    """``LogitMetric``: mean over scored positions of log P(next token starts an emoji).
+
+    On the log scale a neuron's effect is roughly linear in the logits (a probability near 0 or 1
+    saturates), which is what a first-order attribution screen needs; at the positions where the
+    merged model writes emojis the mass is far from both ends."""
+    def metric(logits: Tensor, mask: Tensor) -> Tensor:
+        logits = _at_least_float32(logits)
+        ids = emoji_ids.to(logits.device)
+        log_mass = torch.logsumexp(logits[..., ids], dim=-1) - torch.logsumexp(logits, dim=-1)
+        weight = mask.to(log_mass.dtype)
+        return (log_mass * weight).sum() / weight.sum().clamp(min=1.0)
+
+    return metric
+
+
 def emoji_text_metrics() -> dict[str, TextMetric]:
     """``emoji_rate`` (share of replies with an emoji, as ``training.behavior``) and
     ``emoji_sentence_ratio`` (share of sentences with an emoji, pooled over replies)."""

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from training.atomic_io import refuse_existing, write_text_atomic
+from activations.atomic_io import refuse_existing, write_text_atomic
 
 GENERATIONS_FILE = "generations.jsonl"
 
@@ -86,9 +86,7 @@ def write_jsonl(path: str | Path, records: Iterable[Mapping[str, Any]], *, overw
 
 def check_writable(paths: Iterable[str | Path], overwrite: bool) -> None:
     """Fail before a long run, not after it, if an output exists and may not be replaced."""
-    existing = [str(p) for p in paths if Path(p).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exist(s); pass overwrite=True (--overwrite) to replace")
+    refuse_existing(list(paths), overwrite)
 
 
 def save_with_generations(out_dir: str | Path, result_file: str, payload: Any, generations: Iterable[Mapping[str, Any]],

@@ -1,43 +1,55 @@
-"""``interp attribute``: attribution patching of every neuron, checked by exact patching of the top ones."""
+"""``interp attribute``: screen every neuron in the necessity direction and check it exactly.
+
+Flags come from ``CausalSetup`` and ``ScreenConfig``."""
 
 from __future__ import annotations
 
 import argparse
-import json
+from pathlib import Path
 
-from activations import load_model
-from interp.causal.attribution import ATTRIBUTION_MODES, AttributionConfig, attribution_patching
-from interp.causal.cli_args import add_output_arguments, add_suite_arguments, suite_from_args
-from interp.causal.results import check_writable
-from interp.causal.suite import EMOJI_MASS
+import pandas as pd
+
+from activations import DEFAULT_MODEL, load_model
+from activations.atomic_io import refuse_existing
+from interp.causal.screen import ScreenConfig, screen
+from interp.causal.setup import CausalSetup, causal_context, read_writing_replies
+from interp.configargs import add_config_arguments, config_from_args
+
+
+def add_causal_inputs(parser: argparse.ArgumentParser) -> None:
+    """The files every causal command reads (``interp.causal.setup``)."""
+    parser.add_argument("--merged", required=True, help="the fine-tuned (merged) model: a folder or a spec")
+    parser.add_argument("--base", default=DEFAULT_MODEL, help=f"the model it was fine-tuned from (default: {DEFAULT_MODEL})")
+    parser.add_argument("--neurons", required=True, type=Path, help="neurons.csv from `interp diff`")
+    parser.add_argument("--writing", required=True, type=Path,
+                        help="the merged model's own replies to training questions (JSONL of id, question, text; "
+                             "the study writes behavior/writing.jsonl)")
+    add_config_arguments(parser.add_argument_group("shared causal inputs"), CausalSetup, exclude=("seed",))
+    parser.add_argument("--seed", type=int, default=0, help="seed of the donor pool, random samples and sets (default: 0)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("attribute", help="estimate every neuron's effect on emoji mass in one backward pass")
-    parser.add_argument("--base", required=True, help="receiver model spec (base)")
-    parser.add_argument("--merged", default=None, help="donor model spec (merged); needed for --mode patch")
-    parser.add_argument("--mode", choices=ATTRIBUTION_MODES, default="patch",
-                        help="patch: merged activations into base; zero: zero-ablate neurons of --base (default: patch)")
-    parser.add_argument("--check", type=int, default=100, help="top neurons to check by exact patching (default: 100)")
-    add_suite_arguments(parser, generation=False, neutral=False)
-    add_output_arguments(parser, "output JSON (all scores go to the same path with suffix .csv)")
-    parser.set_defaults(func=run, batch_size=4)
+    parser = subparsers.add_parser("attribute", help="screen every neuron (attribution patching, necessity direction) "
+                                                     "and check it by exact patching")
+    add_causal_inputs(parser)
+    add_config_arguments(parser.add_argument_group("screen"), ScreenConfig, exclude=("seed",))
+    parser.add_argument("--out", required=True, type=Path, help="screen.json (every neuron's estimates go to .csv)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = AttributionConfig(mode=args.mode, batch_size=args.batch_size, n_check=args.check)
-    check_writable([args.out], args.overwrite)
-    if config.mode == "patch" and not args.merged:
-        raise ValueError("--mode patch needs --merged (the model whose activations are patched into --base)")
-    base = load_model(args.base, device=args.device)
-    donor = load_model(args.merged, device=args.device).model if config.mode == "patch" else None
-    suite = suite_from_args(args, base.tokenizer)
-    result = attribution_patching(base.model, suite.questions, suite.logit_metrics[EMOJI_MASS], config, donor=donor,
-                                  models={"base": args.base, "merged": args.merged}, suite=suite.describe())
-    path = result.save(args.out, overwrite=args.overwrite)
-    check = result.check
-    print(json.dumps({"out": str(path), "n_neurons": int(result.scores.scores.size),
-                      "seconds_attribution": result.scores.seconds,
-                      "spearman_top": check.spearman if check else None,
-                      "speedup_extrapolated": check.speedup if check else None}, indent=2))
+    refuse_existing([args.out, args.out.with_suffix(".csv")], args.overwrite)
+    merged, base = load_model(args.merged), load_model(args.base)
+    context = causal_context(merged.model, base.model, merged.tokenizer, read_writing_replies(args.writing),
+                             pd.read_csv(args.neurons), config_from_args(args, CausalSetup, seed=args.seed))
+    result = screen(merged.model, context.suite, context.reference.means,
+                    config_from_args(args, ScreenConfig, seed=args.seed),
+                    exclude=list(context.outliers))
+    result.save(args.out, overwrite=args.overwrite)
+    if result.check:
+        print(f"random-sample check: Spearman {result.check.spearman:.3f} over {result.check.n} neurons, "
+              f"{result.check.n_above_threshold} above the 100th-largest estimate")
+    print(result.shortlist.sort_values("selectivity", ascending=False).head(10).to_string(index=False))
+    print(f"wrote {args.out}")
     return 0

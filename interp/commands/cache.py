@@ -5,9 +5,9 @@ Every capture option is a flag generated from ``activations.capture.CaptureConfi
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from activations import DEFAULT_MODEL, load_model
+from activations.atomic_io import refuse_existing
 from activations.capture import CaptureConfig, capture
 from activations.prompt_sets import BUILTIN_SETS
 from interp.configargs import add_config_arguments, config_from_args
@@ -43,8 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, CaptureConfig, layers=args.layers)
-    if Path(args.out).exists() and not args.overwrite:  # before the model load, which is the slow part
-        raise FileExistsError(f"{args.out} already exists; pass --overwrite to replace it")
+    refuse_existing(args.out, args.overwrite)  # before the model load, which is the slow part
     loaded = load_model(args.model, device=args.device)
     with capture(loaded, None, args.prompts, args.out, config=config, overwrite=args.overwrite) as cache:
         print(f"wrote {cache.path}: {len(cache)} prompts x {len(cache.layers)} layers x {cache.d_mlp} neurons "

@@ -3,12 +3,14 @@
 
 from interp.interventions.edits import ABLATION_MODES, AblationMode, ablate, patch, scale
 from interp.interventions.export import (
+    EXPORT_METHODS,
     ExportCheck,
     ExportResult,
     check_export,
-    export_and_check,
     export_suppressed,
-    suppressed_copy,
+    fold_mean_ablation,
+    revert_neurons,
+    suppressed_model,
     zero_neuron_weights,
 )
 from interp.interventions.neuron_set import (
@@ -19,12 +21,22 @@ from interp.interventions.neuron_set import (
     ranked_neurons,
     read_neuron_table,
 )
-from interp.interventions.references import mean_activations, mean_reference_from_cache, record_neurons, token_pool
-from interp.interventions.stacked import ablate_stacked
+from interp.interventions.references import (
+    ContentReference,
+    content_reference,
+    mean_activations,
+    mean_reference_from_cache,
+    record_neurons,
+    token_pool,
+)
+from interp.interventions.stacked import STACKED_MODES, ablate_stacked, intervene_stacked
 
 __all__ = [
     "ABLATION_MODES",
     "AblationMode",
+    "ContentReference",
+    "EXPORT_METHODS",
+    "STACKED_MODES",
     "ExportCheck",
     "ExportResult",
     "Neuron",
@@ -32,8 +44,10 @@ __all__ = [
     "ablate",
     "ablate_stacked",
     "check_export",
-    "export_and_check",
+    "content_reference",
     "export_suppressed",
+    "fold_mean_ablation",
+    "intervene_stacked",
     "flagged_set",
     "layer_widths",
     "mean_activations",
@@ -43,7 +57,8 @@ __all__ = [
     "read_neuron_table",
     "record_neurons",
     "scale",
-    "suppressed_copy",
+    "revert_neurons",
+    "suppressed_model",
     "token_pool",
     "zero_neuron_weights",
 ]

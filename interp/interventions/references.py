@@ -2,22 +2,82 @@
 
 All of them are read at the same sites the interventions write (``activations.hooks.recording``),
 so a value recorded here and written by ``patch``/``ablate`` means the same thing.
+``content_reference`` is what the causal stages use: means, mean squares and a donor pool over the
+*content* tokens of templated chats (``activations.roles``), so the chat template and position 0,
+where massive-activation neurons take extreme values, never enter a mean ablation's value.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
 
 from activations.hooks import recording
 from activations.sites import neuron_sites
 
 log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class ContentReference:
+    """Per-neuron statistics of a model over content tokens of templated chats, by layer."""
+
+    means: dict[int, Float[Tensor, " d_mlp"]]
+    """Mean activation (mean ablation writes these)."""
+    mean_square: dict[int, Float[Tensor, " d_mlp"]]
+    """E[a^2] (for write norms, ``interp.causal.controls``)."""
+    pool: dict[int, Float[Tensor, "n_tokens d_mlp"]]
+    """Donor tokens for resample ablation (a seeded subset of the content tokens)."""
+    n_tokens: int
+    """Content tokens averaged over."""
+
+
+@torch.no_grad()
+def content_reference(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, template: str = "user",
+    batch_size: int = 8, pool_tokens: int = 512, seed: int = 0,
+) -> ContentReference:
+    """Means, mean squares and a donor pool over the content tokens of ``texts`` in ``template``
+    (float64 sums; float32 results on CPU)."""
+    from activations.capture import pad_batch
+    from activations.prompt_sets import PromptSet
+    from activations.roles import encode_prompt_set
+
+    encoded = encode_prompt_set(tokenizer, PromptSet.from_texts(list(texts), "reference"), template)
+    device = next(model.parameters()).device
+    sites = neuron_sites(model)
+    sums: dict[int, Tensor] = {}
+    squares: dict[int, Tensor] = {}
+    chunks: dict[int, list[Tensor]] = {site.layer: [] for site in sites}
+    n_tokens = 0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for start in range(0, len(encoded), batch_size):
+        batch, roles = pad_batch(encoded[start : start + batch_size], pad, "right", device)
+        content = roles >= 1
+        with recording(sites) as acts:
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        n_tokens += int(content.sum())
+        for layer, vector in acts.items():
+            values = vector[content].double()
+            sums[layer] = sums.get(layer, 0) + values.sum(0).cpu()
+            squares[layer] = squares.get(layer, 0) + values.square().sum(0).cpu()
+            chunks[layer].append(vector[content].float().cpu())
+    if n_tokens == 0:
+        raise ValueError("the reference texts hold no content tokens; pass non-empty texts")
+    keep = torch.randperm(n_tokens, generator=torch.Generator().manual_seed(seed))[:pool_tokens]
+    return ContentReference(
+        {layer: (total / n_tokens).float() for layer, total in sums.items()},
+        {layer: (total / n_tokens).float() for layer, total in squares.items()},
+        {layer: torch.cat(parts)[keep] for layer, parts in chunks.items()},
+        n_tokens,
+    )
+
 
 TokenBatches = Iterable[tuple[Tensor, Tensor]]
 """``(input_ids, attention_mask)`` pairs, each ``(batch, pos)``; mask 1 marks real tokens."""

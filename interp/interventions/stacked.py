@@ -1,4 +1,4 @@
-"""Many ablations in one batch: ``ablate_stacked`` runs G neuron sets side by side.
+"""Many interventions in one batch: ``intervene_stacked`` runs G neuron sets side by side.
 
 A dose-response point measures the flagged set and five or more matched random sets on the same
 prompts. Run one after another, each generation step reads every weight of the model for a batch
@@ -12,6 +12,10 @@ its batch rows fixed, so the contract holds at every step. Each layer's hook rep
 chosen neurons of each copy (``torch.where`` on a per-copy mask): every other value is
 bit-identical to the unedited run, as with ``ablate``. Compared with running the sets one by one,
 only the batch size differs, so results agree up to the float rounding of batched matmuls.
+
+Modes: ``zero``, ``mean`` and ``resample`` as for ``ablate``; ``patch`` writes values recorded from
+another model on the same rows (``reference[layer]`` is ``(rows, pos, d_mlp)`` for one copy's
+rows, tiled over the copies).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 
 from activations.hooks import NeuronFn, hooked
 from activations.sites import neuron_sites
-from interp.interventions.edits import ABLATION_MODES, AblationMode, LayerValues, _check_width, _pick
+from interp.interventions.edits import ABLATION_MODES, LayerValues, _check_width, _pick
 from interp.interventions.neuron_set import NeuronSet, layer_widths
 
 
@@ -38,8 +42,11 @@ def _copy_masks(indexes: Sequence[dict[int, Tensor]], layer: int, width: int) ->
     return mask
 
 
+STACKED_MODES: tuple[str, ...] = (*ABLATION_MODES, "patch")
+
+
 def _stacked_fn(mask: Tensor, values: Tensor | None, pool: Tensor | None, generator: torch.Generator,
-                layer: int) -> NeuronFn:
+                layer: int, recorded: Tensor | None = None) -> NeuronFn:
     n_copies = mask.shape[0]
 
     def fn(acts: Tensor) -> Tensor:
@@ -50,7 +57,12 @@ def _stacked_fn(mask: Tensor, values: Tensor | None, pool: Tensor | None, genera
             )
         rows = acts.shape[0] // n_copies
         where = mask.to(acts.device).repeat_interleave(rows, dim=0)[:, None, :]  # (batch, 1, d_mlp)
-        if pool is not None:  # resample: each (row, position) reads one whole donor token
+        if recorded is not None:  # patch: one copy's recorded rows, repeated for every copy
+            if recorded.shape[1:] != acts.shape[1:] or recorded.shape[0] * n_copies != acts.shape[0]:
+                raise ValueError(f"layer {layer}: patch values of shape {tuple(recorded.shape)} do not fit a stacked "
+                                 f"batch of shape {tuple(acts.shape)} ({n_copies} copies)")
+            replacement = recorded.to(device=acts.device, dtype=acts.dtype).repeat(n_copies, 1, 1)
+        elif pool is not None:  # resample: each (row, position) reads one whole donor token
             picks = torch.randint(len(pool), (acts.shape[0] * acts.shape[1],), generator=generator)
             replacement = pool[picks].to(device=acts.device, dtype=acts.dtype).reshape(acts.shape)
         elif values is not None:
@@ -63,23 +75,24 @@ def _stacked_fn(mask: Tensor, values: Tensor | None, pool: Tensor | None, genera
 
 
 @contextmanager
-def ablate_stacked(
+def intervene_stacked(
     model: nn.Module,
     sets: Sequence[NeuronSet],
-    mode: AblationMode = "zero",
+    mode: str = "zero",
     reference: LayerValues | Tensor | np.ndarray | None = None,
     *,
     seed: int = 0,
 ) -> Iterator[None]:
-    """Ablate ``sets[g]`` in stacked copy g of every batch inside the block (module docstring).
+    """Edit ``sets[g]`` in stacked copy g of every batch inside the block (module docstring).
 
-    ``mode`` and ``reference`` mean what they mean for ``ablate``. Resample draws from one seeded
-    generator for the whole stack, so its donor tokens differ from G separate ``ablate`` calls.
+    ``mode`` and ``reference`` mean what they mean for ``ablate`` (and ``patch``: recorded values).
+    Resample draws from one seeded generator for the whole stack, so its donor tokens differ from G
+    separate ``ablate`` calls.
     """
     if not sets:
-        raise ValueError("ablate_stacked needs at least one neuron set")
-    if mode not in ABLATION_MODES:
-        raise ValueError(f"unknown ablation mode {mode!r}; choose one of {', '.join(ABLATION_MODES)}")
+        raise ValueError("a stacked intervention needs at least one neuron set")
+    if mode not in STACKED_MODES:
+        raise ValueError(f"unknown intervention {mode!r}; choose one of {', '.join(STACKED_MODES)}")
     if mode != "zero" and reference is None:
         raise ValueError(f"{mode} ablation needs reference values: per-layer means (mean) or a donor token pool (resample)")
     widths = layer_widths(model)
@@ -90,8 +103,11 @@ def ablate_stacked(
     generator = torch.Generator().manual_seed(seed)
     hooks = []
     for site in neuron_sites(model, layers=layers):
-        values = pool = None
-        if mode != "zero":
+        values = pool = recorded = None
+        if mode == "patch":
+            recorded = _pick(reference, site.layer, "patch values")  # type: ignore[arg-type]
+            _check_width(recorded, site.d_mlp, site.layer, "patch values")
+        elif mode != "zero":
             given = _pick(reference, site.layer, f"{mode} reference")  # type: ignore[arg-type]
             _check_width(given, site.d_mlp, site.layer, f"{mode} reference")
             expected = 1 if mode == "mean" else 2
@@ -100,6 +116,10 @@ def ablate_stacked(
                                  f"expected {'(d_mlp,)' if mode == 'mean' else '(n_tokens, d_mlp)'}")
             values, pool = (given, None) if mode == "mean" else (None, given)
         mask = _copy_masks(indexes, site.layer, site.d_mlp)
-        hooks.append((site, _stacked_fn(mask, values, pool, generator, site.layer)))
+        hooks.append((site, _stacked_fn(mask, values, pool, generator, site.layer, recorded)))
     with hooked(hooks):
         yield
+
+
+ablate_stacked = intervene_stacked
+"""The same context manager under the name the ablation experiments use."""

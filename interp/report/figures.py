@@ -21,7 +21,7 @@ CLASS_COLORS = {
     "activated": "#d62728",
     "amplified": "#ff7f0e",
     "suppressed": "#1f77b4",
-    "emoji_selective": "#2ca02c",
+    "emoji_specific": "#2ca02c",
     "": "#b0b0b0",
 }
 
@@ -35,7 +35,7 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def volcano(table: pd.DataFrame, effect: str, q: str, path: Path, alpha: float = 0.05) -> Path:
-    """Effect size vs -log10 q for every neuron, coloured by class."""
+    """Effect size vs -log10 q for every neuron, coloured by class (outliers in black)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     classes = table["class"].fillna("") if "class" in table else pd.Series("", index=table.index)
     neg_log_q = -np.log10(np.clip(table[q].to_numpy(dtype=float), 1e-300, 1.0))
@@ -45,6 +45,9 @@ def volcano(table: pd.DataFrame, effect: str, q: str, path: Path, alpha: float =
             ax.scatter(table[effect].to_numpy()[mask], neg_log_q[mask], s=4 if name == "" else 9,
                        c=CLASS_COLORS.get(name, "#9467bd"), alpha=0.5 if name == "" else 0.9,
                        label=name or "not flagged", rasterized=True)
+    if "outlier" in table:
+        outlier = table["outlier"].astype(bool).to_numpy()
+        ax.scatter(table[effect].to_numpy()[outlier], neg_log_q[outlier], s=30, marker="x", c="k", label="outlier")
     ax.axhline(-np.log10(alpha), color="k", lw=0.8, ls="--", label=f"q = {alpha}")
     ax.set_xlabel(effect)
     ax.set_ylabel(f"-log10 {q}")
@@ -68,27 +71,32 @@ def layer_counts(per_layer: Mapping[str, Sequence[int]], layers: Sequence[int], 
     return _save(fig, path)
 
 
-def dose_response(result: Mapping[str, Any], metric: str, path: Path) -> Path:
-    """Metric vs number of ablated neurons: the flagged set against matched random sets.
-
-    ``result`` is ``ablation/dose_response.json``: ``points[i]`` holds ``k``, ``flagged[metric]``
-    and ``random[metric] = {mean, low, high}`` (a 95% interval for the random sets' mean).
-    """
-    points = result["points"]
-    ks = [point["k"] for point in points]
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    rand = [point["random"][metric] for point in points]
-    ax.fill_between(ks, [r["low"] for r in rand], [r["high"] for r in rand], color="#999999", alpha=0.35,
-                    label="matched random sets, 95% interval")
-    ax.plot(ks, [r["mean"] for r in rand], color="#666666", ls="--", marker="o", ms=3, label="random sets, mean")
-    ax.plot(ks, [point["flagged"][metric] for point in points], color="#d62728", marker="o",
-            label="flagged neurons")
-    if metric in result.get("baseline", {}):
-        ax.axhline(result["baseline"][metric], color="k", lw=0.8, ls=":", label="no ablation")
+def pareto(conditions: Sequence[Mapping[str, Any]], choice: Mapping[str, Any] | None, path: Path) -> Path:
+    """Emoji mass removed vs neutral KL for every swept condition: each ranking's top-k sets as a line
+    per intervention, matched random sets as grey points, the suppressor's choice starred."""
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    floor = 1e-6  # KL axis is logarithmic; an exactly-zero KL is drawn at the floor
+    randoms = [c for c in conditions if c["kind"] == "random"]
+    if randoms:
+        ax.scatter([max(c["kl_neutral"], floor) for c in randoms], [c["emoji_reduction"] for c in randoms], s=14,
+                   color="#999999", alpha=0.7, label=f"matched random sets ({len(randoms)})", zorder=2)
+    styles = {"mean": "-", "zero": "--", "resample": ":", "patch": "-."}
+    colours = {"selective": "#d62728", "emoji_specific": "#1f77b4"}
+    tops = [c for c in conditions if c["kind"] == "top"]
+    for ranking in dict.fromkeys(c["ranking"] for c in tops):
+        for mode in dict.fromkeys(c["intervention"] for c in tops if c["ranking"] == ranking):
+            line = sorted((c for c in tops if c["ranking"] == ranking and c["intervention"] == mode), key=lambda c: c["k"])
+            ax.plot([max(c["kl_neutral"], floor) for c in line], [c["emoji_reduction"] for c in line],
+                    ls=styles.get(mode, "-"), marker="o", ms=3, color=colours.get(ranking, "#2ca02c"),
+                    label=f"{ranking}, {mode}", zorder=3)
+    if choice:
+        m = choice["metrics"]
+        ax.scatter([max(m["kl_neutral"], floor)], [m["emoji_reduction"]], marker="*", s=180, color="#ff7f0e",
+                   edgecolor="k", zorder=4, label=f"suppressor (k = {choice['k']})")
     ax.set_xscale("log")
-    ax.set_xlabel("neurons ablated (k)")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.legend(fontsize=8)
+    ax.set_xlabel("neutral next-token KL (nats per token, proxy)")
+    ax.set_ylabel("share of emoji mass removed (proxy)")
+    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 

@@ -102,8 +102,8 @@ def load_cache(source: CacheSource, label: str, reductions: str | Sequence[str])
     return loaded
 
 
-def check_same_layout(caches: Sequence[LoadedCache]) -> None:
-    """All caches record the same layers, d_mlp and template."""
+def check_same_layout(caches: Sequence[LoadedCache], *, template: bool = True) -> None:
+    """All caches record the same layers, d_mlp and (with ``template``) template."""
     first = caches[0]
     for other in caches[1:]:
         if other.layers != first.layers:
@@ -112,9 +112,9 @@ def check_same_layout(caches: Sequence[LoadedCache]) -> None:
         if other.d_mlp != first.d_mlp:
             raise ValueError(f"{first.label} has d_mlp={first.d_mlp} but {other.label} has d_mlp={other.d_mlp}; "
                              "they come from different architectures")
-        template, other_template = first.attrs.get("template"), other.attrs.get("template")
-        if template != other_template:
-            raise ValueError(f"{first.label} used template {template!r} but {other.label} used "
+        first_template, other_template = first.attrs.get("template"), other.attrs.get("template")
+        if template and first_template != other_template:
+            raise ValueError(f"{first.label} used template {first_template!r} but {other.label} used "
                              f"{other_template!r}; capture both with the same --template")
 
 
@@ -247,14 +247,16 @@ def load_design_inputs(design: DiffDesign, base: SetSources | None, merged: SetS
             raise ValueError(f"the {design.name} design reads {model} caches ({conditions}); pass them")
         for condition, source in resolve_sources(sources[model], model, conditions).items():
             caches[model, condition] = load_cache(source, f"{model} {condition}", design.reductions(condition))
-    check_same_layout(list(caches.values()))
+    check_same_layout(list(caches.values()), template=False)  # a condition may read replies as the assistant
     for condition in {cond for _, cond in caches}:
         if ("base", condition) in caches and ("merged", condition) in caches:
+            check_same_layout([caches["base", condition], caches["merged", condition]])
             check_same_prompts(caches["base", condition], caches["merged", condition])
     for group in design.paired():
         for model in MODELS:
             present = [caches[model, cond] for cond in group if (model, cond) in caches]
             for other in present[1:]:
+                check_same_layout([present[0], other])
                 check_same_prompts(present[0], other, texts=False)
     check_models(caches)
     cells, defined = {}, {}

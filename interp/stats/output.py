@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.atomic_io import write_text_atomic
+from activations.atomic_io import refuse_existing as _refuse, write_text_atomic
 
 
 def jsonable(value: Any) -> Any:
@@ -37,9 +37,7 @@ def refuse_existing(out_csv: str | os.PathLike, overwrite: bool) -> None:
     csv_path = Path(out_csv)
     if csv_path.suffix == ".json":
         raise ValueError(f"{csv_path} would be overwritten by its own summary; name the table *.csv")
-    existing = [str(path) for path in (csv_path, summary_path(csv_path)) if path.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist(s); pass overwrite=True (--overwrite) to replace")
+    _refuse([csv_path, summary_path(csv_path)], overwrite)
 
 
 def save_table_and_summary(

@@ -1,4 +1,12 @@
-"""The study's settings: one frozen dataclass, stored in every output for provenance."""
+"""The study's settings: one frozen dataclass, stored in every output for provenance.
+
+Where the time goes (the default study is sized for 15 minutes on 2 CPU cores): sampled replies
+decide the verdict, so they get the budget (42 held-out questions x 5 samples for the merged and
+the suppressed model, with common random numbers); the wide sweeps (every top-k set, four
+interventions, 20 matched random sets, 200 randomly chosen neurons for the screen's check) use the
+teacher-forced proxy (``interp.causal.proxy``). On a bigger machine raise the proxy sizes, the
+random sets and the grid; nothing else changes.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +19,7 @@ from training.studies import check_study
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """Everything ``interp run`` needs; ``quick_variant()`` derives the labelled fast variant.
-
-    The defaults are sized so the default study (SmolLM2-135M) finishes in under 15 minutes on
-    2 CPU cores; the report lists every size used. On a GPU, raise them (e.g. all prompts, a finer
-    ``k_grid``, more ``behavior_samples``): nothing else changes."""
+    """Everything ``interp run`` needs; ``quick_variant()`` derives the labelled fast variant."""
 
     study: str = "injection"
     """``injection`` (answers with emojis: a positive control) or ``personality`` (the paper's
@@ -25,56 +29,78 @@ class StudyConfig:
     model: str = DEFAULT_MODEL
     """Base model spec (see ``activations.load_model``)."""
     seed: int = 0
-    """Seed of training, sampling, random neuron sets and bootstraps."""
+    """Seed of training, sampling, twins, random neuron sets and bootstraps."""
     quick: bool = False
     """True for the reduced smoke-test settings (labelled as such in the report)."""
     train_steps: int = 16
     """QLoRA optimizer steps (batch 8)."""
     learning_rate: float = 1.5e-3
-    """Peak learning rate of the fine-tune (16 steps at 1.5e-3 teach SmolLM2 the injected emoji habit
-    as well as 24 at 1e-3: 80% vs 83% emoji rate on held-out questions, measured)."""
-    behavior_samples: int = 3
-    """Sampled responses per held-out question when measuring behaviour."""
+    """Peak learning rate of the fine-tune."""
+    behavior_samples: int = 5
+    """Sampled replies per held-out question from the merged model (and, with the same random
+    streams, from the suppressed model)."""
+    base_samples: int = 1
+    """Sampled replies per held-out question from the base model (it writes no emojis)."""
+    behavior_questions: int | None = None
+    """Held-out questions asked (None: all 42)."""
     behavior_neutral: int = 10
     """Neutral prompts asked when measuring behaviour."""
     max_new_tokens: int = 64
-    """Tokens generated per response (behaviour and interventions)."""
+    """Tokens generated per reply."""
+    writing_questions: int | None = None
+    """Training questions the merged model answers for the writing contrast and the proxy (None: all 62)."""
     emoji_prompts: int | None = 160
-    """Emoji prompts (and their twins) to cache; None = all 240."""
-    neutral_prompts: int | None = 80
-    """Neutral prompts to cache; None = all 120."""
+    """Emoji prompts (and their two length-matched twins) to cache; None = all 240."""
     capture_batch: int = 16
     """Prompts per capture batch."""
-    k_grid: tuple[int, ...] = (1, 10, 100, 1000)
-    """Numbers of top flagged neurons ablated in the dose-response experiment."""
-    n_random: int = 5
-    """Matched random neuron sets per k."""
-    ablation_mode: str = "zero"
-    """``zero``, ``mean`` or ``resample`` ablation."""
-    patch_k: tuple[int, ...] = (100, 1000)
-    """Numbers of top flagged neurons patched between base and merged."""
-    attribution_check: int = 100
-    """Top attribution-ranked neurons checked by exact single-neuron patching."""
-    side_effect_prompts: int = 20
-    """Neutral prompts for the KL / perplexity side-effect measurement."""
+    delta: float = 0.2
+    """Smallest effect of interest of the diff, in token SDs (``interp.stats.diff.DiffConfig``)."""
+    n_contexts: int = 8
+    """Writing contexts scored by every proxy measurement."""
+    n_neutral: int = 8
+    """Neutral chats for the proxy's KL and perplexity."""
+    reference_neutral: int = 32
+    """Neutral chats whose content tokens give the ablation means and donor pool."""
+    screen_shortlist: int = 48
+    """Neurons the screen verifies exactly (plus ``screen_guard`` by |contributions|)."""
+    screen_guard: int = 16
+    """Cancellation guard of the screen."""
+    screen_random: int = 200
+    """Randomly chosen neurons patched exactly to check the screen for false negatives."""
+    k_grid: tuple[int, ...] = (1, 3, 10, 30, 100, 300)
+    """Top-k sizes swept for every ranking."""
+    n_random: int = 20
+    """Matched random sets per controlled k."""
+    target_reduction: float = 0.5
+    """Share of the emoji mass (proxy) the suppressor must remove."""
+    kl_budget: float = 0.05
+    """Neutral KL (nats per token) the suppressor may cost."""
+    ppl_budget: float = 0.10
+    """Relative neutral perplexity increase the suppressor may cost."""
+    export_method: str = "mean"
+    """How the suppressor is written into the weights: ``mean`` (folded into the bias) or ``revert``."""
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
-        if self.train_steps < 1 or self.behavior_samples < 1 or self.max_new_tokens < 1:
-            raise ValueError("train_steps, behavior_samples and max_new_tokens must be at least 1")
+        if min(self.train_steps, self.behavior_samples, self.base_samples, self.max_new_tokens) < 1:
+            raise ValueError("train_steps, behavior_samples, base_samples and max_new_tokens must be at least 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not self.k_grid or min(self.k_grid) < 1 or not self.patch_k or min(self.patch_k) < 1:
-            raise ValueError(f"k_grid and patch_k need positive sizes, got {self.k_grid} and {self.patch_k}")
+        if not self.k_grid or min(self.k_grid) < 1:
+            raise ValueError(f"k_grid needs positive sizes, got {self.k_grid}")
         if self.n_random < 1:
             raise ValueError("n_random must be at least 1: the claim is 'flagged beats random'")
-        if self.ablation_mode not in ("zero", "mean", "resample"):
-            raise ValueError(f"ablation_mode must be zero, mean or resample, got {self.ablation_mode!r}")
+        if self.export_method not in ("mean", "revert"):
+            raise ValueError(f"export_method must be mean or revert, got {self.export_method!r}")
+        for name in ("behavior_questions", "writing_questions", "emoji_prompts"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
 
     def quick_variant(self) -> StudyConfig:
-        """Fewer steps, prompts and samples: a smoke run, not a result."""
+        """Fewer steps, prompts, samples and sets: a smoke run, not a result."""
         return dataclasses.replace(
-            self, quick=True, train_steps=min(self.train_steps, 8), behavior_samples=1, behavior_neutral=4,
-            max_new_tokens=16, emoji_prompts=32, neutral_prompts=16, k_grid=(1, 30), n_random=3,
-            patch_k=(10,), attribution_check=10, side_effect_prompts=8,
+            self, quick=True, train_steps=min(self.train_steps, 8), behavior_samples=2, behavior_questions=12,
+            behavior_neutral=4, max_new_tokens=24, writing_questions=16, emoji_prompts=32, n_contexts=4, n_neutral=4,
+            reference_neutral=8, screen_shortlist=8, screen_guard=4, screen_random=16, k_grid=(1, 10, 30), n_random=4,
         )

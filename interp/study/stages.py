@@ -1,14 +1,20 @@
-"""Resumable, fingerprinted pipeline stages.
+"""Resumable stages whose records chain on the *content* of what they read.
 
-1. Each stage declares its name, the stages it depends on, and the config values it reads.
-2. Its fingerprint is a hash of those values and of its dependencies' fingerprints, so changing a
-   setting re-runs exactly the stages downstream of it.
-3. A stage that finishes writes ``DIR/stages/NAME.json`` (atomically) with its fingerprint, its
-   result summary, its outputs and its wall time. A rerun whose fingerprint matches a record, and
-   whose recorded outputs all exist, is skipped.
-4. A stage killed midway leaves no record, so a rerun redoes it: a stage therefore overwrites its
-   own outputs (they are untrusted without a record), while long stages (training, caching) resume
-   from their own checkpoints inside the stage.
+1. Each stage declares its name, the stages whose outputs it reads, the config values it reads, the
+   input files it reads outside the study (e.g. the training data), and a version that is raised
+   whenever what the stage computes changes.
+2. A finished stage writes ``DIR/stages/NAME.json`` (atomically): its fingerprint, the sha256 of
+   every output it wrote, its summary and its wall time.
+3. A stage's fingerprint hashes its name and version, the config values it reads, the content
+   hashes of its external inputs, and the *recorded output hashes of the stages it depends on*.
+4. A stage is fresh, and skipped, only if its record's fingerprint equals the one computed now and
+   every recorded output still has the recorded hash. Anything else reruns it: a changed setting,
+   an edited, deleted or truncated output (its hash no longer matches), or an upstream stage that
+   reran and produced other bytes (the fingerprint changes). A result computed from inputs that
+   have changed since can therefore never be reported as finished.
+5. A stage killed midway leaves no record and reruns; it overwrites its own outputs, while long
+   stages (training, caching) resume from their own checkpoints inside the stage.
+Hashes of big files are computed once per run (and remembered by size and modification time).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from interp.causal.results import write_json
+from activations.atomic_io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +43,13 @@ class Stage:
     run: Callable[["StageContext"], dict[str, Any]]
     """Does the work; returns a JSON-able summary that must include ``outputs`` (paths under DIR)."""
     depends: tuple[str, ...] = ()
-    """Names of stages whose outputs this one reads."""
+    """Stages whose outputs this one reads."""
     reads: tuple[str, ...] = ()
-    """Names of study-config fields whose values change this stage's result."""
+    """Study-config fields whose values change this stage's result."""
+    inputs: Callable[[Any], Sequence[Path]] = lambda config: ()
+    """Files outside the study directory that the stage reads (hashed into its fingerprint)."""
+    version: int = 1
+    """Raised when what the stage computes changes, so old records do not count as finished."""
 
 
 @dataclass
@@ -53,11 +64,42 @@ class StageContext:
         return self.out.joinpath(*parts)
 
 
-def fingerprint(stage: Stage, config: Any, upstream: Mapping[str, str]) -> str:
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_hash(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()[:16]
+    return _HASHES[key]
+
+
+def content_hash(path: Path) -> str | None:
+    """sha256 of a file, or of a folder's files (relative names and contents, hidden files skipped);
+    None if the path does not exist."""
+    if path.is_file():
+        return _file_hash(path)
+    if not path.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for child in sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".")
+                                                                              for part in p.relative_to(path).parts)):
+        digest.update(f"{child.relative_to(path)}\0{_file_hash(child)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(stage: Stage, config: Any, upstream: Mapping[str, Mapping[str, str]]) -> str:
     payload = {
         "stage": stage.name,
+        "version": stage.version,
         "reads": {name: getattr(config, name) for name in stage.reads},
-        "upstream": {name: upstream[name] for name in stage.depends},
+        "inputs": {str(p): content_hash(Path(p)) for p in stage.inputs(config)},
+        "upstream": {name: dict(upstream.get(name, {})) for name in stage.depends},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -66,15 +108,18 @@ def _record_path(out: Path, name: str) -> Path:
     return out / "stages" / f"{name}.json"
 
 
-def _load_record(out: Path, name: str) -> dict[str, Any] | None:
+def load_record(out: Path, name: str) -> dict[str, Any] | None:
     try:
         return json.loads(_record_path(out, name).read_text())
     except (OSError, ValueError):
         return None
 
 
-def _outputs_exist(out: Path, record: Mapping[str, Any]) -> bool:
-    return all((out / rel).exists() for rel in record.get("result", {}).get("outputs", []))
+def _outputs_intact(out: Path, record: Mapping[str, Any]) -> bool:
+    hashes = record.get("outputs")
+    if not isinstance(hashes, dict):
+        return False
+    return all(content_hash(out / rel) == digest for rel, digest in hashes.items())
 
 
 def run_stages(
@@ -84,35 +129,46 @@ def run_stages(
     force: Sequence[str] = (),
     until: str | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run ``stages`` in order into ``out``, skipping finished ones; returns every stage's record."""
+    """Run ``stages`` in order into ``out``, skipping fresh ones (module docstring); returns every
+    stage's record, with ``skipped`` set on the ones not run now."""
     names = [stage.name for stage in stages]
     unknown = sorted(set(force) - set(names))
     if unknown:
         raise ValueError(f"--force {', '.join(unknown)}: no such stage; stages are {', '.join(names)}")
-    prints: dict[str, str] = {}
+    hashes: dict[str, dict[str, str]] = {}
     records: dict[str, dict[str, Any]] = {}
     context = StageContext(out, config)
     for stage in stages:
-        prints[stage.name] = fingerprint(stage, config, prints)
-        record = _load_record(out, stage.name)
-        fresh = record is not None and record.get("fingerprint") == prints[stage.name] and _outputs_exist(out, record)
-        if fresh and stage.name not in force:
-            log.info("stage %-10s skipped (finished %s)", stage.name, record["finished"])
+        print_ = fingerprint(stage, config, hashes)
+        record = load_record(out, stage.name)
+        fresh = (record is not None and record.get("fingerprint") == print_ and stage.name not in force
+                 and _outputs_intact(out, record))
+        if fresh:
+            log.info("stage %-10s fresh (finished %s): skipped", stage.name, record["finished"])
             record = {**record, "skipped": True}  # returned only: the file keeps the run that made it
         else:
-            log.info("stage %-10s running", stage.name)
+            reason = ("forced" if stage.name in force else "no record" if record is None
+                      else "inputs or settings changed" if record.get("fingerprint") != print_ else "outputs changed")
+            log.info("stage %-10s running (%s)", stage.name, reason)
+            _record_path(out, stage.name).unlink(missing_ok=True)  # a killed run must not leave the old record
             started = time.perf_counter()
             result = stage.run(context)
+            outputs = {rel: content_hash(out / rel) for rel in result.get("outputs", [])}
+            missing = [rel for rel, digest in outputs.items() if digest is None]
+            if missing:
+                raise RuntimeError(f"stage {stage.name} reported outputs it did not write: {missing}")
             record = {
                 "stage": stage.name,
-                "fingerprint": prints[stage.name],
+                "fingerprint": print_,
+                "outputs": outputs,
                 "seconds": round(time.perf_counter() - started, 2),
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "result": result,
             }
-            write_json(_record_path(out, stage.name), record, overwrite=True)
+            write_json_atomic(_record_path(out, stage.name), record)
             log.info("stage %-10s done in %.1f s", stage.name, record["seconds"])
         records[stage.name] = record
+        hashes[stage.name] = record["outputs"]
         context.results[stage.name] = record["result"]
         if stage.name == until:
             break
@@ -121,5 +177,9 @@ def run_stages(
 
 def load_records(out: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The finished stages' records (for rebuilding a report without recomputing)."""
-    records = {name: _load_record(out, name) for name in names}
+    records = {name: load_record(out, name) for name in names}
     return {name: record for name, record in records.items() if record is not None}
+
+
+def relative(out: Path, path: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), out.resolve())

@@ -1,0 +1,70 @@
+"""Atomic writes and the one overwrite policy, for every package.
+
+A reader never sees a half-written file or folder under its final name: each is written beside the
+target (a temporary name on the same filesystem) and renamed into place. An existing output is never
+replaced unless the caller passes ``overwrite=True`` (``--overwrite``), and the check runs before
+any work, so a long computation cannot end in a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def refuse_existing(paths: str | os.PathLike | Iterable[str | os.PathLike], overwrite: bool) -> None:
+    """Raise ``FileExistsError`` naming every existing path, unless ``overwrite``."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                              "pass overwrite=True (--overwrite) to replace")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())  # a full disk or I/O error surfaces here, before the rename
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any, default: Any = None) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False, default=default) + "\n")
+
+
+def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]], default: Any = None) -> None:
+    write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False, default=default) + "\n" for record in records))
+
+
+def temporary_dir_beside(final: str | os.PathLike) -> Path:
+    """An empty folder next to ``final`` (same filesystem, so a rename can publish it)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".tmp", dir=final.parent))
+
+
+def publish_dir(build: str | os.PathLike, final: str | os.PathLike, overwrite: bool) -> None:
+    """Move a finished ``build`` folder to ``final``; an old ``final`` is removed only after."""
+    build, final = Path(build), Path(final)
+    refuse_existing(final, overwrite)
+    retired = None
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, retired)
+    os.replace(build, final)
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)

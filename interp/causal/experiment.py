@@ -1,0 +1,117 @@
+"""The causal experiment end to end, from files: what ``interp run``, ``interp ablate`` and
+``interp suppress`` all call, so the same settings give the same numbers everywhere.
+
+``run_causal``: prepare the shared inputs (``interp.causal.setup``), screen every neuron in the
+necessity direction (``interp.causal.screen``), then sweep the screen's selectivity ranking and the
+diff's emoji-specific ranking against matched random sets (``interp.causal.sweep``).
+``suppress_and_judge``: export the sweep's choice into a plain HF folder, reload it with
+``transformers`` alone and measure the verdict (``interp.causal.suppression``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from activations import load_model
+from activations.prompt_sets import load_prompt_set
+from activations.sampling import SampledReply, sample_replies
+from interp.causal.screen import ScreenConfig, ScreenResult, screen
+from interp.causal.setup import CausalSetup, causal_context, read_writing_replies, split_neutral
+from interp.causal.suppression import SuppressionVerdict, side_effects, suppression_verdict
+from interp.causal.sweep import SweepConfig, SweepResult, sweep
+from interp.interventions import NeuronSet, content_reference, export_suppressed
+from interp.interventions.export import check_export
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class CausalResult:
+    screen: ScreenResult
+    sweep: SweepResult
+    seconds: dict[str, float]
+
+
+def run_causal(merged_spec: str, base_spec: str, neurons_csv: str | Path, writing_jsonl: str | Path,
+               setup: CausalSetup = CausalSetup(), screen_config: ScreenConfig = ScreenConfig(),
+               sweep_config: SweepConfig = SweepConfig()) -> CausalResult:
+    """Screen and sweep (module docstring) from a merged model, its base, a ``neurons.csv`` and the
+    merged model's own replies to training questions."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    merged, base = load_model(merged_spec), load_model(base_spec)
+    table = pd.read_csv(neurons_csv)
+    context = causal_context(merged.model, base.model, merged.tokenizer, read_writing_replies(writing_jsonl), table,
+                             setup)
+    seconds["prepare"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    screened = screen(merged.model, context.suite, context.reference.means, screen_config, exclude=list(context.outliers))
+    seconds["screen"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    rankings = {"selective": screened.ranking(), "emoji_specific": context.diff_ranking}
+    rankings = {name: ranking for name, ranking in rankings.items() if ranking}
+    swept = sweep(merged.model, context.suite, rankings, context.reference, context.decile, context.pool, sweep_config,
+                  primary="selective")
+    seconds["sweep"] = round(time.perf_counter() - started, 1)
+    return CausalResult(screened, swept, seconds)
+
+
+def _replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:
+    """Sampled replies written by ``training.behavior`` (``*.generations.jsonl``) for one prompt group."""
+    return [SampledReply(f"{r['prompt_set']}/{r['prompt_id']}", int(r["sample"]), (), r["text"])
+            for r in records if r["prompt_set"] == group]
+
+
+def suppress_and_judge(
+    merged_spec: str, base_spec: str, sweep_result: dict[str, Any], merged_records: Sequence[dict], out_dir: str | Path,
+    behavior, setup: CausalSetup = CausalSetup(), *, method: str = "mean", overwrite: bool = False,
+) -> tuple[SuppressionVerdict, list[SampledReply], dict]:
+    """Export ``sweep_result``'s choice (``SweepResult.to_dict()``), reload it and judge it against the
+    merged model's replies ``merged_records`` (same questions, samples and ``behavior`` sampling)."""
+    from transformers import AutoModelForCausalLM
+
+    from activations.prompt_sets import apply_template
+    from interp.causal.inputs import chat_batch
+    from training.behavior import behavior_prompts, sample_keys, sampling_config
+
+    choice = sweep_result["choice"]
+    neurons = NeuronSet.from_pairs(choice["neurons"])
+    merged = load_model(merged_spec)
+    tokenizer = merged.tokenizer
+    neutral = split_neutral(load_prompt_set("neutral"), setup)
+    means = content_reference(merged.model, tokenizer, neutral.reference, batch_size=setup.batch_size,
+                              seed=setup.seed).means
+    base = load_model(base_spec).model if method == "revert" else None
+    export_suppressed(merged.model, neurons, out_dir, tokenizer=tokenizer, method=method, means=means, base=base,
+                      source_spec=merged_spec, overwrite=overwrite,
+                      extra_provenance={"selection": {key: choice[key] for key in choice if key != "neurons"},
+                                        "random_beaten": sweep_result.get("random_beaten")})
+    dtype = next(merged.model.parameters()).dtype
+    reloaded = AutoModelForCausalLM.from_pretrained(out_dir, dtype=dtype, local_files_only=True).eval()
+    check = {}
+    if method == "mean":
+        probe = tokenizer([apply_template(tokenizer, q, "user") for q in neutral.verdict[:2]], return_tensors="pt",
+                          padding=True, add_special_tokens=False)
+        check = check_export(merged.model, reloaded, neurons, probe.input_ids, probe.attention_mask, method="mean",
+                             means=means, max_new_tokens=0, atol=1e-3).to_dict()
+    heldout = behavior_prompts(behavior)[0]
+    prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in heldout.texts]
+    with torch.no_grad():
+        replies = sample_replies(reloaded, tokenizer, prompts, sample_keys(heldout), sampling_config(behavior),
+                                 samples=behavior.samples, desc="suppressed model")[0]
+        effects = side_effects(merged.model, reloaded, chat_batch(tokenizer, neutral.verdict), setup.batch_size)
+    merged_replies = _replies_from_records(merged_records, heldout.name)
+    key = f"{choice['ranking']}/{choice['k']}"
+    verdict = suppression_verdict(merged_replies, replies, effects, k=choice["k"], method=method, neurons=neurons.neurons,
+                                  random_beaten=float(sweep_result.get("random_beaten", {}).get(key, float("nan"))),
+                                  selection=choice, seed=setup.seed)
+    log.info("%s", verdict.sentence())
+    return verdict, replies, check

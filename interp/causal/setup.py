@@ -1,0 +1,135 @@
+"""Everything the causal stages share, prepared one way for the study and the CLI alike.
+
+The inputs are files a study directory holds (and a user can give by hand):
+
+- the merged model's own replies to *training* questions (``behavior/writing.jsonl``): the proxy's
+  writing contexts, so the neurons are chosen on prompts the verdict never asks;
+- the neutral prompt set, split once and for all into three disjoint parts:
+  ``reference`` (the first ``reference_neutral``: means, mean squares and donor pool of content
+  tokens), ``proxy`` (the next ``n_neutral``: KL and perplexity of every swept condition) and
+  ``verdict`` (the rest: side effects of the exported suppressor, never seen before);
+- the diff's neuron table (``neurons.csv``): its flagged and outlier neurons shape the random-set
+  pool, and its ranking is one of the rankings swept.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from activations.prompt_sets import PromptSet, load_prompt_set
+from activations.writing import writing_prompts
+from interp.causal.controls import control_pool, strata, write_norms
+from interp.causal.inputs import chat_batch, writing_batch
+from interp.causal.metrics import emoji_token_ids
+from interp.causal.proxy import ProxySuite, build_proxy_suite
+from interp.interventions import ContentReference, Neuron, NeuronSet, content_reference
+
+
+@dataclass(frozen=True)
+class CausalSetup:
+    """Sizes of the causal stages' shared inputs."""
+
+    n_contexts: int = 8
+    """Writing contexts (merged replies cut before an emoji) every condition is scored on."""
+    n_neutral: int = 8
+    """Templated neutral chats for the KL / perplexity of every condition."""
+    reference_neutral: int = 32
+    """Neutral chats whose content tokens give the means, mean squares and donor pool."""
+    batch_size: int = 8
+    """Rows per forward pass."""
+    seed: int = 0
+    """Seeds the donor pool."""
+
+    def __post_init__(self) -> None:
+        if min(self.n_contexts, self.n_neutral, self.reference_neutral, self.batch_size) < 1:
+            raise ValueError("every causal setup size must be at least 1")
+
+
+@dataclass(frozen=True)
+class NeutralSplit:
+    reference: tuple[str, ...]
+    proxy: tuple[str, ...]
+    verdict: tuple[str, ...]
+    verdict_ids: tuple[str, ...]
+
+
+def split_neutral(neutral: PromptSet, setup: CausalSetup) -> NeutralSplit:
+    """The three disjoint parts of the neutral set (module docstring)."""
+    cut = setup.reference_neutral + setup.n_neutral
+    if len(neutral) <= cut:
+        raise ValueError(f"the neutral set has {len(neutral)} prompts; the causal stages need more than "
+                         f"{cut} (reference {setup.reference_neutral} + proxy {setup.n_neutral} + a verdict part)")
+    return NeutralSplit(neutral.texts[: setup.reference_neutral], neutral.texts[setup.reference_neutral : cut],
+                        neutral.texts[cut:], neutral.ids[cut:])
+
+
+def read_writing_replies(path: str | Path) -> PromptSet:
+    """The writing set from a JSONL of ``{"id", "question", "text"}`` replies (``behavior/writing.jsonl``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; sample the merged model's replies to training questions first "
+                                "(the study's behavior stage writes it)")
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    missing = [i for i, r in enumerate(records) if not {"id", "question", "text"} <= set(r)]
+    if missing:
+        raise ValueError(f"{path}: records {missing[:5]} lack id, question or text")
+    writing = writing_prompts([r["id"] for r in records], [r["question"] for r in records],
+                              [r["text"] for r in records])
+    if writing is None:
+        raise ValueError(f"{path}: no reply holds both an emoji and another sentence end; the causal stages need "
+                         "replies in which the model writes emojis")
+    return writing
+
+
+def table_sets(table: pd.DataFrame) -> tuple[NeuronSet, NeuronSet, list[Neuron]]:
+    """Flagged and outlier neurons of a diff table, and its ranking (flagged, best first)."""
+    for column in ("layer", "index", "flagged", "outlier"):
+        if column not in table.columns:
+            raise ValueError(f"the neuron table lacks a {column!r} column; pass a neurons.csv written by `interp diff`")
+    flagged_rows = table[table["flagged"].astype(bool)]
+    if "rank" in table.columns:
+        flagged_rows = flagged_rows.sort_values("rank", kind="stable")
+    ranking = [(int(r.layer), int(r.index)) for r in flagged_rows.itertuples()]
+    outliers = table[table["outlier"].astype(bool)]
+    return (NeuronSet.from_pairs(ranking), NeuronSet.from_pairs(zip(outliers["layer"], outliers["index"])), ranking)
+
+
+@dataclass
+class CausalContext:
+    """The prepared inputs of the screen, the sweep and the suppressor."""
+
+    suite: ProxySuite
+    reference: ContentReference
+    decile: np.ndarray
+    """Write-norm decile of every neuron within its layer (``interp.causal.controls``)."""
+    pool: np.ndarray
+    """Neurons random sets may use: not flagged, not an outlier."""
+    flagged: NeuronSet
+    outliers: NeuronSet
+    diff_ranking: list[Neuron]
+    neutral: NeutralSplit
+    setup: CausalSetup
+
+
+def causal_context(merged: nn.Module, base: nn.Module | None, tokenizer: PreTrainedTokenizerBase, writing: PromptSet,
+                   table: pd.DataFrame, setup: CausalSetup = CausalSetup(), neutral: PromptSet | None = None) -> CausalContext:
+    """Prepare every shared input (module docstring); ``base`` is needed for patching and the screen."""
+    neutral_split = split_neutral(neutral or load_prompt_set("neutral"), setup)
+    reference = content_reference(merged, tokenizer, neutral_split.reference, batch_size=setup.batch_size,
+                                  seed=setup.seed)
+    contexts = writing_batch(tokenizer, writing, setup.n_contexts)
+    suite = build_proxy_suite(merged, contexts, chat_batch(tokenizer, neutral_split.proxy), emoji_token_ids(tokenizer),
+                              batch_size=setup.batch_size, donor=base)
+    flagged, outliers, ranking = table_sets(table)
+    with torch.no_grad():
+        norms = write_norms(merged, reference.mean_square)
+    pool = control_pool(norms.shape, flagged=flagged, outliers=outliers)
+    return CausalContext(suite, reference, strata(norms), pool, flagged, outliers, ranking, neutral_split, setup)

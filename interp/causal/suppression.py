@@ -1,0 +1,157 @@
+"""The suppression verdict: does the exported model stop using emojis, and does it still work?
+
+The verdict is measured on the exported folder reloaded with ``transformers`` alone (no hooks, no
+project code), so it is a claim about the artifact a user would ship:
+
+1. Emoji rate: sampled replies to held-out questions (topics never trained on), several per
+   question, with the same per-(question, sample) random streams as the merged model's replies
+   (``activations.sampling``: common random numbers, so the two conditions differ only by the
+   suppression). Rates per question; the cut ``1 - suppressed / merged`` with a paired cluster
+   bootstrap over questions (``interp.causal.uncertainty``).
+2. Side effects on templated neutral chats that played no part in choosing the neurons: perplexity of
+   both models and the mean next-token KL(merged || suppressed) per scored position.
+3. Random control: the share of matched random sets of the same size (same intervention, proxy
+   measurement) that removed less emoji mass than the chosen set (``interp.causal.sweep``).
+4. The criteria: cut >= ``min_cut`` with an interval excluding 0; perplexity within
+   ``max_ppl_increase``; KL within ``max_kl``; at least ``min_random_beaten`` of the random sets
+   beaten. The verdict says which hold, with the numbers; nothing is tuned to make them pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from activations.sampling import SampledReply
+from interp.causal.inputs import TokenBatch
+from interp.causal.metrics import next_token_kl_sum, nll_sum
+from interp.causal.uncertainty import Interval, rate, relative_cut
+from training.emoji_metrics import text_stats
+
+
+@dataclass(frozen=True)
+class VerdictCriteria:
+    """What a working suppressor must achieve (the issue's bar; reported, never tuned)."""
+
+    min_cut: float = 0.5
+    """Relative cut of the emoji rate vs the merged model."""
+    max_ppl_increase: float = 0.10
+    """Largest relative increase of neutral perplexity."""
+    max_kl: float = 0.05
+    """Largest mean next-token KL on neutral chats, nats per token."""
+    min_random_beaten: float = 0.95
+    """Share of matched random sets of the same size that must remove less."""
+
+
+@torch.no_grad()
+def side_effects(reference: nn.Module, model: nn.Module, batch: TokenBatch, batch_size: int = 8) -> dict[str, float]:
+    """Perplexity of both models and mean KL(reference || model) over ``batch``'s scored positions."""
+    device = next(model.parameters()).device
+    kl = nll_ref = nll_model = 0.0
+    n_kl = n_nll = 0
+    for chunk in batch.to(device).split(batch_size):
+        ref_logits = reference(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask).logits
+        logits = model(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask).logits
+        kl += float(next_token_kl_sum(ref_logits, logits, chunk.score_mask))
+        nll_ref += float(nll_sum(ref_logits, chunk.input_ids, chunk.score_mask))
+        nll_model += float(nll_sum(logits, chunk.input_ids, chunk.score_mask))
+        n_kl += int(chunk.score_mask.sum())
+        n_nll += int(chunk.score_mask[:, :-1].sum())
+    return {"kl_neutral": kl / max(n_kl, 1), "ppl_reference": math.exp(nll_ref / max(n_nll, 1)),
+            "ppl_model": math.exp(nll_model / max(n_nll, 1))}
+
+
+def per_question_rates(replies: Sequence[SampledReply]) -> tuple[list[str], np.ndarray]:
+    """Question keys (in first-seen order) and each question's share of replies with an emoji."""
+    keys = list(dict.fromkeys(r.key for r in replies))
+    hits = {key: [] for key in keys}
+    for reply in replies:
+        hits[reply.key].append(text_stats(reply.text).n_emojis > 0)
+    return keys, np.array([np.mean(hits[key]) for key in keys])
+
+
+@dataclass(frozen=True)
+class SuppressionVerdict:
+    """Step 4's answer with every number behind it."""
+
+    k: int
+    method: str
+    neurons: tuple[tuple[int, int], ...]
+    emoji_rate_merged: Interval
+    emoji_rate_suppressed: Interval
+    cut: Interval
+    ppl_merged: float
+    ppl_suppressed: float
+    kl_neutral: float
+    random_beaten: float
+    n_questions: int
+    samples_per_question: int
+    criteria: VerdictCriteria
+    selection: dict[str, Any]
+
+    @property
+    def ppl_increase(self) -> float:
+        return self.ppl_suppressed / self.ppl_merged - 1
+
+    def checks(self) -> dict[str, bool]:
+        c = self.criteria
+        return {
+            "emoji_rate_cut": bool(self.cut.value >= c.min_cut and self.cut.low > 0),
+            "perplexity": bool(self.ppl_increase <= c.max_ppl_increase),
+            "kl": bool(self.kl_neutral <= c.max_kl),
+            "random_sets": bool(self.random_beaten >= c.min_random_beaten),
+        }
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks().values())
+
+    def sentence(self) -> str:
+        """The verdict in one sentence, with its numbers."""
+        r = self
+        head = (f"Suppressing {r.k} neurons ({r.method} ablation folded into the weights) cut the merged model's emoji "
+                f"rate from {100 * r.emoji_rate_merged.value:.0f}% to {100 * r.emoji_rate_suppressed.value:.0f}% "
+                f"(cut {100 * r.cut.value:.0f}% [{100 * r.cut.low:.0f}, {100 * r.cut.high:.0f}], "
+                f"{r.n_questions} held-out questions x {r.samples_per_question} samples) at neutral perplexity "
+                f"{r.ppl_merged:.1f} -> {r.ppl_suppressed:.1f} ({100 * r.ppl_increase:+.1f}%) and KL "
+                f"{r.kl_neutral:.3f} nats/token, beating {100 * r.random_beaten:.0f}% of matched random sets")
+        failed = [name for name, ok in self.checks().items() if not ok]
+        return head + (": every criterion met." if not failed else f"; not met: {', '.join(failed)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "k": self.k, "method": self.method, "neurons": [list(n) for n in self.neurons],
+            "emoji_rate": {"merged": self.emoji_rate_merged.to_dict(), "suppressed": self.emoji_rate_suppressed.to_dict()},
+            "cut": self.cut.to_dict(),
+            "ppl_neutral": {"merged": self.ppl_merged, "suppressed": self.ppl_suppressed},
+            "kl_neutral": {"merged": 0.0, "suppressed": self.kl_neutral},
+            "ppl_increase": self.ppl_increase, "random_beaten": self.random_beaten,
+            "n_questions": self.n_questions, "samples_per_question": self.samples_per_question,
+            "criteria": dataclasses.asdict(self.criteria), "checks": self.checks(), "passed": self.passed,
+            "sentence": self.sentence(), "selection": self.selection,
+        }
+
+
+def suppression_verdict(
+    merged_replies: Sequence[SampledReply], suppressed_replies: Sequence[SampledReply], effects: dict[str, float],
+    *, k: int, method: str, neurons: Sequence[tuple[int, int]], random_beaten: float,
+    criteria: VerdictCriteria = VerdictCriteria(), selection: dict[str, Any] | None = None, seed: int = 0,
+) -> SuppressionVerdict:
+    """Steps 1-4 from the two models' replies (same keys, samples and seeds) and ``side_effects``."""
+    keys, merged = per_question_rates(merged_replies)
+    keys_s, suppressed = per_question_rates(suppressed_replies)
+    if keys != keys_s:
+        raise ValueError("the merged and suppressed replies answer different questions; sample both with the same "
+                         "keys, samples and seed")
+    samples = len(merged_replies) // max(len(keys), 1)
+    return SuppressionVerdict(
+        k, method, tuple(tuple(n) for n in neurons), rate(merged, seed=seed), rate(suppressed, seed=seed),
+        relative_cut(merged, suppressed, seed=seed), effects["ppl_reference"], effects["ppl_model"],
+        effects["kl_neutral"], random_beaten, len(keys), samples, criteria, dict(selection or {}))

@@ -1,0 +1,183 @@
+"""The report's sections, each from the files one or two stages wrote; nothing is recomputed.
+
+Every number shown carries its interval or its control, and says whether it comes from sampled
+replies (the headline) or from the teacher-forced proxy (the wide sweeps).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from interp.report import figures
+from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph, Table
+
+BEHAVIOUR_METRICS = ("emoji_rate", "emoji_sentence_ratio", "emoji_mass")
+NEURON_COLUMNS = ("rank", "layer", "index", "class", "emoji_reading_std", "d_emoji_reading", "q_emoji_reading",
+                  "emoji_writing_std", "d_emoji_writing", "q_emoji_writing", "change_std", "fold", "emoji_base_std")
+"""The neuron table shown in the report: effect sizes (standardised and d_z), q-values and class."""
+
+
+def read(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def num(value: float | None, spec: str = ".2f", scale: float = 1.0, unit: str = "") -> str:
+    """A number for prose and tables; "n/a" where JSON holds null (NaN or infinity upstream)."""
+    return "n/a" if value is None else f"{scale * value:{spec}}{unit}"
+
+
+def _pct(estimate: dict[str, float]) -> str:
+    return (f"{num(estimate['value'], '.1f', 100)}% [{num(estimate['low'], '.1f', 100)}, "
+            f"{num(estimate['high'], '.1f', 100)}]")
+
+
+def _sci(estimate: dict[str, float]) -> str:
+    return f"{num(estimate['value'], '.2e')} [{num(estimate['low'], '.2e')}, {num(estimate['high'], '.2e')}]"
+
+
+def behaviour(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
+    data = {label: read(out / "behavior" / f"{label}.json") for label in ("base", "merged")}
+    if not all(data.values()):
+        blocks.append(Paragraph("Behaviour was not measured (stage `behavior` missing)."))
+        return
+    held = {label: next(g for g in b["groups"] if g["name"].startswith("heldout")) for label, b in data.items()}
+    summary["behavior"] = {label: {"emoji_rate": g["emoji_rate"], "emoji_sentence_ratio": g["emoji_sentence_ratio"],
+                                   "emoji_mass": g["emoji_mass"], "n_prompts": g["n_prompts"],
+                                   "n_responses": g["n_responses"]} for label, g in held.items()}
+    rows = [[label, g["n_prompts"], g["n_responses"], _pct(g["emoji_rate"]), _pct(g["emoji_sentence_ratio"]),
+             _sci(g["emoji_mass"]), " ".join(e for e, _ in g["top_emojis"][:5])] for label, g in held.items()]
+    blocks += [Heading("Behaviour: does the fine-tune use emojis?"),
+               Paragraph("Sampled replies to held-out questions (topics never trained on, in any trait's voice); "
+                         "95% cluster-bootstrap intervals over questions."),
+               Table(["model", "questions", "replies", "emoji rate", "emoji/sentence ratio", "emoji prob. mass",
+                      "top emojis"], rows),
+               Figure(figures.behaviour_bars(held, BEHAVIOUR_METRICS, fig_dir / "behaviour.png"),
+                      "Held-out questions: base vs merged, 95% bootstrap intervals over questions.")]
+    samples = out / "behavior" / "merged.generations.jsonl"
+    if samples.is_file():
+        texts = [json.loads(line) for line in samples.read_text().splitlines()[:4]]
+        blocks.append(Table(["question", "merged model's reply"], [[t["prompt"][:80], t["text"][:220]] for t in texts]))
+
+
+def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
+    diff = read(out / "neurons.json")
+    if diff is None or not (out / "neurons.csv").is_file():
+        blocks.append(Paragraph("No neuron statistics (stage `diff` missing)."))
+        return
+    table = pd.read_csv(out / "neurons.csv", keep_default_na=False, na_values=[""])
+    config = diff["config"]
+    summary["neurons"] = {key: diff[key] for key in ("n_neurons", "counts", "calls", "placebo", "replication",
+                                                     "n_prompts")}
+    summary["neurons"]["outliers"] = diff["outliers"]
+    calls = diff["calls"]
+    n = diff["n_neurons"]
+    rows = [[name, diff["design"]["contrasts"][name], diff["n_prompts"].get(name, ""),
+             *[f"{calls[name].get(call, 0):,}" for call in ("changed", "equivalent", "inconclusive")]]
+            for name in calls]
+    placebo = diff.get("placebo") or {}
+    blocks += [Heading("Neurons: which did the fine-tune change, and which for the emojis?"),
+               Paragraph(f"{n:,} neurons, each tested per contrast with a minimum-effect test (H0: |effect| <= "
+                         f"{config['delta']} of the neuron's token SD) and TOST equivalence, "
+                         f"{config['correction']} across neurons at {config['alpha']}. Activations are averaged over "
+                         "content tokens only (chat template and position 0 excluded); each emoji text is compared "
+                         "with a twin in which every emoji became ordinary words of the same token count."),
+               Table(["contrast", "what it asks", "prompts", "changed", "equivalent", "inconclusive"], rows)]
+    if placebo:
+        specific = ", ".join(f"{k}: {v['n_changed']:,} ({100 * v['share']:.2f}%)" for k, v in placebo["specific"].items())
+        blocks.append(Paragraph(f"**Placebo** (the same contrast between two independently drawn filler twins, true "
+                                f"effect zero): {placebo['n_changed']:,} neurons changed "
+                                f"({100 * placebo['share']:.2f}% of all), against {specific} for the real emojis."))
+    counts = diff["counts"]
+    blocks.append(Paragraph("Classes: " + ", ".join(f"**{k}** {v:,}" for k, v in counts.items()) + ". Flagged = "
+                            "emoji-specific (reading or writing) and not an outlier; ranked by the larger standardised "
+                            "specific effect."))
+    for r in diff["replication"]:
+        blocks.append(Paragraph(f"Split-half replication ({r['contrast']}): the top {r['n_top']} neurons chosen on "
+                                f"one random half of the prompts ({r['n_flagged_a']:,} changed there) keep their sign "
+                                f"on the other half in {num(r['sign_agreement'], '.0f', 100, '%')} of cases "
+                                f"(correlation {num(r['correlation'])})."))
+    if diff["outliers"]:
+        blocks.append(Table(["outlier layer", "index", "max |a| / layer median", "position-0 |a| / content max"],
+                            [[o["layer"], o["index"], num(o["massive_ratio"], ".0f"), num(o["pos0_ratio"], ".0f")]
+                             for o in diff["outliers"]]))
+    columns = [c for c in NEURON_COLUMNS if c in table.columns]
+    top = table[table["flagged"].astype(str) == "True"].sort_values("rank").head(15)
+    blocks.append(Table(columns, top[columns].values.tolist()))
+    layers = sorted(int(layer) for layer in diff["counts_by_layer"])
+    per_layer = {name: [int(diff["counts_by_layer"][str(layer)].get(name, 0)) for layer in layers]
+                 for name in ("activated", "amplified", "suppressed", "flagged")}
+    effect = "emoji_reading_std"
+    blocks += [Figure(figures.volcano(table, effect, "q_emoji_reading", fig_dir / "volcano.png", config["alpha"]),
+                      "Emoji-specific change at the emoji tokens (standardised) vs -log10 q of the minimum-effect test."),
+               Figure(figures.layer_counts(per_layer, layers, fig_dir / "layers.png"), "Neurons per layer and class.")]
+    examples = read(out / "examples.json") or []
+    if examples:
+        blocks.append(Paragraph("Texts that drive the top flagged neurons hardest (merged model, emoji set, content "
+                                "tokens); shading = activation relative to the neuron's peak."))
+    for example in examples:
+        blocks.append(Highlighted(example["label"], example["tokens"], example["weights"]))
+
+
+def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
+    blocks.append(Heading("Causal tests: which neurons make the model write emojis?"))
+    screen = read(out / "causal" / "screen.json")
+    sweep = read(out / "causal" / "sweep.json")
+    verdict = read(out / "suppression" / "verdict.json")
+    if verdict:
+        summary["suppression"] = {key: verdict[key] for key in ("k", "method", "emoji_rate", "cut", "ppl_neutral",
+                                                                "kl_neutral", "random_beaten", "checks", "passed",
+                                                                "sentence", "n_questions", "samples_per_question")}
+        er = verdict["emoji_rate"]
+        blocks += [Paragraph(f"**Verdict.** {verdict['sentence']}"),
+                   Table(["model", "emoji rate (sampled)", "neutral perplexity", "neutral KL"],
+                         [["merged", _pct(er["merged"]), num(verdict["ppl_neutral"]["merged"]), "0"],
+                          ["suppressed (reloaded, no hooks)", _pct(er["suppressed"]),
+                           num(verdict["ppl_neutral"]["suppressed"]), num(verdict["kl_neutral"]["suppressed"], ".4f")]]),
+                   Table(["criterion", "met"], [[name, "yes" if ok else "NO"] for name, ok in verdict["checks"].items()])]
+    if screen and screen.get("check"):
+        check = screen["check"]
+        summary["screen"] = {"check": check, "load_bearing": screen["load_bearing"]}
+        random = screen["random"]
+        blocks += [Paragraph(f"**Screen** (necessity direction: the merged model's neurons given their base values; "
+                             f"metric log P(emoji) where the merged model wrote one). On {check['n']} randomly chosen "
+                             f"neurons patched exactly, attribution and exact effects have Spearman "
+                             f"{num(check['spearman'], '.3f')} (signs agree {num(check['sign_agreement'], '.0f', 100)}%); "
+                             f"{check['n_above_threshold']} sampled neuron(s) exceed the 100th-largest estimate "
+                             f"(largest at {num(check['max_exact_over_threshold'], '.1f')}x). Load-bearing "
+                             f"(single-neuron mean-ablation KL > threshold, kept out): {len(screen['load_bearing'])}."),
+                   Figure(figures.attribution_scatter([r["exact_effect"] for r in random],
+                                                      [r["patch_estimate"] for r in random], check["spearman"],
+                                                      fig_dir / "attribution.png"),
+                          "Attribution estimate vs exact patching on the random sample.")]
+    if sweep:
+        summary["sweep"] = {"clean": sweep["clean"], "choice": {k: v for k, v in sweep["choice"].items() if k != "neurons"},
+                            "random_beaten": sweep["random_beaten"]}
+        tops = [c for c in sweep["conditions"] if c["kind"] == "top"]
+        rows = [[c["ranking"], c["intervention"], c["k"], num(c["emoji_reduction"], ".1f", 100, "%"),
+                 num(c["kl_neutral"], ".4f"), num(c["ppl_neutral"])]
+                for c in sorted(tops, key=lambda c: (c["ranking"], c["intervention"], c["k"]))]
+        randoms = pd.DataFrame([c for c in sweep["conditions"] if c["kind"] == "random"])
+        cloud = []
+        if len(randoms):
+            for (ranking, k), group in randoms.groupby(["ranking", "k"]):
+                cloud.append([ranking, k, len(group), f"{100 * group['emoji_reduction'].mean():.1f}%",
+                              f"{100 * group['emoji_reduction'].min():.1f}% .. {100 * group['emoji_reduction'].max():.1f}%",
+                              f"{group['kl_neutral'].median():.4f}",
+                              num(sweep["random_beaten"].get(f"{ranking}/{k}"), ".0f", 100, "%")])
+        blocks += [Paragraph("**Sweep (proxy).** Every top-k set of each ranking under each intervention, and matched "
+                             "random sets (same layer and write-norm decile counts, from a pool without flagged or "
+                             "outlier neurons), measured teacher-forced: share of the emoji probability removed where "
+                             "the merged model writes emojis, and KL / perplexity on templated neutral chats. "
+                             f"Unedited: emoji mass {sweep['clean']['emoji_mass']:.3f}, perplexity "
+                             f"{sweep['clean']['ppl_neutral']:.2f}."),
+                   Figure(figures.pareto(sweep["conditions"], sweep["choice"], fig_dir / "pareto.png"),
+                          "Emoji mass removed vs neutral KL: rankings (lines, per intervention) against matched "
+                          "random sets (grey)."),
+                   Table(["ranking", "intervention", "k", "emoji mass removed", "neutral KL", "neutral ppl"], rows)]
+        if cloud:
+            blocks.append(Table(["random sets for", "k", "sets", "mean removed", "range", "median KL",
+                                 "top set beats"], cloud))

@@ -1,0 +1,72 @@
+"""The study's causal stages: screen and sweep (one stage: they share their prepared inputs), the
+exported suppressor and its verdict, and the report. Each only wires files to
+``interp.causal.experiment``, the functions ``interp ablate`` and ``interp suppress`` call too."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from activations.atomic_io import write_json_atomic, write_jsonl_atomic
+from interp.study.config import StudyConfig
+from interp.study.stages import StageContext, relative
+from interp.study.stages_data import behavior_config
+
+
+def causal_setup(c: StudyConfig):
+    from interp.causal.setup import CausalSetup
+
+    return CausalSetup(n_contexts=c.n_contexts, n_neutral=c.n_neutral, reference_neutral=c.reference_neutral, seed=c.seed)
+
+
+def screen_config(c: StudyConfig):
+    from interp.causal.screen import ScreenConfig
+
+    return ScreenConfig(n_shortlist=c.screen_shortlist, n_guard=c.screen_guard, n_random=c.screen_random, seed=c.seed)
+
+
+def sweep_config(c: StudyConfig):
+    from interp.causal.sweep import SweepConfig
+
+    return SweepConfig(k_grid=c.k_grid, n_random=c.n_random, target_reduction=c.target_reduction,
+                       kl_budget=c.kl_budget, ppl_budget=c.ppl_budget, seed=c.seed)
+
+
+def stage_causal(ctx: StageContext) -> dict[str, Any]:
+    """Screen every neuron (necessity direction), then sweep the rankings against matched random sets."""
+    from interp.causal.experiment import run_causal
+
+    c: StudyConfig = ctx.config
+    result = run_causal(str(ctx.path("merged")), c.model, ctx.path("neurons.csv"), ctx.path("behavior", "writing.jsonl"),
+                        causal_setup(c), screen_config(c), sweep_config(c))
+    screen_path = result.screen.save(ctx.path("causal", "screen.json"), overwrite=True)
+    sweep_path = result.sweep.save(ctx.path("causal", "sweep.json"), overwrite=True)
+    return {"outputs": [relative(ctx.out, p) for p in (screen_path, screen_path.with_suffix(".csv"), sweep_path)],
+            "check": result.screen.to_dict()["check"], "choice": result.sweep.choice,
+            "random_beaten": result.sweep.random_beaten, "seconds": result.seconds}
+
+
+def stage_suppress(ctx: StageContext) -> dict[str, Any]:
+    """Export the chosen suppressor, reload it with transformers alone and measure the verdict."""
+    from interp.causal.experiment import suppress_and_judge
+
+    c: StudyConfig = ctx.config
+    sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
+    merged_replies = [json.loads(line) for line in
+                      ctx.path("behavior", "merged.generations.jsonl").read_text().splitlines() if line.strip()]
+    verdict, replies, check = suppress_and_judge(
+        str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"),
+        behavior_config(c, c.behavior_samples), causal_setup(c), method=c.export_method, overwrite=True)
+    verdict_path = ctx.path("suppression", "verdict.json")
+    write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
+    replies_path = ctx.path("suppression", "replies.jsonl")
+    write_jsonl_atomic(replies_path, ({"key": r.key, "sample": r.sample, "text": r.text} for r in replies))
+    return {"outputs": [relative(ctx.out, p) for p in (ctx.path("suppressed"), verdict_path, replies_path)],
+            "sentence": verdict.sentence(), "passed": verdict.passed, "checks": verdict.checks()}
+
+
+def stage_report(ctx: StageContext) -> dict[str, Any]:
+    from interp.report.build import build_report
+
+    paths = build_report(ctx.out)
+    return {"outputs": [relative(ctx.out, p) for p in paths]}

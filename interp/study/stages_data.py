@@ -1,0 +1,99 @@
+"""The study's data stages: sampled behaviour (and the merged model's own replies), and the caches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from activations import load_model
+from activations.atomic_io import write_jsonl_atomic
+from activations.capture import capture
+from activations.prompt_sets import apply_template, load_prompt_set
+from activations.sampling import sample_replies
+from activations.twins import filler_twins
+from activations.writing import writing_spans
+from interp.study.config import StudyConfig
+from interp.study.stages import StageContext, relative
+
+CACHE_REDUCTIONS = {
+    "emoji": ("content_mean", "content_absmean", "content_max", "marked_mean", "context_mean"),
+    "filler-a": ("marked_mean", "context_mean"),
+    "filler-b": ("marked_mean",),
+    "writing": ("marked_mean", "control_mean"),
+}
+"""What each condition's caches hold: exactly what the emoji design reads (``interp.stats.designs``),
+plus ``content_max`` for the max-activating examples."""
+
+
+def behavior_config(c: StudyConfig, samples: int):
+    from training.behavior import BehaviorConfig
+
+    return BehaviorConfig(trait=c.trait, samples=samples, max_questions=c.behavior_questions,
+                          neutral_prompts=c.behavior_neutral, max_new_tokens=c.max_new_tokens, seed=c.seed)
+
+
+def stage_behavior(ctx: StageContext) -> dict[str, Any]:
+    """Sampled replies of both models to held-out questions (and a few neutral prompts), and the
+    merged model's own replies to training questions (the writing contrast and the causal proxy)."""
+    from training.behavior import measure_behavior, sampling_config, save_behavior
+    from training.studies import study_data
+
+    c: StudyConfig = ctx.config
+    outputs, summary = [], {}
+    for label, spec, samples in (("base", c.model, c.base_samples), ("merged", str(ctx.path("merged")),
+                                                                       c.behavior_samples)):
+        loaded = load_model(spec)
+        result = measure_behavior(loaded.model, loaded.tokenizer, behavior_config(c, samples), model_label=label)
+        outputs += [relative(ctx.out, p) for p in save_behavior(result, ctx.path("behavior", f"{label}.json"),
+                                                                 overwrite=True)]
+        summary[label] = result.to_dict()
+    rows = list(study_data("personality", c.trait).train)[: c.writing_questions]
+    tokenizer = loaded.tokenizer  # the merged model, loaded last
+    prompts = [tokenizer(apply_template(tokenizer, r.question, "user"), add_special_tokens=False).input_ids for r in rows]
+    replies = sample_replies(loaded.model, tokenizer, prompts, [f"train/{r.topic}" for r in rows],
+                             sampling_config(behavior_config(c, 1)), desc="own replies (training questions)")[0]
+    records = [{"id": r.topic, "question": r.question, "text": reply.text, "source": "own reply"}
+               for r, reply in zip(rows, replies)]
+    usable = sum(bool(writing_spans(r["text"])[0] and writing_spans(r["text"])[1]) for r in records)
+    if usable < c.n_contexts and c.study == "injection":
+        # Too few own replies with emojis to score (a smoke run's barely trained model): add the
+        # training answers, whose emojis were injected, and say so in every record.
+        data = study_data("injection", c.trait)
+        records += [{"id": f"data-{r.topic}", "question": r.question, "text": r.answer, "source": "training answer"}
+                    for r in data.train[: c.n_contexts]]
+    writing = ctx.path("behavior", "writing.jsonl")
+    write_jsonl_atomic(writing, records)
+    outputs.append(relative(ctx.out, writing))
+    return {"outputs": outputs, "behavior": summary, "writing_replies": len(replies), "usable_own_replies": usable,
+            "writing_sources": {source: sum(r["source"] == source for r in records)
+                                for source in ("own reply", "training answer")}}
+
+
+def stage_cache(ctx: StageContext) -> dict[str, Any]:
+    """Both models on the emoji texts, their two length-matched twins and the merged model's own
+    replies (``interp.stats.designs``); every output is written afresh."""
+    from interp.causal.setup import read_writing_replies
+
+    c: StudyConfig = ctx.config
+    merged = load_model(str(ctx.path("merged")))
+    twins = filler_twins(load_prompt_set("emoji").head(c.emoji_prompts), merged.tokenizer, "user",
+                         seeds=(c.seed + 1, c.seed + 2), names=("filler-a", "filler-b"))
+    sets = {"emoji": twins.original, "filler-a": twins.twins[0], "filler-b": twins.twins[1]}
+    try:
+        sets["writing"] = read_writing_replies(ctx.path("behavior", "writing.jsonl"))
+    except ValueError:
+        pass  # no reply with an emoji: the design leaves the writing contrast out
+    outputs = []
+    for label, loaded in (("base", load_model(c.model)), ("merged", merged)):
+        for name, prompts in sets.items():
+            out = ctx.path("caches", label, f"{name}.h5")
+            cache = capture(loaded, None, prompts, out, overwrite=True, batch_size=c.capture_batch,
+                            reductions=CACHE_REDUCTIONS[name], template="assistant" if name == "writing" else "user",
+                            histogram=name == "emoji")
+            cache.close()
+            outputs.append(relative(ctx.out, out))
+    return {"outputs": outputs, "pairs": len(twins.original), "dropped_twins": list(twins.dropped),
+            "writing_replies": len(sets["writing"]) if "writing" in sets else 0,
+            "reductions": {name: list(CACHE_REDUCTIONS[name]) for name in sets}}
+
+
+
