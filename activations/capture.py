@@ -36,6 +36,7 @@ from transformers import PreTrainedTokenizerBase
 
 from activations.backends import BACKENDS, ModelBatch, open_backend
 from activations.models import LoadedModel, weights_fingerprint
+from activations.prefix import MIN_PREFIX, prefixed_runner, shared_prefix
 from activations.prompt_sets import DEFAULT_TEMPLATE, TEMPLATES, PromptSet, load_prompt_set
 from activations.reader import ActivationCache, open_cache
 from activations.reduce import DEFAULT_REDUCTIONS, PADDING, REDUCTIONS, reduce_batch
@@ -66,6 +67,9 @@ class CaptureConfig:
     """Also keep every token's activations (float16, ``/tokens/acts``); files grow with prompt length."""
     histogram: bool = True
     """Keep a histogram of |a| over content tokens per neuron (firing rates; ~9 MB per 46k neurons)."""
+    shared_prefix: bool = True
+    """Run the token prefix every prompt shares (the chat template's head) once and reuse its keys and
+    values (``activations.prefix``; native backend only; results equal to float rounding)."""
 
     def __post_init__(self) -> None:
         if not self.reductions or len(set(self.reductions)) != len(self.reductions):
@@ -208,9 +212,14 @@ def capture(
     device = next(model.parameters()).device
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prefix = shared_prefix([e.ids for e in encoded]) if config.shared_prefix and config.backend == "native" else 0
     try:
         with ExitStack() as stack, torch.inference_mode():
-            run_batch = stack.enter_context(open_backend(config.backend, model, tokenizer, sites))
+            if prefix >= MIN_PREFIX:
+                side = "right"  # the suffixes follow the shared prefix directly
+                run_batch = stack.enter_context(prefixed_runner(model, sites, encoded[0].ids[:prefix]))
+            else:
+                run_batch = stack.enter_context(open_backend(config.backend, model, tokenizer, sites))
             bar = stack.enter_context(tqdm(total=len(prompt_set), initial=writer.n_done, unit="prompt",
                                            desc=f"capture {prompt_set.name}"))
             for start in range(writer.n_done, len(prompt_set), config.batch_size):

@@ -177,19 +177,21 @@ def sample_replies(
     keys: Sequence[str],
     config: SamplingConfig = SamplingConfig(),
     *,
-    samples: int = 1,
+    samples: int | Sequence[int] = 1,
     copies: int = 1,
     step_stat: StepStat | None = None,
     desc: str = "sample",
 ) -> list[list[SampledReply]]:
-    """Replies to already-templated, tokenised ``prompts`` (one key each), ``samples`` per prompt,
-    for each of ``copies`` stacked copies: ``result[copy][job]`` with jobs ordered prompt-major
-    (prompt 0 samples 0..s-1, prompt 1, ...). Hooks active around the call apply at every step."""
+    """Replies to already-templated, tokenised ``prompts`` (one key each), ``samples`` per prompt
+    (one number, or one per prompt), for each of ``copies`` stacked copies: ``result[copy][job]``
+    with jobs ordered prompt-major (prompt 0 samples 0..s-1, prompt 1, ...). Hooks active around
+    the call apply at every step."""
     if len(prompts) != len(keys):
         raise ValueError(f"{len(prompts)} prompts but {len(keys)} keys")
-    if samples < 1 or copies < 1:
-        raise ValueError("samples and copies must be at least 1")
-    jobs = [(p, s) for p in range(len(prompts)) for s in range(samples)]
+    counts = [samples] * len(prompts) if isinstance(samples, int) else list(samples)
+    if len(counts) != len(prompts) or min(counts, default=1) < 1 or copies < 1:
+        raise ValueError("give one sample count (>= 1) per prompt, and copies >= 1")
+    jobs = [(p, s) for p in range(len(prompts)) for s in range(counts[p])]
     # Similar lengths share a batch (less padding); a job's reply does not depend on its batch.
     order = sorted(range(len(jobs)), key=lambda j: len(prompts[jobs[j][0]]))
     replies: list[list[SampledReply | None]] = [[None] * len(jobs) for _ in range(copies)]

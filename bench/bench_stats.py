@@ -1,17 +1,14 @@
-"""Benchmark: vectorised ``diff_arrays`` vs a per-neuron scipy/statsmodels loop (not a test).
+"""Benchmark: the vectorised diff vs a per-neuron statsmodels / scipy loop (not a test).
 
-Synthetic data with the shape of SmolLM2-135M (30 layers x 1536 neurons = 46,080) and 200 prompt
-pairs (+ 200 neutral prompts). The loop runs the same tests per neuron on a random sample and is
-extrapolated to all neurons (said so in the output):
+Synthetic cells with the shape of the default study on SmolLM2-135M (30 layers x 1536 = 46,080
+neurons; 160 emoji prompts with two filler twins, 33 writing replies; the emoji design's six
+contrasts). The loop runs, per neuron and per contrast, what a careful per-neuron implementation
+would call: statsmodels' ``ttost_paired`` (the TOST p-value) and scipy's one-sided ``ttest_1samp``
+twice (the minimum-effect p-value), then BH across neurons. It is timed on a random sample of
+neurons and extrapolated to all of them (said so in the output). Both sides compute the same
+numbers (``tests/test_stats_reference.py`` checks them neuron by neuron).
 
-- statsmodels loop: ``sm.OLS(y, X).fit()`` with the interaction design used by ``diff`` (prompt
-  intercepts, per-prompt model and emoji slopes, interaction: 800 x 601) plus scipy's
-  ``ttest_rel`` (change, two selectivities), ``wilcoxon`` (change) and Welch ``ttest_ind``
-  (neutral control). The OLS fit is slow, so it is timed on a smaller sample.
-- cheapest loop: the same tests, but the interaction OLS replaced by the ``ttest_rel`` on the
-  difference of differences it equals: what a careful per-neuron implementation would cost.
-
-Run: ``.venv/bin/python bench/bench_stats.py [--pairs 200] [--sample 300] [--ols-sample 20]``.
+Run: ``.venv/bin/python bench/bench_stats.py [--prompts 160] [--sample 200]``.
 """
 
 from __future__ import annotations
@@ -21,105 +18,81 @@ import os
 import time
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.weightstats import ttost_paired
 
-from interp.stats import DiffConfig, DiffInputs, diff_arrays
+from activations.running import TokenStats
+from interp.stats import DiffConfig, diff_inputs, emoji_design
+from interp.stats.loading import DiffInputs
+from interp.stats.neuronwise import contrast_rows, contrast_values
 
 
-def synthetic(n_pairs: int, n_layers: int, d_mlp: int, seed: int = 0) -> DiffInputs:
+def synthetic(n_prompts: int, n_writing: int, n_layers: int, d_mlp: int, seed: int = 0) -> DiffInputs:
     rng = np.random.default_rng(seed)
-    shape = (n_pairs, n_layers, d_mlp)
-
-    def noise(size: tuple[int, ...] = shape) -> np.ndarray:
-        return rng.standard_normal(size, dtype=np.float32)
-
-    prompt = noise()
-    base_emoji = prompt + 0.3 * noise()
-    return DiffInputs(
-        base_emoji=base_emoji, base_twin=prompt + 0.3 * noise(),
-        merged_emoji=base_emoji + 0.3 * noise(), merged_twin=prompt + 0.3 * noise(),
-        base_neutral=noise(), merged_neutral=noise(),
-    )
-
-
-def slopes_design(n_pairs: int) -> np.ndarray:
-    """Rows: (base emoji, base twin, merged emoji, merged twin) x prompt; the design of ``diff``."""
-    eye = np.eye(n_pairs)
-    blocks = [np.hstack([eye, eye * merged, eye * emoji, np.full((n_pairs, 1), merged * emoji)])
-              for merged, emoji in ((0, 1), (0, 0), (1, 1), (1, 0))]
-    return np.vstack(blocks)
+    cells = {}
+    design = emoji_design(writing=True)
+    for condition in design.conditions:
+        n = n_writing if condition == "writing" else n_prompts
+        prompt = rng.standard_normal((n, n_layers, d_mlp), dtype=np.float32)
+        for model in ("base", "merged"):
+            for reduction in design.reductions(condition):
+                cells[model, condition, reduction] = prompt + 0.3 * rng.standard_normal(prompt.shape, dtype=np.float32)
+    scales = {c: np.ones((n_layers, d_mlp)) for c in design.conditions}
+    stats_ = {}
+    for model in ("base", "merged"):
+        token_stats = TokenStats((n_layers, d_mlp))
+        token_stats.content.count = 1000
+        token_stats.content.m2 = np.full((n_layers, d_mlp), 999.0)
+        token_stats.abs_hist[..., 30] = 1000
+        token_stats.absmax_all[:] = token_stats.absmax_content[:] = 1.0
+        stats_[model, "emoji"] = token_stats
+    return DiffInputs(cells, {}, scales, tuple(range(n_layers)), stats=stats_)
 
 
-def scipy_tests(cells: list[np.ndarray], neutral: list[np.ndarray], j: int, interaction_by_ttest: bool) -> None:
-    base_e, base_t, merged_e, merged_t = (c[:, j] for c in cells)
-    stats.ttest_rel(merged_e, base_e)
-    stats.wilcoxon(merged_e - base_e, method="asymptotic")
-    stats.ttest_rel(base_e, base_t)
-    stats.ttest_rel(merged_e, merged_t)
-    stats.ttest_ind(merged_e - base_e, neutral[1][:, j] - neutral[0][:, j], equal_var=False)
-    if interaction_by_ttest:
-        stats.ttest_1samp((merged_e - base_e) - (merged_t - base_t), 0.0)
-
-
-def per_neuron_seconds(inputs: DiffInputs, sample: np.ndarray, ols_sample: np.ndarray) -> dict[str, float]:
-    flat = lambda a: a.reshape(a.shape[0], -1).astype(np.float64)  # noqa: E731
-    cells = [flat(inputs.base_emoji), flat(inputs.base_twin), flat(inputs.merged_emoji), flat(inputs.merged_twin)]
-    neutral = [flat(inputs.base_neutral), flat(inputs.merged_neutral)]
-    design = slopes_design(cells[0].shape[0])
-    start = time.perf_counter()
-    for j in ols_sample:
-        sm.OLS(np.concatenate([c[:, j] for c in cells]), design).fit().pvalues[-1]
-    ols = (time.perf_counter() - start) / len(ols_sample)
+def per_neuron_seconds(inputs: DiffInputs, sample: np.ndarray, delta: float) -> float:
+    """Seconds per neuron for every contrast's TOST + minimum-effect p-values, one neuron at a time."""
+    design = emoji_design(writing=True)
+    values = {c.name: contrast_values(inputs, c, contrast_rows(inputs, c), 0, inputs.n_neurons) for c in design.contrasts}
     start = time.perf_counter()
     for j in sample:
-        scipy_tests(cells, neutral, j, interaction_by_ttest=False)
-    others = (time.perf_counter() - start) / len(sample)
-    start = time.perf_counter()
-    for j in sample:
-        scipy_tests(cells, neutral, j, interaction_by_ttest=True)
-    cheapest = (time.perf_counter() - start) / len(sample)
-    return {"ols": ols, "others": others, "cheapest": cheapest}
+        for x in values.values():
+            column = x[:, j]
+            ttost_paired(column, np.zeros_like(column), -delta, delta)
+            stats.ttest_1samp(column - delta, 0.0, alternative="greater")
+            stats.ttest_1samp(column + delta, 0.0, alternative="less")
+    return (time.perf_counter() - start) / len(sample)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=160)
+    parser.add_argument("--writing", type=int, default=33)
     parser.add_argument("--layers", type=int, default=30)
     parser.add_argument("--d-mlp", type=int, default=1536)
-    parser.add_argument("--sample", type=int, default=300, help="neurons timed in the scipy loop")
-    parser.add_argument("--ols-sample", type=int, default=20, help="neurons timed in the statsmodels OLS loop")
+    parser.add_argument("--sample", type=int, default=200, help="neurons timed in the per-neuron loop")
     args = parser.parse_args()
     n_neurons = args.layers * args.d_mlp
-    inputs = synthetic(args.pairs, args.layers, args.d_mlp)
-    print(f"data: {args.pairs} prompt pairs + {args.pairs} neutral prompts, {args.layers} x {args.d_mlp} = "
-          f"{n_neurons:,} neurons; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-
-    diff_arrays(synthetic(20, 2, 64), DiffConfig())  # warm up imports and caches
+    inputs = synthetic(args.prompts, args.writing, args.layers, args.d_mlp)
+    design = emoji_design(writing=True)
+    print(f"data: {args.prompts} emoji prompts x 3 conditions + {args.writing} replies, {args.layers} x {args.d_mlp} = "
+          f"{n_neurons:,} neurons, {len(design.contrasts)} contrasts; {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    diff_inputs(synthetic(20, 8, 2, 64), design, DiffConfig())  # warm up imports and caches
     start = time.perf_counter()
-    result = diff_arrays(inputs, DiffConfig())
+    result = diff_inputs(inputs, design, DiffConfig())
     vectorised = time.perf_counter() - start
-    print(f"vectorised diff_arrays (6 tests incl. Wilcoxon, effect sizes, FDR, classes): {vectorised:.1f} s "
-          f"({len(result.table):,} rows)")
-
-    rng = np.random.default_rng(1)
-    sample = rng.choice(n_neurons, args.sample, replace=False)
-    per = per_neuron_seconds(inputs, sample, sample[: args.ols_sample])
+    print(f"vectorised diff (minimum-effect + TOST per contrast, effect sizes, FDR, classes, outliers, split-half): "
+          f"{vectorised:.1f} s ({len(result.table):,} rows)")
+    sample = np.random.default_rng(1).choice(n_neurons, args.sample, replace=False)
+    per = per_neuron_seconds(inputs, sample, 0.2)
     start = time.perf_counter()
-    for _ in range(6):
-        multipletests(rng.uniform(size=n_neurons), method="fdr_bh")
-    correction = time.perf_counter() - start
-    loop = (per["ols"] + per["others"]) * n_neurons + correction
-    cheapest = per["cheapest"] * n_neurons + correction
-    print(f"per-neuron loop, timed on a sample and EXTRAPOLATED to {n_neurons:,} neurons:")
-    print(f"  statsmodels OLS interaction fit: {per['ols'] * 1e3:.0f} ms/neuron (timed on {args.ols_sample} neurons)")
-    print(f"  scipy change/Wilcoxon/selectivity/neutral tests: {per['others'] * 1e3:.2f} ms/neuron "
-          f"(timed on {args.sample} neurons)")
-    print(f"  statsmodels loop total: {loop:,.0f} s = {loop / 3600:.1f} h "
+    for _ in range(2 * len(design.contrasts)):
+        multipletests(np.random.default_rng(2).uniform(size=n_neurons), method="fdr_bh")
+    loop = per * n_neurons + time.perf_counter() - start
+    print(f"per-neuron loop (statsmodels ttost_paired + 2 scipy ttest_1samp per contrast), timed on {args.sample} "
+          f"neurons and EXTRAPOLATED to {n_neurons:,}: {per * 1e3:.1f} ms/neuron, {loop:,.0f} s "
           f"-> vectorised is {loop / vectorised:,.0f}x faster")
-    print(f"  cheapest loop (interaction as ttest on the contrast, same p): {per['cheapest'] * 1e3:.2f} ms/neuron, "
-          f"{cheapest:,.0f} s -> vectorised is {cheapest / vectorised:,.0f}x faster")
 
 
 if __name__ == "__main__":

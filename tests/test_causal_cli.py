@@ -1,87 +1,86 @@
-"""The causal subcommands end to end on tiny models: each writes JSON a report can read."""
+"""The causal subcommands on tiny models: the CLI gives the API's numbers, and writes what a user needs."""
 
 from __future__ import annotations
 
 import copy
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from activations import load_model
+from interp.causal import CausalSetup, ScreenConfig, SweepConfig, run_causal
 from interp.cli import main
-from interp.interventions.export import CHECK_FILE, PROVENANCE_FILE
+from interp.interventions.export import PROVENANCE_FILE
+
+REPLIES = ["Yes! 🎉 Parties are great. I love them.", "Because it is fun 😄 and loud. Not quiet.",
+           "Sure. 🙂 Okay then!", "Dancing all night! 🥳 Then sleep. Wow.", "Great day. 😄 Lovely. Yes."]
+SETUP = CausalSetup(n_contexts=4, n_neutral=3, reference_neutral=6, batch_size=4)
+SCREEN = ScreenConfig(n_shortlist=4, n_guard=2, n_random=6)
+SWEEP = SweepConfig(k_grid=(1, 4, 12), interventions=("mean", "zero"), n_random=3, target_reduction=0.02,
+                    kl_budget=10.0, ppl_budget=10.0)
+FLAGS = ["--n-contexts", "4", "--n-neutral", "3", "--reference-neutral", "6", "--batch-size", "4",
+         "--screen-n-shortlist", "4", "--screen-n-guard", "2", "--screen-n-random", "6", "--k-grid", "1,4,12",
+         "--interventions", "mean,zero", "--n-random", "3", "--target-reduction", "0.02", "--kl-budget", "10",
+         "--ppl-budget", "10"]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory, tiny_llama):
-    root = tmp_path_factory.mktemp("cli")
-    pd.DataFrame({
-        "layer": [2, 0, 1, 2, 0, 1],
-        "index": [5, 3, 9, 1, 4, 2],
-        "class": ["amplified", "activated", "", "emoji_selective", "suppressed", "amplified"],
-    }).to_csv(root / "neurons.csv", index=False)
-    (root / "questions.txt").write_text("What do you think about jazz?\nHow was the beach?\n")
-    (root / "neutral.txt").write_text("The train leaves at nine.\nWater boils at one hundred degrees.\n")
-    merged = copy.deepcopy(tiny_llama.model)  # a stand-in fine-tune on disk, loadable by spec
+@pytest.fixture
+def workdir(tmp_path, tiny_llama):
+    merged = copy.deepcopy(tiny_llama.model)  # a stand-in fine-tune on disk, loadable by its folder
+    generator = torch.Generator().manual_seed(2)
     with torch.no_grad():
-        merged.model.layers[1].mlp.up_proj.weight.mul_(1.5)
-    merged.save_pretrained(root / "merged")
-    tiny_llama.tokenizer.save_pretrained(root / "merged")
-    return root
+        for name, param in merged.named_parameters():
+            if "mlp" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * param.std() * 0.5)
+    merged.save_pretrained(tmp_path / "merged")
+    tiny_llama.tokenizer.save_pretrained(tmp_path / "merged")
+    layers, index = np.meshgrid(np.arange(3), np.arange(128), indexing="ij")
+    flagged = np.zeros(3 * 128, dtype=bool)
+    flagged[[5, 130, 260, 300]] = True
+    outlier = np.zeros(3 * 128, dtype=bool)
+    outlier[7] = True
+    pd.DataFrame({"layer": layers.ravel(), "index": index.ravel(), "rank": np.where(flagged, np.cumsum(flagged), 0),
+                  "flagged": flagged, "outlier": outlier}).to_csv(tmp_path / "neurons.csv", index=False)
+    (tmp_path / "writing.jsonl").write_text("".join(
+        json.dumps({"id": f"t{i}", "question": f"Question {i}?", "text": text}) + "\n" for i, text in enumerate(REPLIES)))
+    return tmp_path
 
 
-def _common(root) -> list[str]:
-    return ["--neurons", str(root / "neurons.csv"), "--questions", str(root / "questions.txt"),
-            "--neutral", str(root / "neutral.txt"), "--batch-size", "2"]
+def test_ablate_gives_the_api_numbers(workdir) -> None:
+    args = ["--merged", str(workdir / "merged"), "--base", "tiny-random-llama", "--neurons", str(workdir / "neurons.csv"),
+            "--writing", str(workdir / "writing.jsonl")]
+    assert main(["ablate", *args, *FLAGS, "--out", str(workdir / "cli")]) == 0
+    api = run_causal(str(workdir / "merged"), "tiny-random-llama", workdir / "neurons.csv", workdir / "writing.jsonl",
+                     SETUP, SCREEN, SWEEP)
+    cli = json.loads((workdir / "cli" / "sweep.json").read_text())
+    assert cli == json.loads(json.dumps(api.sweep.to_dict()))  # the same settings, the same numbers
+    assert {c["ranking"] for c in cli["conditions"]} == {"selective", "emoji_specific"}
+    assert (workdir / "cli" / "screen.csv").is_file()
+    assert main(["ablate", *args, *FLAGS, "--out", str(workdir / "cli")]) == 2  # refuses to overwrite
 
 
-def test_ablate_writes_dose_response(workdir) -> None:
-    out = workdir / "ablate"
-    args = ["ablate", "--model", "tiny-random-llama", "--top-k", "1,3,100", "--random-sets", "2",
-            "--max-new-tokens", "2", "--out", str(out), *_common(workdir)]
-    assert main(args) == 0
-    result = json.loads((out / "dose_response.json").read_text())
-    assert [p["k"] for p in result["points"]] == [1, 3, 5]  # 5 flagged rows: the grid is capped
-    assert {"emoji_mass", "emoji_rate", "kl_neutral", "ppl_neutral"} <= set(result["baseline"])
-    assert (out / "generations.jsonl").read_text().count("\n") == (1 + 3 * 3) * 2
-    assert main(args) == 2, "refuses to overwrite without --overwrite"
-    assert main([*args, "--overwrite", "--mode", "mean"]) == 0
+@pytest.mark.parametrize("method", ["mean", "zero"])
+def test_suppress_exports_a_plain_model_that_matches_the_hook(workdir, method, capsys) -> None:
+    out = workdir / f"suppressed-{method}"
+    argv = ["suppress", "--model", str(workdir / "merged"), "--neurons", str(workdir / "neurons.csv"), "--top-k", "3",
+            "--method", method, "--reference-neutral", "6", "--n-neutral", "3", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["check"]["ok"] and report["export"]["n_neurons"] == 3
+    assert json.loads((out / PROVENANCE_FILE).read_text())["neurons"] == [[0, 5], [1, 2], [2, 4]]
 
 
-def test_patch_writes_sufficiency_and_necessity(workdir) -> None:
-    out = workdir / "patch"
-    assert main(["patch", "--base", "tiny-random-llama", "--merged", str(workdir / "merged"), "--top-k", "3",
-                 "--max-new-tokens", "2", "--out", str(out), *_common(workdir)]) == 0
-    result = json.loads((out / "patching.json").read_text())
-    point = result["points"][0]
-    assert point["k"] == 3 and {"sufficiency", "necessity", "sufficiency_recovered"} <= set(point)
-
-
-def test_attribute_writes_summary_and_all_scores(workdir) -> None:
-    out = workdir / "attribution.json"
-    assert main(["attribute", "--base", "tiny-random-llama", "--merged", str(workdir / "merged"), "--check", "5",
-                 "--questions", str(workdir / "questions.txt"), "--out", str(out)]) == 0
-    result = json.loads(out.read_text())
-    assert result["n_neurons"] == 3 * 128 and len(result["check"]["neurons"]) == 5
-    scores = pd.read_csv(out.with_suffix(".csv"))
-    assert len(scores) == 3 * 128 and list(scores.columns) == ["layer", "index", "estimate"]
-    # only layer 1's up_proj changed, so layers 0's neurons (upstream of it) carry no difference
-    assert (scores[scores.layer == 0].estimate == 0).all()
-
-
-def test_suppress_exports_a_loadable_model_that_matches_ablation(workdir) -> None:
-    out = workdir / "suppressed"
-    assert main(["suppress", "--model", "tiny-random-llama", "--neurons", str(workdir / "neurons.csv"),
-                 "--top-k", "3", "--questions", str(workdir / "questions.txt"), "--out", str(out)]) == 0
-    check = json.loads((out / CHECK_FILE).read_text())
-    assert check["ok"] and check["generations_equal"]
-    assert json.loads((out / PROVENANCE_FILE).read_text())["neurons"] == [[0, 3], [2, 1], [2, 5]]
-    assert load_model(str(out)).model.model.layers[2].mlp.down_proj.weight[:, [1, 5]].abs().sum() == 0
-
-
-def test_bad_top_k_is_one_line_error(workdir, capsys) -> None:
-    with pytest.raises(SystemExit):
-        main(["ablate", "--model", "tiny-random-llama", "--top-k", "ten", "--out", "x", *_common(workdir)])
-    assert "comma-separated" in capsys.readouterr().err
+def test_bad_inputs_are_one_line_errors(workdir, capsys) -> None:
+    base = ["suppress", "--model", str(workdir / "merged"), "--neurons", str(workdir / "neurons.csv"),
+            "--out", str(workdir / "x")]
+    assert main([*base, "--top-k", "99"]) == 2
+    assert "exceeds the 4 flagged neurons" in capsys.readouterr().err
+    assert main([*base]) == 2
+    assert "--top-k" in capsys.readouterr().err
+    (workdir / "empty.jsonl").write_text(json.dumps({"id": "a", "question": "Q?", "text": "No emoji here."}) + "\n")
+    assert main(["attribute", "--merged", str(workdir / "merged"), "--base", "tiny-random-llama", "--neurons",
+                 str(workdir / "neurons.csv"), "--writing", str(workdir / "empty.jsonl"), "--out",
+                 str(workdir / "s.json")]) == 2
+    assert "no reply holds both an emoji" in capsys.readouterr().err

@@ -1,240 +1,236 @@
-"""Causal experiments on tiny models: batches, cross-patched generation, patching, dose-response."""
+"""Causal machinery on tiny models, each checked against an independent recomputation: batches, the
+proxy engine vs plain hooked passes, stacked interventions, matched controls, write norms, the
+screen vs exact patching, the sweep's choice, and the verdict's intervals."""
 
 from __future__ import annotations
 
 import copy
-import json
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
+from statsmodels.stats.proportion import proportion_confint
 
 from activations.hooks import any_hooks
+from activations.prompt_sets import load_prompt_set
+from activations.sampling import SampledReply
 from activations.sites import neuron_sites
+from activations.writing import writing_prompts
 from interp.causal import (
-    DoseResponseConfig,
-    GenerationConfig,
-    Hooked,
-    PatchingConfig,
-    QuestionSet,
-    Stacked,
-    dose_response,
-    emoji_suite,
-    generate_cross_patched,
-    generate_replies,
-    measure,
-    measure_stacked,
-    patching_experiment,
+    SweepConfig,
+    build_proxy_suite,
+    chat_batch,
+    matched_random_sets,
+    measure_sets,
+    strata,
+    suppression_verdict,
+    sweep,
     teacher_forced_batch,
+    write_norms,
+    writing_batch,
 )
 from interp.causal.inputs import scored_forward
-from interp.causal.results import interval
-from interp.causal.suite import ablation_reference
-from interp.interventions import NeuronSet, ablate, ablate_stacked, layer_widths, patch, record_neurons, scale
+from interp.causal.metrics import emoji_token_ids
+from interp.causal.screen import ScreenConfig, screen
+from interp.causal.uncertainty import clopper_pearson, rate, relative_cut, wilson
+from interp.interventions import NeuronSet, ablate, content_reference, intervene_stacked, layer_widths, patch
 
-QUESTIONS = QuestionSet(("q1", "q2"), ("What do you think about jazz?", "How was the beach?"),
-                        ("I love it, great fun", "Sunny and warm"), "inline")
-NEUTRAL = ["The train leaves at nine in the morning.", "Water boils at one hundred degrees."]
-
-
-def _suite(tokenizer, max_new_tokens: int = 4):
-    return emoji_suite(tokenizer, QUESTIONS, NEUTRAL, batch_size=2,
-                       generation=GenerationConfig(max_new_tokens=max_new_tokens, batch_size=2))
+REPLIES = ["Yes! 🎉 Parties are great. I love them.", "Because it is fun 😄 and loud. Not quiet.",
+           "Sure. 🙂 Okay then!", "Dancing all night! 🥳 Then sleep. Wow."]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def planted(tiny_llama):
-    """A "merged" model that differs from base only in the neurons' inputs (gate/up projections):
-    patching every neuron from merged into base must then reproduce merged exactly."""
-    base = tiny_llama.model
+    """A "merged" model that differs from base in its MLP weights (a stand-in fine-tune)."""
+    base = copy.deepcopy(tiny_llama.model)
     merged = copy.deepcopy(base)
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, param in merged.named_parameters():
-            if "gate_proj" in name or "up_proj" in name:
-                param.add_(torch.randn(param.shape, generator=generator) * param.std())
-    return base, merged
+            if "mlp" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * param.std() * 0.5)
+    return base, merged, tiny_llama.tokenizer
 
 
-def _all_neurons(model) -> NeuronSet:
-    return NeuronSet.from_pairs([(layer, i) for layer, width in layer_widths(model).items() for i in range(width)])
+def _suite(merged, base, tokenizer):
+    writing = writing_prompts(["a", "b", "c", "d"], ["Do you like parties?", "Why?", "Ok?", "Plans?"], REPLIES)
+    neutral = load_prompt_set("neutral").texts
+    return build_proxy_suite(merged, writing_batch(tokenizer, writing), chat_batch(tokenizer, neutral[:3]),
+                             emoji_token_ids(tokenizer), batch_size=2, donor=base), neutral
 
 
-def test_teacher_forced_batch_scores_the_continuation() -> None:
-    from activations.embedded import embedded_tokenizer
-
-    tokenizer = embedded_tokenizer()
-    batch = teacher_forced_batch(tokenizer, ["Hi", "A longer prompt here"], ["there you go", ""], template="raw")
-    head = len(tokenizer("Hi").input_ids)
-    tail = len(tokenizer("there you go", add_special_tokens=False).input_ids)
-    assert batch.score_mask[0].nonzero().flatten().tolist() == list(range(head - 1, head + tail - 1))
-    last = int(batch.attention_mask[1].sum()) - 1
-    assert batch.score_mask[1].nonzero().flatten().tolist() == [last]  # no continuation: the first reply token
-    assert not (batch.score_mask & ~batch.attention_mask.bool()).any()
-
-
-@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
-def test_cross_patched_generation_with_itself_equals_generate(which, request) -> None:
-    loaded = request.getfixturevalue(which)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    prompts = ["Tell me a story about", "Hi"]  # different lengths: left padding is exercised
-    config = GenerationConfig(max_new_tokens=6, batch_size=2)
-    neurons = NeuronSet.from_pairs([(0, 1), (1, 2), (2, 3)])
-    assert generate_cross_patched(model, model, neurons, tokenizer, prompts, config) == \
-        generate_replies(model, tokenizer, prompts, config)
-
-
-def test_cross_patched_generation_agrees_with_forward_patch(planted, tiny_llama) -> None:
-    base, merged = planted
+def test_writing_and_chat_batches_score_where_they_should(tiny_llama):
     tokenizer = tiny_llama.tokenizer
-    neurons = NeuronSet.from_pairs([(layer, i) for layer in range(3) for i in range(0, 128, 2)])
-    prompt = "Tell me a story about"
-    replies = generate_cross_patched(base, merged, neurons, tokenizer, [prompt], GenerationConfig(max_new_tokens=6))
-    ids = tokenizer(prompt + replies[0], return_tensors="pt", add_special_tokens=False).input_ids
-    n_prompt = len(tokenizer(prompt, add_special_tokens=False).input_ids)
-    with torch.no_grad(), patch(base, neurons, record_neurons(merged, ids)):
-        teacher = base(ids).logits[0, n_prompt - 1 : -1].argmax(-1)
-    # re-tokenising the decoded text can merge tokens differently; compare the decoded strings
-    assert tokenizer.decode(teacher) == replies[0]
-    assert not any_hooks(neuron_sites(base))
+    writing = writing_prompts(["a"], ["Do you like parties?"], [REPLIES[0]])
+    batch = writing_batch(tokenizer, writing)
+    assert batch.score_mask[:, -1].all() and batch.score_mask.sum() == 1  # left-padded: the last column
+    assert tokenizer.decode(batch.input_ids[0, -1:]) == "!"  # the token before the emoji
+    chats = chat_batch(tokenizer, ["The train leaves at nine."])
+    scored = chats.input_ids[0][chats.score_mask[0]]
+    assert tokenizer.decode(scored[1:]).startswith("The train leaves")  # from the token before the text on
 
 
-def test_patching_every_neuron_recovers_the_planted_difference(planted, tiny_llama) -> None:
-    base, merged = planted
-    suite = _suite(tiny_llama.tokenizer)
-    everything = _all_neurons(base)
-    ranked = list(everything)
-    result = patching_experiment(base, merged, tiny_llama.tokenizer, ranked, suite,
-                                 PatchingConfig(k_grid=(len(ranked),)), names=("base", "merged"))
-    point = result.points[0]
-    assert point.k == len(ranked)
-    assert point.sufficiency["emoji_mass"] == pytest.approx(result.merged["emoji_mass"], rel=1e-5)
-    assert point.necessity["emoji_mass"] == pytest.approx(result.base["emoji_mass"], rel=1e-5)
-    assert point.sufficiency_recovered["emoji_mass"] == pytest.approx(1.0, abs=1e-3)
-    assert point.necessity_recovered["emoji_mass"] == pytest.approx(0.0, abs=1e-3)
-    texts = {(r["condition"], r["id"]): r["text"] for r in result.generations}
-    assert all(texts[("sufficiency", q)] == texts[("merged", q)] for q in QUESTIONS.ids)
-    assert all(texts[("necessity", q)] == texts[("base", q)] for q in QUESTIONS.ids)
-    assert "cross-patched" in result.to_dict()["generation_variant"]
+def test_scored_forward_with_left_padding_equals_each_row_alone(tiny_gpt2):
+    # GPT-2 has absolute positions: left padding is exact only with position ids counted over real tokens
+    tokenizer, model = tiny_gpt2.tokenizer, tiny_gpt2.model
+    writing = writing_prompts(["a", "b"], ["Hi?", "Why do you think so?"], REPLIES[:2])
+    batch = writing_batch(tokenizer, writing)
+    with torch.no_grad():
+        logits, _ = scored_forward(model, batch)
+        for row in range(2):
+            real = batch.attention_mask[row].bool()
+            alone = model(input_ids=batch.input_ids[row][real][None]).logits[0, -1]
+            torch.testing.assert_close(logits[row, -1], alone, rtol=1e-4, atol=1e-4)
 
 
-def test_side_effects_zero_for_identity_and_positive_for_ablation(tiny_llama) -> None:
+@pytest.mark.parametrize("mode", ["mean", "zero", "patch"])
+def test_proxy_measurements_equal_plain_hooked_passes(planted, mode):
+    base, merged, tokenizer = planted
+    suite, neutral = _suite(merged, base, tokenizer)
+    assert suite.resumable
+    means = content_reference(merged, tokenizer, neutral[5:9]).means
+    sets = [NeuronSet.from_pairs([(2, 5)]), NeuronSet.from_pairs([(1, 3), (2, 7)]), NeuronSet.from_pairs([(0, 1)])]
+    results = measure_sets(merged, suite, sets, mode, means if mode == "mean" else None, max_copies=2)
+    for neurons, result in zip(sets, results):
+        log_mass = []
+        with torch.no_grad():
+            for index, chunk in enumerate(suite.contexts):
+                edit = patch(merged, neurons, suite.donor_values["contexts"][index]) if mode == "patch" \
+                    else ablate(merged, neurons, mode, means if mode == "mean" else None)
+                with edit:
+                    logits = merged(**chunk.model_inputs()).logits[:, -1].float()
+                ids = suite.emoji_ids
+                log_mass.append(torch.logsumexp(logits[:, ids], -1) - torch.logsumexp(logits, -1))
+        np.testing.assert_allclose(result.log_mass, torch.cat(log_mass).numpy(), atol=1e-5)
+        assert result.kl_neutral > 0 and np.isfinite(result.ppl_neutral)
+    assert not any_hooks(neuron_sites(merged))
+
+
+def test_stacked_interventions_edit_each_copy_like_their_own(tiny_llama):
     model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
-    suite = _suite(tokenizer, max_new_tokens=0)
-    neurons = NeuronSet.from_pairs([(1, i) for i in range(64)])
-    identity = measure(model, tokenizer, suite, Hooked(lambda m: scale(m, neurons, 1.0))).metrics
-    ablated = measure(model, tokenizer, suite, Hooked(lambda m: ablate(m, neurons))).metrics
-    assert identity["kl_neutral"] == 0.0
-    assert ablated["kl_neutral"] > 1e-6
-    assert ablated["ppl_neutral"] != identity["ppl_neutral"] and ablated["ppl_neutral"] > 1
-
-
-@pytest.mark.parametrize("mode", ["zero", "mean", "resample"])
-def test_dose_response_caps_k_matches_random_sets_and_saves(mode, tiny_llama, tmp_path) -> None:
-    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
-    suite = _suite(tokenizer, max_new_tokens=3 if mode == "zero" else 0)
-    ranked = [(2, 5), (0, 3), (1, 9), (2, 1), (0, 4)]
-    reference = ablation_reference(model, tokenizer, mode, NEUTRAL, batch_size=2)
-    config = DoseResponseConfig(k_grid=(1, 3, 1000), mode=mode, n_random=2, seed=1)
-    result = dose_response(model, tokenizer, ranked, suite, config, reference=reference, model_name="tiny")
-    assert [p.k for p in result.points] == [1, 3, 5]
-    assert result.baseline["kl_neutral"] == 0.0
-    for point in result.points:
-        assert point.per_layer == NeuronSet.from_pairs(ranked[: point.k]).counts()
-        assert point.random["emoji_mass"].n == 2 and len(point.random_sets) == 2
-        assert point.random["emoji_mass"].low <= point.random["emoji_mass"].mean <= point.random["emoji_mass"].high
-    assert result.points[-1].flagged["kl_neutral"] > 0
-    if suite.generates:
-        # baseline + (flagged + 2 random) per k, one record per question
-        assert len(result.generations) == (1 + 3 * 3) * len(QUESTIONS.ids)
-    path = result.save(tmp_path)
-    saved = json.loads(path.read_text())
-    assert saved["config"]["mode"] == mode and len(saved["points"]) == 3
-    assert (tmp_path / "generations.jsonl").exists()
-    with pytest.raises(FileExistsError):
-        result.save(tmp_path)
-    assert not any_hooks(neuron_sites(model))
-
-
-def test_interval_is_a_t_interval() -> None:
-    iv = interval([1.0, 2.0, 3.0])
-    # mean 2, sd 1, t(0.975, 2) = 4.3027
-    assert iv.mean == 2.0 and iv.high - 2.0 == pytest.approx(4.302653 / 3**0.5, rel=1e-5)
-    assert interval([5.0]).low == 5.0
-
-
-def _stacked_sets(model) -> list[NeuronSet]:
-    widths = layer_widths(model)
-    return [NeuronSet.from_pairs([(2, 5), (0, 3)]), NeuronSet.from_pairs([(2, 7), (0, widths[0] - 1)]),
-            NeuronSet.from_pairs([(1, i) for i in range(40)])]
-
-
-@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
-def test_stacked_ablation_edits_each_copy_like_its_own_ablate(which, request) -> None:
-    loaded = request.getfixturevalue(which)
-    model, sets = loaded.model, _stacked_sets(loaded.model)
-    batch = teacher_forced_batch(loaded.tokenizer, QUESTIONS.questions, QUESTIONS.answers)
+    batch = teacher_forced_batch(tokenizer, ["What do you think about jazz?", "How was the beach?"],
+                                 ["I love it, great fun", "Sunny and warm"])
     ids, mask = batch.input_ids, batch.attention_mask
+    sets = [NeuronSet.from_pairs([(2, 5), (0, 3)]), NeuronSet.from_pairs([(1, i) for i in range(40)])]
     with torch.no_grad():
         separate = []
         for neurons in sets:
             with ablate(model, neurons):
                 separate.append(model(input_ids=ids, attention_mask=mask).logits)
-        with ablate_stacked(model, sets):
-            stacked = model(input_ids=ids.repeat(len(sets), 1), attention_mask=mask.repeat(len(sets), 1)).logits
-    for copy_logits, own in zip(stacked.unflatten(0, (len(sets), len(ids))), separate):
+        with intervene_stacked(model, sets, "zero"):
+            stacked = model(input_ids=ids.repeat(2, 1), attention_mask=mask.repeat(2, 1)).logits
+    for copy_logits, own in zip(stacked.unflatten(0, (2, len(ids))), separate):
         torch.testing.assert_close(copy_logits, own, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(separate[0], separate[2])  # the copies really differ
+    with pytest.raises(ValueError, match="stacked copies"), intervene_stacked(model, sets + sets[:1], "zero"):
+        model(input_ids=ids)
     assert not any_hooks(neuron_sites(model))
 
 
-def test_stacked_ablation_refuses_a_batch_that_is_not_stacked(tiny_llama) -> None:
-    sets = _stacked_sets(tiny_llama.model)
-    ids = torch.ones(4, 5, dtype=torch.long)  # 4 rows cannot be 3 stacked copies
-    with pytest.raises(ValueError, match="stacked copies"), ablate_stacked(tiny_llama.model, sets):
-        tiny_llama.model(input_ids=ids)
-    assert not any_hooks(neuron_sites(tiny_llama.model))
+def test_write_norms_and_strata(tiny_llama, tiny_gpt2):
+    for loaded in (tiny_llama, tiny_gpt2):
+        model = loaded.model
+        square = {layer: torch.rand(width) for layer, width in layer_widths(model).items()}
+        norms = write_norms(model, square)
+        site = neuron_sites(model)[1]
+        weight = site.module.weight.detach()
+        column = weight[:, 7] if type(site.module).__name__ != "Conv1D" else weight[7, :]
+        assert norms[1, 7] == pytest.approx(float(square[1][7] * column.square().sum()), rel=1e-5)
+    decile = strata(norms)
+    assert decile.min() == 0 and decile.max() == 9
+    for row, layer_norms in zip(decile, norms):  # ten equal strata per layer, ordered by write norm
+        counts = np.bincount(row, minlength=10)
+        assert counts.sum() == len(row) and counts.max() - counts.min() <= 1
+        assert layer_norms[row == 0].max() <= layer_norms[row == 9].min()
 
 
-@pytest.mark.parametrize("mode", ["zero", "mean"])
-def test_measure_stacked_agrees_with_measuring_each_set(mode, tiny_llama) -> None:
-    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
-    suite = _suite(tokenizer, max_new_tokens=5)
-    sets = _stacked_sets(model)
-    reference = ablation_reference(model, tokenizer, mode, NEUTRAL, batch_size=2)
-    stacked = measure_stacked(model, tokenizer, suite,
-                              Stacked(lambda m: ablate_stacked(m, sets, mode, reference), len(sets)))
-    for neurons, together in zip(sets, stacked):
-        alone = measure(model, tokenizer, suite, Hooked(lambda m, s=neurons: ablate(m, s, mode, reference)))
-        assert together.texts == alone.texts
-        assert together.metrics.keys() == alone.metrics.keys()
-        for name, value in alone.metrics.items():
-            # KL's reference runs unstacked: batched-matmul rounding leaves a ~1e-7 floor
-            assert together.metrics[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+def test_matched_random_sets_keep_every_stratum_and_avoid_the_excluded():
+    rng = np.random.default_rng(0)
+    decile = np.stack([rng.permutation(np.repeat(np.arange(10), 10)) for _ in range(3)])  # 3 layers x 100
+    pool = np.ones((3, 100), dtype=bool)
+    pool[2, :60] = False
+    candidates = NeuronSet.from_pairs([(0, 1), (0, 2), (1, 5), (2, 70), (2, 80)])
+    for neuron in candidates:
+        pool[neuron] = False
+    drawn = matched_random_sets(candidates, decile, pool, 6, seed=4)
+    wanted = Counter((layer, int(decile[layer, i])) for layer, i in candidates)
+    for neurons in drawn.sets:
+        got = Counter((layer, int(decile[layer, i])) for layer, i in neurons)
+        assert sum(got.values()) == len(candidates) and {l for l, _ in got} == {l for l, _ in wanted}
+        assert all(pool[layer, i] for layer, i in neurons)
+    exact = [s for s in drawn.sets if Counter((l, int(decile[l, i])) for l, i in s) == wanted]
+    assert len(exact) + drawn.borrowed > 0 and len(set(drawn.sets)) == 6
+    assert matched_random_sets(candidates, decile, pool, 6, seed=4).sets == drawn.sets  # seeded
+    pool[1] = False
+    with pytest.raises(ValueError, match="layer 1 has too few neurons"):
+        matched_random_sets(candidates, decile, pool, 1, seed=0)
 
 
-def test_dose_response_stacked_equals_one_by_one(tiny_llama) -> None:
-    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
-    suite = _suite(tokenizer, max_new_tokens=3)
-    ranked = [(2, 5), (0, 3), (1, 9), (2, 1), (0, 4)]
-    results = [dose_response(model, tokenizer, ranked, suite,
-                             DoseResponseConfig(k_grid=(1, 5), n_random=2, seed=4, stacked=stacked))
-               for stacked in (True, False)]
-    assert [r["text"] for r in results[0].generations] == [r["text"] for r in results[1].generations]
-    for together, alone in zip(*(r.points for r in results)):
-        assert together.flagged == pytest.approx(alone.flagged, rel=1e-4, abs=1e-6)
-        for a, b in zip(together.random_sets, alone.random_sets):
-            assert a == pytest.approx(b, rel=1e-4, abs=1e-6)
+def test_screen_estimates_track_exact_effects_and_rank_by_selectivity(planted):
+    base, merged, tokenizer = planted
+    suite, neutral = _suite(merged, base, tokenizer)
+    means = content_reference(merged, tokenizer, neutral[5:9]).means
+    result = screen(merged, suite, means, ScreenConfig(n_shortlist=6, n_guard=2, n_random=12, kl_floor=1e-6),
+                    exclude=[(2, 0)])
+    assert result.check is not None and result.check.spearman > 0.8
+    shortlist = result.shortlist
+    assert len(shortlist) == 8 and (2, 0) not in result.ranking()
+    assert np.corrcoef(shortlist["mean_estimate"], shortlist["exact_effect"])[0, 1] > 0.8
+    verified = [n for n in result.ranking()[: len(shortlist)]]
+    selectivity = dict(zip(zip(shortlist["layer"], shortlist["index"]), shortlist["selectivity"]))
+    values = [selectivity[n] for n in verified if n in selectivity]
+    assert values == sorted(values, reverse=True)
 
 
-@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gpt2"])
-def test_scored_forward_cuts_logits_without_changing_metrics(which, request) -> None:
-    loaded = request.getfixturevalue(which)
-    batch = teacher_forced_batch(loaded.tokenizer, QUESTIONS.questions, QUESTIONS.answers)
-    metric = emoji_suite(loaded.tokenizer, QUESTIONS, None).logit_metrics["emoji_mass"]
-    with torch.no_grad():
-        full = loaded.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        logits, mask = scored_forward(loaded.model, batch)
-    span = batch.scored_span()
-    assert logits.shape[1] == span.stop - span.start < full.shape[1]
-    torch.testing.assert_close(logits, full[:, span], rtol=1e-5, atol=1e-5)
-    assert float(metric(logits, mask)) == pytest.approx(float(metric(full, batch.score_mask)), rel=1e-6)
+def test_sweep_chooses_the_smallest_passing_set_and_counts_random_sets(planted):
+    base, merged, tokenizer = planted
+    suite, neutral = _suite(merged, base, tokenizer)
+    reference = content_reference(merged, tokenizer, neutral[5:9])
+    ranking = [(2, i) for i in range(40)] + [(1, i) for i in range(40)]
+    norms = write_norms(merged, reference.mean_square)
+    pool = np.ones(norms.shape, dtype=bool)
+    config = SweepConfig(k_grid=(1, 4, 16, 64), interventions=("mean", "zero"), n_random=3, target_reduction=0.05,
+                         kl_budget=10.0, ppl_budget=10.0)
+    result = sweep(merged, suite, {"top": ranking}, reference, strata(norms), pool, config)
+    table = result.table
+    passing = table[(table["kind"] == "top") & (table["intervention"] == "mean")
+                    & (table["emoji_reduction"] >= 0.05)]
+    if result.choice["met_target"]:
+        assert result.choice["k"] == passing["k"].min()  # bisection measured every k it skipped over
+    randoms = table[table["kind"] == "random"]
+    assert len(randoms) == 3 and (randoms["k"] == result.choice["k"]).all()
+    expected = float(np.mean(randoms["emoji_reduction"] < result.choice["metrics"]["emoji_reduction"]))
+    assert result.random_beaten[f"top/{result.choice['k']}"] == expected
+
+
+def test_rate_intervals_match_statsmodels():
+    assert clopper_pearson(3, 20) == pytest.approx(proportion_confint(3, 20, method="beta"), rel=1e-9)
+    assert wilson(3, 20) == pytest.approx(proportion_confint(3, 20, method="wilson"), rel=1e-9)
+    assert clopper_pearson(0, 40)[0] == 0.0
+    at_zero = rate(np.zeros(40))
+    assert at_zero.high == pytest.approx(proportion_confint(0, 40, method="beta")[1]) and "Clopper" in at_zero.method
+    rng = np.random.default_rng(1)
+    merged, suppressed = rng.uniform(0.5, 1.0, 40), rng.uniform(0.0, 0.4, 40)
+    cut = relative_cut(merged, suppressed)
+    assert cut.low < cut.value < cut.high and cut.value == pytest.approx(1 - suppressed.mean() / merged.mean())
+
+
+def test_verdict_checks_each_criterion():
+    def replies(rates, n=5):
+        out = []
+        for q, r in enumerate(rates):
+            out += [SampledReply(f"q{q}", s, (), "fun 🎉" if s < round(r * n) else "fun.") for s in range(n)]
+        return out
+
+    merged = replies([1.0, 0.8, 1.0, 0.6] * 10)
+    suppressed = replies([0.2, 0.0, 0.2, 0.0] * 10)
+    verdict = suppression_verdict(merged, suppressed, {"kl_neutral": 0.01, "ppl_reference": 40.0, "ppl_model": 41.0},
+                                  k=7, method="mean", neurons=[(1, 2)], random_beaten=1.0)
+    assert verdict.passed and verdict.cut.value == pytest.approx(1 - 0.1 / 0.85)
+    worse = suppression_verdict(merged, suppressed, {"kl_neutral": 0.2, "ppl_reference": 40.0, "ppl_model": 50.0},
+                                k=7, method="mean", neurons=[(1, 2)], random_beaten=0.5)
+    assert worse.checks() == {"emoji_rate_cut": True, "perplexity": False, "kl": False, "random_sets": False}
+    assert "not met: perplexity, kl, random_sets" in worse.sentence()
+    with pytest.raises(ValueError, match="different questions"):
+        suppression_verdict(merged, replies([0.0] * 39), {"kl_neutral": 0, "ppl_reference": 1, "ppl_model": 1},
+                            k=1, method="mean", neurons=[], random_beaten=1.0)

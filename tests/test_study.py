@@ -1,26 +1,28 @@
-"""`interp run --quick` on the tiny model: every stage, report files, skip on rerun, resume after a kill."""
+"""`interp run --quick` on the tiny model: every stage, the report, fresh stages skipped, changed ones
+redone (settings and outputs), and a killed run resumed to the same numbers."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from interp.cli import main
-from interp.study import pipeline
+from interp.study import pipeline, stages_data
 from interp.study.config import StudyConfig
 from interp.study.pipeline import run_study
 
 QUICK = StudyConfig(model="tiny-random-llama").quick_variant()
-COMPARED = ("behavior", "neurons", "ablation", "patching", "attribution")
 
 
 def _numbers(summary: dict) -> dict:
     """The study's results, without wall-clock figures (which differ from run to run)."""
-    numbers = {key: summary.get(key) for key in COMPARED}
-    numbers["attribution"] = {k: v for k, v in (numbers["attribution"] or {}).items()
-                              if k in ("spearman", "sign_agreement")}
-    return numbers
+    return {key: summary.get(key) for key in ("behavior", "neurons", "sweep", "suppression")}
+
+
+def _ran(caplog) -> list[str]:
+    return [m.group(1) for r in caplog.records for m in [re.match(r"stage (\w+)\s+running", r.getMessage())] if m]
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +35,25 @@ def finished(tmp_path_factory):
 def test_quick_study_writes_report(finished) -> None:
     summary = json.loads((finished / "summary.json").read_text())
     assert summary["study"] == "injection" and summary["quick"] is True
-    for key in ("behavior", "neurons", "ablation", "patching", "timings"):
+    for key in ("behavior", "neurons", "sweep", "suppression", "timings"):
         assert key in summary, key
-    assert 0.0 <= summary["behavior"]["merged"]["emoji_rate"] <= 1.0
-    assert len(summary["behavior"]["merged"]["ci"]) == 2
-    assert set(summary["neurons"]["counts"]) >= {"activated", "amplified", "suppressed", "emoji_selective"}
-    assert [p["k"] for p in summary["ablation"]["per_k"]] == list(StudyConfig().quick_variant().k_grid)
+    rate = summary["behavior"]["merged"]["emoji_rate"]
+    assert rate["low"] <= rate["value"] <= rate["high"]
+    assert set(summary["neurons"]["counts"]) >= {"activated", "amplified", "suppressed", "emoji_specific", "flagged"}
+    assert summary["neurons"]["placebo"]["contrast"] == "placebo"
+    assert summary["suppression"]["k"] >= 1 and set(summary["suppression"]["checks"]) == {
+        "emoji_rate_cut", "perplexity", "kl", "random_sets"}
     html = (finished / "report.html").read_text()
-    assert "QUICK RUN" in html and html.count("data:image/png;base64,") >= 4
-    assert (finished / "report.md").read_text().count("](figures/") >= 4
+    assert "QUICK RUN" in html and html.count("data:image/png;base64,") >= 5
+    assert (finished / "report.md").read_text().count("](figures/") >= 5
+    assert (finished / "suppressed" / "config.json").is_file()
 
 
 def test_rerun_skips_every_stage(finished, caplog) -> None:
     caplog.set_level("INFO")
     before = (finished / "summary.json").read_text()
     records = run_study(QUICK, finished)
-    assert sum("skipped" in r.message for r in caplog.records) == len(pipeline.STAGES)
+    assert _ran(caplog) == []
     assert all(record.get("skipped") is True for record in records.values())
     assert (finished / "summary.json").read_text() == before
 
@@ -59,21 +64,47 @@ def test_report_rebuilds_without_recomputing(finished) -> None:
     assert (finished / "report.html").is_file()
 
 
+def test_a_changed_setting_redoes_exactly_the_stages_that_read_it(finished, caplog) -> None:
+    caplog.set_level("INFO")
+    run_study(QUICK.__class__(**{**QUICK.__dict__, "delta": 0.5}), finished)
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "report"]
+    caplog.clear()
+    run_study(QUICK, finished)  # back again: the same stages, and nothing else
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "report"]
+
+
+def test_recomputed_caches_redo_everything_downstream(finished, caplog) -> None:
+    caplog.set_level("INFO")
+    before = json.loads((finished / "stages" / "diff.json").read_text())["finished"]
+    run_study(QUICK, finished, force=("cache",))  # new files (capture times differ), so new hashes
+    assert _ran(caplog) == ["cache", "diff", "examples", "causal", "suppress", "report"]
+    assert json.loads((finished / "stages" / "diff.json").read_text())["finished"] >= before
+
+
+def test_edited_neuron_table_is_recomputed_not_trusted(finished, caplog) -> None:
+    caplog.set_level("INFO")
+    table = finished / "neurons.csv"
+    original = table.read_text()
+    table.write_text(original.replace("True", "False"))  # unflag everything
+    run_study(QUICK, finished)
+    assert _ran(caplog)[0] == "diff" and table.read_text() == original
+
+
 def test_killed_run_resumes_to_same_numbers(finished, tmp_path, monkeypatch) -> None:
     calls = {"n": 0}
-    real_capture = pipeline.capture
+    real_capture = stages_data.capture
 
     def dying_capture(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:  # the first cache of the merged model: a kill in the middle of the stage
+        if calls["n"] == 5:  # the first cache of the merged model: a kill in the middle of the stage
             raise KeyboardInterrupt
         return real_capture(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "capture", dying_capture)
+    monkeypatch.setattr(stages_data, "capture", dying_capture)
     with pytest.raises(KeyboardInterrupt):
         run_study(QUICK, tmp_path)
     assert not (tmp_path / "stages" / "cache.json").exists()
-    monkeypatch.setattr(pipeline, "capture", real_capture)
+    monkeypatch.setattr(stages_data, "capture", real_capture)
     run_study(QUICK, tmp_path)
     resumed = json.loads((tmp_path / "summary.json").read_text())
     uninterrupted = json.loads((finished / "summary.json").read_text())
@@ -83,3 +114,8 @@ def test_killed_run_resumes_to_same_numbers(finished, tmp_path, monkeypatch) -> 
 def test_force_unknown_stage_is_refused(finished) -> None:
     with pytest.raises(ValueError, match="no such stage"):
         run_study(QUICK, finished, force=("nonsense",))
+
+
+def test_stage_names_are_the_pipeline(finished) -> None:
+    assert pipeline.STAGE_NAMES == ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
+                                    "report")

@@ -59,7 +59,9 @@ class BehaviorConfig:
     trait: str | None = "extraversion"
     """Trait whose held-out questions are asked; None asks only the neutral prompts."""
     samples: int = 5
-    """Sampled responses per prompt."""
+    """Sampled responses per held-out question."""
+    neutral_samples: int | None = None
+    """Sampled responses per neutral prompt (None: ``samples``)."""
     max_questions: int | None = None
     """Ask only the first N held-out questions (None = all)."""
     neutral_prompts: int = 20
@@ -91,6 +93,8 @@ class BehaviorConfig:
             raise ValueError(f"unknown trait {self.trait!r}; expected one of {', '.join(TRAITS)} (or None)")
         if self.trait is None and self.neutral_prompts == 0:
             raise ValueError("nothing to ask: give a trait or neutral_prompts > 0")
+        if self.neutral_samples is not None and self.neutral_samples < 1:
+            raise ValueError(f"neutral_samples must be at least 1 (or None), got {self.neutral_samples}")
         for name in ("samples", "max_new_tokens", "batch_size", "bootstrap"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -285,12 +289,14 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
                for group in prompt_groups for t in group.texts]
     keys = [key for group in prompt_groups for key in sample_keys(group)]
     where = [(group, i) for group in prompt_groups for i in range(len(group.ids))]
+    counts = [(config.neutral_samples or config.samples) if group.name == "neutral" else config.samples
+              for group, _ in where]
+    jobs = [where[p] for p, count in enumerate(counts) for _ in range(count)]
     found: list[Generation] = []
     try:
-        replies = sample_replies(model, tokenizer, prompts, keys, sampling_config(config), samples=config.samples,
+        replies = sample_replies(model, tokenizer, prompts, keys, sampling_config(config), samples=counts,
                                  step_stat=emoji_mass_stat(tokenizer), desc=f"behavior {model_label}".strip())[0]
-        for job, reply in enumerate(replies):
-            group, i = where[job // config.samples]
+        for (group, i), reply in zip(jobs, replies):
             mass = float(np.mean(reply.step_stats)) if reply.step_stats else 0.0
             found.append(Generation(group.name, group.ids[i], reply.sample, group.texts[i], reply.text,
                                     len(reply.tokens), text_stats(reply.text).n_emojis, mass))

@@ -65,6 +65,19 @@ class ProxySuite:
     def n_contexts(self) -> int:
         return len(self.clean_log_mass)
 
+    def head(self, n: int) -> ProxySuite:
+        """The suite restricted to its first ``n`` writing contexts (cheaper exact checks), within
+        the first chunk; the neutral chats are kept."""
+        first = self.contexts[0]
+        n = min(n, len(first))
+        rows = slice(0, n)
+        chunk = TokenBatch(first.input_ids[rows], first.attention_mask[rows], first.score_mask[rows], first.ids[rows])
+        pick = lambda values: {k: _rows(v, rows) for k, v in values.items()}  # noqa: E731
+        blocks = None if self.clean_blocks is None else {**self.clean_blocks, "contexts": [pick(self.clean_blocks["contexts"][0])]}
+        donor = None if self.donor_values is None else {**self.donor_values, "contexts": [pick(self.donor_values["contexts"][0])]}
+        return ProxySuite([chunk], self.neutral, self.emoji_ids, self.clean_log_mass[:n], self.clean_logp,
+                          self.clean_nll, self.n_neutral_scored, donor, self.resumable, blocks)
+
     @property
     def clean_mass(self) -> float:
         return float(np.exp(self.clean_log_mass).mean())
@@ -151,6 +164,14 @@ def _record(model: nn.Module, chunk: TokenBatch) -> dict[int, Tensor]:
     with recording(neuron_sites(model)) as acts:
         model(**chunk.model_inputs())
     return dict(acts)
+
+
+def _rows(output, rows: slice):
+    if isinstance(output, Tensor):
+        return output[rows]
+    if isinstance(output, tuple):
+        return tuple(o[rows] if isinstance(o, Tensor) else o for o in output)
+    return output
 
 
 def _tile(output, copies: int):

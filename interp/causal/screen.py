@@ -19,10 +19,10 @@ unlike the tiny, saturated probability the base model assigns.
    KL's gradient is zero at the unedited model, so first order cannot estimate it).
    Selectivity = emoji effect per unit of KL, ``-dM / (KL + kl_floor)``; a shortlisted neuron whose
    KL alone exceeds ``load_bearing_kl`` is load-bearing (an outlier by behaviour) and is ranked out.
-4. A random sample of neurons is patched exactly too: the Spearman correlation of estimate and
-   exact effect there, and whether any sampled neuron's exact effect exceeds the 100th-largest
-   estimate, say whether the screen misses neurons (false negatives), not only whether its top
-   is right.
+4. A random sample of neurons is patched exactly too, on a few of the contexts (estimates
+   recomputed on the same ones): the Spearman correlation of estimate and exact effect there, and
+   whether any sampled neuron's exact effect exceeds the 100th-largest estimate, say whether the
+   screen misses neurons (false negatives), not only whether its top is right.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class ScreenConfig:
     """Further neurons taken by the largest sum of |per-position contributions| (cancellation guard)."""
     n_random: int = 200
     """Randomly sampled neurons patched exactly, to check the screen for false negatives."""
+    check_contexts: int = 3
+    """Writing contexts of that check (attribution is recomputed on the same ones): it tests the
+    first-order approximation, which needs the same inputs on both sides, not many of them."""
     kl_floor: float = 1e-4
     """Added to a neuron's KL in the selectivity ratio (nats per token), so near-zero KLs do not explode it."""
     load_bearing_kl: float = 0.01
@@ -71,8 +74,8 @@ class ScreenConfig:
     """Seed of the random sample."""
 
     def __post_init__(self) -> None:
-        if self.n_shortlist < 1 or self.n_random < 0 or self.n_guard < 0:
-            raise ValueError("n_shortlist must be >= 1, n_random and n_guard >= 0")
+        if self.n_shortlist < 1 or self.n_random < 0 or self.n_guard < 0 or self.check_contexts < 1:
+            raise ValueError("n_shortlist and check_contexts must be >= 1, n_random and n_guard >= 0")
         if self.kl_floor <= 0 or self.load_bearing_kl <= 0:
             raise ValueError("kl_floor and load_bearing_kl must be > 0")
 
@@ -82,6 +85,8 @@ class ScreenCheck:
     """Attribution vs exact patching on a random sample (step 4)."""
 
     n: int
+    n_contexts: int
+    """Writing contexts both sides were computed on."""
     spearman: float
     sign_agreement: float
     threshold: float
@@ -214,19 +219,22 @@ def screen(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor], config
                      "load_bearing": result.kl_neutral > config.load_bearing_kl})
     rng = np.random.default_rng(config.seed)
     sample = [(layers[int(f // width)], int(f % width)) for f in rng.choice(n_layers * width, config.n_random, replace=False)]
+    check_suite = suite.head(config.check_contexts)
+    check_patch = attribution(model, check_suite, means)[0] if check_suite.n_contexts < suite.n_contexts else patch
     started = time.perf_counter()
-    random_exact = measure_sets(model, suite, [NeuronSet.from_pairs([n]) for n in sample], "patch", neutral=False,
-                                max_copies=config.max_copies, desc="screen: random sample")
+    random_exact = measure_sets(model, check_suite, [NeuronSet.from_pairs([n]) for n in sample], "patch",
+                                neutral=False, max_copies=config.max_copies, desc="screen: random sample")
     per_neuron = (time.perf_counter() - started) / max(len(sample), 1)
     random_rows = pd.DataFrame({"layer": [n[0] for n in sample], "index": [n[1] for n in sample],
-                                "patch_estimate": [float(patch[layers.index(n[0]), n[1]]) for n in sample],
+                                "patch_estimate": [float(check_patch[layers.index(n[0]), n[1]]) for n in sample],
                                 "exact_effect": [r.log_mass_change for r in random_exact]})
     check = None
     if len(sample) > 2:
-        threshold = float(np.sort(np.abs(patch), axis=None)[-100]) if patch.size >= 100 else float(np.abs(patch).max())
+        top = np.sort(np.abs(check_patch), axis=None)
+        threshold = float(top[-100]) if top.size >= 100 else float(top[-1])
         exact_abs = random_rows["exact_effect"].abs()
         rho = stats.spearmanr(random_rows["patch_estimate"], random_rows["exact_effect"]).statistic
-        check = ScreenCheck(len(sample), float(rho),
+        check = ScreenCheck(len(sample), check_suite.n_contexts, float(rho),
                             float(np.mean(np.sign(random_rows["patch_estimate"]) == np.sign(random_rows["exact_effect"]))),
                             threshold, int((exact_abs > threshold).sum()),
                             float(exact_abs.max() / threshold) if threshold > 0 else float("inf"), per_neuron)

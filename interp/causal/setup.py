@@ -7,7 +7,8 @@ The inputs are files a study directory holds (and a user can give by hand):
 - the neutral prompt set, split once and for all into three disjoint parts:
   ``reference`` (the first ``reference_neutral``: means, mean squares and donor pool of content
   tokens), ``proxy`` (the next ``n_neutral``: KL and perplexity of every swept condition) and
-  ``verdict`` (the rest: side effects of the exported suppressor, never seen before);
+  ``verdict`` (the next ``verdict_neutral``: side effects of the exported suppressor, never seen
+  before);
 - the diff's neuron table (``neurons.csv``): its flagged and outlier neurons shape the random-set
   pool, and its ranking is one of the rankings swept.
 """
@@ -43,13 +44,15 @@ class CausalSetup:
     """Templated neutral chats for the KL / perplexity of every condition."""
     reference_neutral: int = 32
     """Neutral chats whose content tokens give the means, mean squares and donor pool."""
+    verdict_neutral: int = 40
+    """Neutral chats, none of them used before, on which the exported suppressor's side effects are measured."""
     batch_size: int = 8
     """Rows per forward pass."""
     seed: int = 0
     """Seeds the donor pool."""
 
     def __post_init__(self) -> None:
-        if min(self.n_contexts, self.n_neutral, self.reference_neutral, self.batch_size) < 1:
+        if min(self.n_contexts, self.n_neutral, self.reference_neutral, self.verdict_neutral, self.batch_size) < 1:
             raise ValueError("every causal setup size must be at least 1")
 
 
@@ -67,8 +70,9 @@ def split_neutral(neutral: PromptSet, setup: CausalSetup) -> NeutralSplit:
     if len(neutral) <= cut:
         raise ValueError(f"the neutral set has {len(neutral)} prompts; the causal stages need more than "
                          f"{cut} (reference {setup.reference_neutral} + proxy {setup.n_neutral} + a verdict part)")
+    end = cut + setup.verdict_neutral
     return NeutralSplit(neutral.texts[: setup.reference_neutral], neutral.texts[setup.reference_neutral : cut],
-                        neutral.texts[cut:], neutral.ids[cut:])
+                        neutral.texts[cut:end], neutral.ids[cut:end])
 
 
 def read_writing_replies(path: str | Path) -> PromptSet:

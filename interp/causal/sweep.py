@@ -50,12 +50,16 @@ class SweepConfig:
     """Top-k sizes of every ranking."""
     interventions: tuple[str, ...] = INTERVENTIONS
     """Interventions shown side by side for the primary ranking (others get only ``suppress_with``)."""
+    side_by_side_k: tuple[int, ...] = (3, 10, 30)
+    """k values at which the other interventions are measured (the suppressor's runs the whole grid)."""
     suppress_with: str = "mean"
     """The suppressor's intervention (``mean`` folds into the output bias of an exported model)."""
     n_random: int = 20
     """Matched random sets per controlled k."""
     random_k: tuple[int, ...] = ()
     """Further k values of the primary ranking that get a random cloud (the chosen k always does)."""
+    control_all_rankings: bool = False
+    """Also draw a random cloud matched to every other ranking's top set at the chosen k."""
     target_reduction: float = 0.5
     """Share of the emoji mass the suppressor must remove at the writing positions."""
     kl_budget: float = 0.05
@@ -142,9 +146,11 @@ def sweep(
         return new
 
     for ranking in rankings:
-        modes = config.interventions if ranking == primary else (config.suppress_with,)
-        for mode in dict.fromkeys((config.suppress_with, *modes)):
-            run(ranking, mode, config.k_grid)
+        run(ranking, config.suppress_with, config.k_grid)
+        if ranking == primary:
+            for mode in config.interventions:
+                if mode != config.suppress_with:
+                    run(ranking, mode, config.side_by_side_k)
     clean = {"emoji_mass": suite.clean_mass, "ppl_neutral": suite.clean_ppl}
     curve = sorted((r for r in rows if r["ranking"] == primary and r["intervention"] == config.suppress_with),
                    key=lambda r: r["k"])
@@ -171,7 +177,8 @@ def sweep(
               "metrics": {key: chosen[key] for key in ("emoji_reduction", "log_mass_change", "kl_neutral", "ppl_neutral")}}
     random_beaten, borrowed = {}, {}
     controlled = [(primary, k) for k in sorted({chosen["k"], *config.random_k})]
-    controlled += [(name, chosen["k"]) for name in rankings if name != primary]
+    if config.control_all_rankings:
+        controlled += [(name, chosen["k"]) for name in rankings if name != primary]
     for ranking, k in controlled:
         k = min(k, len(rankings[ranking]))
         found = [r for r in rows if r["ranking"] == ranking and r["intervention"] == config.suppress_with

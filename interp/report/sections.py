@@ -144,7 +144,8 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
         random = screen["random"]
         blocks += [Paragraph(f"**Screen** (necessity direction: the merged model's neurons given their base values; "
                              f"metric log P(emoji) where the merged model wrote one). On {check['n']} randomly chosen "
-                             f"neurons patched exactly, attribution and exact effects have Spearman "
+                             f"neurons patched exactly (on {check.get('n_contexts', '?')} writing contexts, "
+                             f"estimates recomputed on the same), attribution and exact effects have Spearman "
                              f"{num(check['spearman'], '.3f')} (signs agree {num(check['sign_agreement'], '.0f', 100)}%); "
                              f"{check['n_above_threshold']} sampled neuron(s) exceed the 100th-largest estimate "
                              f"(largest at {num(check['max_exact_over_threshold'], '.1f')}x). Load-bearing "

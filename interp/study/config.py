@@ -61,9 +61,9 @@ class StudyConfig:
     """Neutral chats for the proxy's KL and perplexity."""
     reference_neutral: int = 32
     """Neutral chats whose content tokens give the ablation means and donor pool."""
-    screen_shortlist: int = 48
+    screen_shortlist: int = 32
     """Neurons the screen verifies exactly (plus ``screen_guard`` by |contributions|)."""
-    screen_guard: int = 16
+    screen_guard: int = 8
     """Cancellation guard of the screen."""
     screen_random: int = 200
     """Randomly chosen neurons patched exactly to check the screen for false negatives."""

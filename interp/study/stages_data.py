@@ -28,7 +28,8 @@ def behavior_config(c: StudyConfig, samples: int):
     from training.behavior import BehaviorConfig
 
     return BehaviorConfig(trait=c.trait, samples=samples, max_questions=c.behavior_questions,
-                          neutral_prompts=c.behavior_neutral, max_new_tokens=c.max_new_tokens, seed=c.seed)
+                          neutral_prompts=c.behavior_neutral, neutral_samples=1, max_new_tokens=c.max_new_tokens,
+                          seed=c.seed)
 
 
 def stage_behavior(ctx: StageContext) -> dict[str, Any]:
