@@ -174,15 +174,21 @@ def test_neuron_index_out_of_range_is_a_clear_error(tiny_llama) -> None:
         pass
 
 
-def test_mean_reference_from_cache_matches_measured_means(tiny_llama, tmp_path) -> None:
+def test_mean_references_are_content_token_means(tiny_llama, tmp_path) -> None:
     from activations.capture import capture
-    from interp.interventions import mean_reference_from_cache
+    from interp.interventions import content_reference, mean_reference_from_cache
 
     texts = ["The weather today is lovely", "My favourite food is soup", "Tell me more"]
     capture(tiny_llama, None, texts, tmp_path / "cache.h5", template="raw", batch_size=2).close()
     from_cache = mean_reference_from_cache(tmp_path / "cache.h5")
+    recorded = content_reference(tiny_llama.model, tiny_llama.tokenizer, texts, template="raw")
     enc = _encode(tiny_llama, texts)
-    measured = mean_activations(tiny_llama.model, [(enc.input_ids, enc.attention_mask)])
-    assert sorted(from_cache) == [0, 1, 2]
+    # by hand: every real token except each text's first (position 0 never enters a content mean)
+    content = enc.attention_mask.bool().clone()
+    content[:, 0] = False
+    acts = record_neurons(tiny_llama.model, enc.input_ids, enc.attention_mask)
+    by_hand = {layer: values[content].double().mean(0).float() for layer, values in acts.items()}
+    assert sorted(from_cache) == [0, 1, 2] and recorded.n_tokens == int(content.sum())
     for layer in from_cache:
-        torch.testing.assert_close(from_cache[layer], measured[layer], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(from_cache[layer], by_hand[layer], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(recorded.means[layer], by_hand[layer], rtol=1e-4, atol=1e-5)

@@ -12,8 +12,8 @@ from training.emoji_tokens import begins_emoji, counted_emojis, emoji_mass_from_
 
 
 @pytest.fixture(scope="module")
-def emoji_ids(tiny_llama: LoadedModel) -> torch.Tensor:
-    return emoji_start_token_ids(tiny_llama.tokenizer)
+def emoji_ids(_tiny_llama: LoadedModel) -> torch.Tensor:
+    return emoji_start_token_ids(_tiny_llama.tokenizer)  # read-only: the session model is not changed
 
 
 def test_first_token_of_200_sampled_emojis_is_in_the_set(tiny_llama: LoadedModel, emoji_ids: torch.Tensor) -> None:

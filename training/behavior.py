@@ -62,6 +62,8 @@ class BehaviorConfig:
     """Sampled responses per held-out question."""
     neutral_samples: int | None = None
     """Sampled responses per neutral prompt (None: ``samples``)."""
+    reference_mass: bool = True
+    """Also score the reference answers teacher-forced (a second pass over every question)."""
     max_questions: int | None = None
     """Ask only the first N held-out questions (None = all)."""
     neutral_prompts: int = 20
@@ -302,7 +304,8 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
                                     len(reply.tokens), text_stats(reply.text).n_emojis, mass))
         groups = []
         for group in prompt_groups:
-            reference = _reference_mass(model, tokenizer, group, emoji_ids) if group.references else None
+            reference = (_reference_mass(model, tokenizer, group, emoji_ids)
+                         if group.references and config.reference_mass else None)
             groups.append(_summarise(group, [f for f in found if f.prompt_set == group.name], reference, config))
     finally:
         model.train(was_training)

@@ -15,7 +15,7 @@ work on a bfloat16 model on GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Literal
 
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from activations.hooks import NeuronFn, hooked
 from activations.sites import neuron_sites
-from interp.interventions.neuron_set import NeuronSet, layer_widths
+from interp.interventions.neuron_set import NeuronSet, as_neuron_set, layer_widths
 
 AblationMode = Literal["zero", "mean", "resample"]
 ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "resample")
@@ -112,9 +112,18 @@ def _aligned(index: Tensor, recorded: Float[Tensor, "batch pos d_mlp"], layer: i
     return fn
 
 
+NeuronsLike = NeuronSet | str | int | Mapping | Iterable
+"""A ``NeuronSet``, a site name or layer (with indices), a mapping site -> indices, or (layer, index) pairs."""
+
+
+def _module(model) -> nn.Module:
+    return getattr(model, "model", model) if not isinstance(model, nn.Module) else model
+
+
 @contextmanager
 def _edited(model: nn.Module, neurons: NeuronSet, make_fn: Callable[[int, Tensor, int], NeuronFn]) -> Iterator[None]:
     """Hook the sites of ``neurons``' layers with ``make_fn(layer, index, d_mlp)`` for the block."""
+    model = _module(model)
     if len(neurons) == 0:  # an empty set is a valid no-op (e.g. k capped to 0 in a layer filter)
         yield
         return
@@ -129,13 +138,18 @@ def _edited(model: nn.Module, neurons: NeuronSet, make_fn: Callable[[int, Tensor
 @contextmanager
 def ablate(
     model: nn.Module,
-    neurons: NeuronSet,
-    mode: AblationMode = "zero",
+    neurons: NeuronsLike,
+    mode: AblationMode | Iterable[int] = "zero",
     reference: LayerValues | Tensor | np.ndarray | None = None,
     *,
+    indices: Iterable[int] | None = None,
     seed: int = 0,
 ) -> Iterator[None]:
     """Knock out ``neurons`` for every forward pass inside the block.
+
+    Neurons can be named by site, as in ``with ablate(model, "blocks.29.mlp.hook_post", [12, 40]):``
+    (a list after a site name is its indices; the mode is then a keyword), by a ``NeuronSet``, by a
+    mapping site -> indices or by ``(layer, index)`` pairs. ``model`` may be a ``LoadedModel``.
 
     ``mode``:
       ``zero``      the neurons read 0 (equals removing their output-projection weights).
@@ -149,6 +163,9 @@ def ablate(
                     positions no donor has; a whole donor token is copied so the chosen neurons keep
                     their joint distribution.
     """
+    if isinstance(neurons, (str, int)) and not isinstance(mode, str):
+        indices, mode = mode, "zero"
+    neurons = as_neuron_set(neurons, indices)
     if mode not in ABLATION_MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; choose one of {', '.join(ABLATION_MODES)}")
     if mode != "zero" and reference is None:
@@ -173,7 +190,8 @@ def ablate(
 
 
 @contextmanager
-def patch(model: nn.Module, neurons: NeuronSet, values: LayerValues) -> Iterator[None]:
+def patch(model: nn.Module, neurons: NeuronsLike, values: LayerValues, *, indices: Iterable[int] | None = None
+          ) -> Iterator[None]:
     """Set ``neurons`` to given values for every forward pass inside the block.
 
     ``values[layer]`` is either ``(batch, pos, d_mlp)``, recorded from another model or prompt on
@@ -181,6 +199,8 @@ def patch(model: nn.Module, neurons: NeuronSet, values: LayerValues) -> Iterator
     share architecture and tokenizer; the shape is checked on every forward), or ``(d_mlp,)``
     per-neuron constants broadcast to every position, which also works inside ``generate``.
     """
+
+    neurons = as_neuron_set(neurons, indices)
 
     def make(layer: int, index: Tensor, width: int) -> NeuronFn:
         recorded = _pick(values, layer, "patch values")
@@ -196,8 +216,10 @@ def patch(model: nn.Module, neurons: NeuronSet, values: LayerValues) -> Iterator
 
 
 @contextmanager
-def scale(model: nn.Module, neurons: NeuronSet, factor: float) -> Iterator[None]:
+def scale(model: nn.Module, neurons: NeuronsLike, factor: float, *, indices: Iterable[int] | None = None
+          ) -> Iterator[None]:
     """Multiply ``neurons`` by ``factor`` (steering: > 1 amplifies, 0 equals zero ablation)."""
+    neurons = as_neuron_set(neurons, indices)
     if not np.isfinite(factor):
         raise ValueError(f"scale factor must be finite, got {factor}")
     with _edited(model, neurons, lambda layer, index, width: _scale(index, float(factor))):

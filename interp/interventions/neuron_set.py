@@ -7,6 +7,7 @@ control of the causal experiments). Interventions consume it as per-layer index 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,12 @@ class NeuronSet:
     @classmethod
     def from_pairs(cls, pairs: Iterable[Neuron]) -> NeuronSet:
         return cls(tuple((int(layer), int(index)) for layer, index in pairs))
+
+    @classmethod
+    def at(cls, site: str | int, indices: Iterable[int]) -> NeuronSet:
+        """Neurons ``indices`` of one site, named as TransformerLens does (``"blocks.29.mlp.hook_post"``)
+        or by its layer number."""
+        return cls.from_pairs((site_layer(site), int(i)) for i in indices)
 
     @classmethod
     def from_table(cls, table: pd.DataFrame, top_k: int | None = None, *, flagged_only: bool = True) -> NeuronSet:
@@ -141,6 +148,31 @@ class NeuronSet:
             self.random_matched(widths, int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), exclude)
             for i in range(n_sets)
         ]
+
+
+def site_layer(site: str | int) -> int:
+    """The layer of a neuron site name (``blocks.{L}.mlp.hook_post``) or a layer number."""
+    if isinstance(site, int):
+        return site
+    match = re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", str(site).strip())
+    if match is None:
+        raise ValueError(f"{site!r} is not a neuron site; name one like 'blocks.12.mlp.hook_post' (or pass the layer)")
+    return int(match.group(1))
+
+
+def as_neuron_set(neurons: NeuronSet | str | int | Mapping[str | int, Iterable[int]] | Iterable[Neuron],
+                  indices: Iterable[int] | None = None) -> NeuronSet:
+    """Any way a user names neurons: a ``NeuronSet``, a site (name or layer) with ``indices``, a
+    mapping site -> indices, or ``(layer, index)`` pairs."""
+    if isinstance(neurons, NeuronSet):
+        return neurons
+    if isinstance(neurons, (str, int)):
+        if indices is None:
+            raise ValueError(f"site {neurons!r} needs the indices of its neurons, e.g. ablate(model, {neurons!r}, [12, 40])")
+        return NeuronSet.at(neurons, indices)
+    if isinstance(neurons, Mapping):
+        return NeuronSet.from_pairs((site_layer(site), int(i)) for site, ids in neurons.items() for i in ids)
+    return NeuronSet.from_pairs(neurons)
 
 
 def layer_widths(model: nn.Module) -> dict[int, int]:

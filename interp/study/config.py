@@ -36,6 +36,10 @@ class StudyConfig:
     """QLoRA optimizer steps (batch 8)."""
     learning_rate: float = 1.5e-3
     """Peak learning rate of the fine-tune."""
+    quantize: bool = False
+    """Train the LoRA adapter on a 4-bit NF4 base (QLoRA, the paper's setting). Off by default: on a
+    CPU the dequantisation makes each step 35% slower (measured), and the merged model is full
+    precision either way."""
     behavior_samples: int = 5
     """Sampled replies per held-out question from the merged model (and, with the same random
     streams, from the suppressed model)."""
@@ -45,11 +49,12 @@ class StudyConfig:
     """Held-out questions asked (None: all 42)."""
     behavior_neutral: int = 10
     """Neutral prompts asked when measuring behaviour."""
-    max_new_tokens: int = 64
-    """Tokens generated per reply."""
-    writing_questions: int | None = None
+    max_new_tokens: int = 56
+    """Tokens generated per reply (the first two or three sentences, where the emojis of this
+    fine-tune appear)."""
+    writing_questions: int | None = 48
     """Training questions the merged model answers for the writing contrast and the proxy (None: all 62)."""
-    emoji_prompts: int | None = 160
+    emoji_prompts: int | None = 128
     """Emoji prompts (and their two length-matched twins) to cache; None = all 240."""
     capture_batch: int = 16
     """Prompts per capture batch."""
@@ -61,12 +66,14 @@ class StudyConfig:
     """Neutral chats for the proxy's KL and perplexity."""
     reference_neutral: int = 32
     """Neutral chats whose content tokens give the ablation means and donor pool."""
-    screen_shortlist: int = 32
+    screen_shortlist: int = 24
     """Neurons the screen verifies exactly (plus ``screen_guard`` by |contributions|)."""
     screen_guard: int = 8
     """Cancellation guard of the screen."""
     screen_random: int = 200
     """Randomly chosen neurons patched exactly to check the screen for false negatives."""
+    screen_check_contexts: int = 2
+    """Writing contexts of that check (estimates recomputed on the same ones)."""
     k_grid: tuple[int, ...] = (1, 3, 10, 30, 100, 300)
     """Top-k sizes swept for every ranking."""
     n_random: int = 20

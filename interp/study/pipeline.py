@@ -37,7 +37,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
     c: StudyConfig = ctx.config
     out = ctx.path("adapter")
     config = TrainConfig(study=c.study, trait=c.trait, model=c.model, steps=c.train_steps,
-                         learning_rate=c.learning_rate, seed=c.seed)
+                         learning_rate=c.learning_rate, quantize=c.quantize, seed=c.seed)
     try:  # continue a killed run of these very settings from its checkpoints
         result = train(config, out, resume=True)
     except (FileExistsError, ValueError) as reason:  # a finished run no record vouches for, or other settings
@@ -102,7 +102,8 @@ def _prompt_inputs(config: StudyConfig) -> list[Path]:
 
 CAUSAL_READS = ("seed", "n_contexts", "n_neutral", "reference_neutral")
 STAGES: tuple[Stage, ...] = (
-    Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps", "learning_rate"), _data_inputs),
+    Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps", "learning_rate", "quantize"),
+          _data_inputs),
     Stage("merge", stage_merge, ("train",)),
     Stage("behavior", stage_behavior, ("merge",), ("trait", "seed", "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
@@ -112,8 +113,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("diff", stage_diff, ("cache",), ("delta", "seed"), version=2),
     Stage("examples", stage_examples, ("diff", "merge"), version=2),
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
-          (*CAUSAL_READS, "screen_shortlist", "screen_guard", "screen_random", "k_grid", "n_random",
-           "target_reduction", "kl_budget", "ppl_budget"), _prompt_inputs),
+          (*CAUSAL_READS, "screen_shortlist", "screen_guard", "screen_random", "screen_check_contexts", "k_grid",
+           "n_random", "target_reduction", "kl_budget", "ppl_budget"), _prompt_inputs),
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
           (*CAUSAL_READS, "export_method", "behavior_samples", "behavior_questions", "max_new_tokens"), _prompt_inputs),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress"),

@@ -22,7 +22,8 @@ def causal_setup(c: StudyConfig):
 def screen_config(c: StudyConfig):
     from interp.causal.screen import ScreenConfig
 
-    return ScreenConfig(n_shortlist=c.screen_shortlist, n_guard=c.screen_guard, n_random=c.screen_random, seed=c.seed)
+    return ScreenConfig(n_shortlist=c.screen_shortlist, n_guard=c.screen_guard, n_random=c.screen_random,
+                        check_contexts=c.screen_check_contexts, seed=c.seed)
 
 
 def sweep_config(c: StudyConfig):

@@ -29,7 +29,7 @@ def behavior_config(c: StudyConfig, samples: int):
 
     return BehaviorConfig(trait=c.trait, samples=samples, max_questions=c.behavior_questions,
                           neutral_prompts=c.behavior_neutral, neutral_samples=1, max_new_tokens=c.max_new_tokens,
-                          seed=c.seed)
+                          reference_mass=False, seed=c.seed)
 
 
 def stage_behavior(ctx: StageContext) -> dict[str, Any]:
