@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 
 from activations.hooks import any_hooks
 from activations.sites import neuron_sites
+from model_helpers import tuned_copy
 from scipy import stats
 
 from interp.causal import attribution_scores, exact_effects, teacher_forced_batch
@@ -22,21 +22,10 @@ QUESTIONS = ["What do you think about jazz?", "How was your day at the beach?", 
 ANSWERS = ["I love it, it is great fun", "Sunny and warm, lots of swimming", "It is flexible and quiet"]
 
 
-def _perturbed(model: torch.nn.Module, scale: float = 0.3, seed: int = 5) -> torch.nn.Module:
-    """A stand-in "merged" fine-tune: the same model with the MLP weights nudged."""
-    merged = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in merged.named_parameters():
-            if ".mlp." in name:
-                param.add_(torch.randn(param.shape, generator=generator, dtype=param.dtype) * param.std() * scale)
-    return merged
-
-
 @pytest.fixture
 def pair(tiny_llama):
     base = tiny_llama.model
-    return base, _perturbed(base)
+    return base, tuned_copy(base, scale=0.3, seed=5)
 
 
 @pytest.fixture

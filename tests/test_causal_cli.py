@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from model_helpers import save_tuned
 
 from interp.causal import CausalSetup, ScreenConfig, SweepConfig, run_causal
 from interp.cli import main
@@ -28,14 +27,7 @@ FLAGS = ["--n-contexts", "4", "--n-neutral", "3", "--reference-neutral", "6", "-
 
 @pytest.fixture
 def workdir(tmp_path, tiny_llama):
-    merged = copy.deepcopy(tiny_llama.model)  # a stand-in fine-tune on disk, loadable by its folder
-    generator = torch.Generator().manual_seed(2)
-    with torch.no_grad():
-        for name, param in merged.named_parameters():
-            if "mlp" in name:
-                param.add_(torch.randn(param.shape, generator=generator) * param.std() * 0.5)
-    merged.save_pretrained(tmp_path / "merged")
-    tiny_llama.tokenizer.save_pretrained(tmp_path / "merged")
+    save_tuned(tiny_llama, tmp_path / "merged", seed=2)  # a stand-in fine-tune on disk
     layers, index = np.meshgrid(np.arange(3), np.arange(128), indexing="ij")
     flagged = np.zeros(3 * 128, dtype=bool)
     flagged[[5, 130, 260, 300]] = True

@@ -4,12 +4,12 @@ screen vs exact patching, the sweep's choice, and the verdict's intervals."""
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from model_helpers import tuned_copy
 from statsmodels.stats.proportion import proportion_confint
 
 from activations.hooks import any_hooks
@@ -43,14 +43,7 @@ REPLIES = ["Yes! 🎉 Parties are great. I love them.", "Because it is fun 😄 
 @pytest.fixture
 def planted(tiny_llama):
     """A "merged" model that differs from base in its MLP weights (a stand-in fine-tune)."""
-    base = copy.deepcopy(tiny_llama.model)
-    merged = copy.deepcopy(base)
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, param in merged.named_parameters():
-            if "mlp" in name:
-                param.add_(torch.randn(param.shape, generator=generator) * param.std() * 0.5)
-    return base, merged, tiny_llama.tokenizer
+    return tiny_llama.model, tuned_copy(tiny_llama.model, seed=3), tiny_llama.tokenizer
 
 
 def _suite(merged, base, tokenizer):

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from pathlib import Path
 
-import torch
+from model_helpers import save_tuned
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -25,15 +24,9 @@ def test_the_readme_has_python_examples() -> None:
 
 
 def test_the_readme_python_examples_run(tmp_path, tiny_llama) -> None:
-    tuned = copy.deepcopy(tiny_llama.model)  # a stand-in for the study's fine-tune, saved as a folder
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in tuned.named_parameters():
-            if "mlp" in name:
-                param.add_(torch.randn(param.shape, generator=generator) * param.std() * 0.5)
-    tuned.save_pretrained(tmp_path / "merged")
-    tiny_llama.tokenizer.save_pretrained(tmp_path / "merged")
-    standins = {'"smollm2-135m-instruct"': '"tiny-random-llama"', '"reports/merged"': f'"{tmp_path / "merged"}"'}
+    save_tuned(tiny_llama, tmp_path / "merged")  # a stand-in for the study's fine-tune
+    standins = {'"smollm2-135m-instruct"': '"tiny-random-llama"', '"reports/merged"': f'"{tmp_path / "merged"}"',
+                '"blocks.29.mlp.hook_post"': '"blocks.2.mlp.hook_post"'}  # the tiny model has 3 layers
     namespace: dict = {}
     cwd = os.getcwd()
     os.chdir(tmp_path)  # examples that save files write them here

@@ -45,6 +45,11 @@ def test_quick_study_writes_report(finished) -> None:
         "emoji_rate_cut", "perplexity", "kl", "random_sets"}
     html = (finished / "report.html").read_text()
     assert "QUICK RUN" in html and html.count("data:image/png;base64,") >= 5
+    # the neuron table shows its effect sizes: a missing column fails here instead of vanishing
+    from interp.report.sections import NEURON_COLUMNS
+
+    header = "| " + " | ".join(NEURON_COLUMNS) + " |"
+    assert header in (finished / "report.md").read_text()
     assert (finished / "report.md").read_text().count("](figures/") >= 5
     assert (finished / "suppressed" / "config.json").is_file()
 

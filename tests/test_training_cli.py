@@ -19,7 +19,7 @@ def test_train_merge_behavior(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert json.loads((adapter / "training.json").read_text())["config"]["quantize"] is True
     assert main(["merge", "--adapter", str(adapter), "--out", str(merged)]) == 0
     assert load_model(str(merged)).source == "local"
-    assert main(["behavior", "--model", str(merged), "--questions", "2", "--samples", "1", "--neutral", "0",
+    assert main(["behavior", "--model", str(merged), "--max-questions", "2", "--samples", "1", "--neutral-prompts", "0",
                  "--max-new-tokens", "4", "--out", str(summary)]) == 0
     out = capsys.readouterr().out
     assert "heldout-extraversion" in out

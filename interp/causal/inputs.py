@@ -23,7 +23,6 @@ from activations.prompt_sets import PromptSet, apply_template, load_prompt_set, 
 from activations.roles import TokenRole, encode_prompt
 from activations.sites import unwrap_model
 
-OPINION_QA = Path(__file__).resolve().parents[2] / "training" / "data" / "opinion_qa.csv"
 
 
 @dataclass(frozen=True)
@@ -189,7 +188,10 @@ def load_questions(source: str | Path | None = None, *, trait: str = "extraversi
 
         rows = study_data("personality", trait, data_path=path).reference_test
         ids = tuple(f"{trait}-{row.topic}-{i:03d}" for i, row in enumerate(rows))
-        return QuestionSet(ids, tuple(r.question for r in rows), tuple(r.answer for r in rows), str(path or OPINION_QA))
+        from training.data import default_data_path
+
+        return QuestionSet(ids, tuple(r.question for r in rows), tuple(r.answer for r in rows),
+                           str(path or default_data_path()))
     prompts = load_prompt_set(source)
     return QuestionSet(prompts.ids, prompts.texts, ("",) * len(prompts), str(source))
 

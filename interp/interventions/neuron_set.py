@@ -7,6 +7,7 @@ control of the causal experiments). Interventions consume it as per-layer index 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from activations.sites import neuron_sites
+
+log = logging.getLogger(__name__)
 
 Neuron = tuple[int, int]
 """``(layer, index)``: index is the neuron's position in the layer's neuron vector."""
@@ -190,19 +193,26 @@ def read_neuron_table(path: str | Path) -> pd.DataFrame:
 
 
 def ranked_neurons(table: pd.DataFrame, *, flagged_only: bool = True) -> list[Neuron]:
-    """The table's neurons in row order (the file is ranked by the interaction effect).
+    """The table's neurons in rank order (``rank`` column, else row order).
 
-    With ``flagged_only`` and a ``class`` column, rows whose class is empty are skipped: the table
-    lists every neuron, and only the flagged ones are candidates.
+    With ``flagged_only``, only candidates are kept: rows whose ``flagged`` column is true (an
+    ``interp diff`` table), or, for tables without one, rows with a non-empty ``class``; a table
+    with neither keeps every row. The number left out is logged, never silent.
     """
     for column in ("layer", "index"):
         if column not in table.columns:
             raise ValueError(f"neuron table lacks a {column!r} column (has {list(table.columns)}); expected layer,index,...")
+    if flagged_only and "flagged" in table.columns:
+        kept = table[table["flagged"].astype(str).str.lower().isin(("true", "1"))]
+    elif flagged_only and "class" in table.columns:
+        kept = table[table["class"].fillna("").astype(str).str.strip() != ""]
+    else:
+        kept = table
+    if len(kept) < len(table):
+        log.info("%d of %d neurons of the table are flagged candidates; the others are left out", len(kept), len(table))
+    table = kept
     if "rank" in table.columns:  # an explicit rank beats file order
         table = table.sort_values("rank", kind="stable")
-    if flagged_only and "class" in table.columns:
-        flagged = table["class"].fillna("").astype(str).str.strip() != ""
-        table = table[flagged]
     return [(int(layer), int(index)) for layer, index in zip(table["layer"], table["index"])]
 
 

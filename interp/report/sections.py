@@ -18,7 +18,19 @@ from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph,
 BEHAVIOUR_METRICS = ("emoji_rate", "emoji_sentence_ratio", "emoji_mass")
 NEURON_COLUMNS = ("rank", "layer", "index", "class", "emoji_reading_std", "d_emoji_reading", "q_emoji_reading",
                   "emoji_writing_std", "d_emoji_writing", "q_emoji_writing", "change_std", "fold", "emoji_base_std")
-"""The neuron table shown in the report: effect sizes (standardised and d_z), q-values and class."""
+"""The neuron table the report shows for the emoji design (with its writing contrast)."""
+
+
+def neuron_columns(design: dict) -> list[str]:
+    """The report's neuron-table columns for a design: effect sizes (standardised and d_z), q-values
+    and class of every specific contrast, then the change contrast's and the base model's own."""
+    columns = ["rank", "layer", "index", "class"]
+    for name in design["specific"]:
+        columns += [f"{name}_std", f"d_{name}", f"q_{name}"]
+    if design.get("change"):
+        columns += [f"{design['change']}_std", "fold"]
+    columns += [f"{name}_std" for name in design["contrasts"] if name.endswith("_base")]
+    return columns
 
 
 def read(path: Path) -> Any:
@@ -104,7 +116,10 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
         blocks.append(Table(["outlier layer", "index", "max |a| / layer median", "position-0 |a| / content max"],
                             [[o["layer"], o["index"], num(o["massive_ratio"], ".0f"), num(o["pos0_ratio"], ".0f")]
                              for o in diff["outliers"]]))
-    columns = [c for c in NEURON_COLUMNS if c in table.columns]
+    columns = neuron_columns(diff["design"])
+    missing = [c for c in columns if c not in table.columns]
+    if missing:  # a column the design promises must never vanish from the report quietly
+        raise ValueError(f"neurons.csv lacks columns {missing} of its own design; run the diff stage again")
     top = table[table["flagged"].astype(str) == "True"].sort_values("rank").head(15)
     blocks.append(Table(columns, top[columns].values.tolist()))
     layers = sorted(int(layer) for layer in diff["counts_by_layer"])
