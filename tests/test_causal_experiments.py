@@ -32,7 +32,7 @@ from interp.causal import (
 )
 from interp.causal.inputs import scored_forward
 from interp.causal.metrics import emoji_token_ids
-from interp.causal.screen import ScreenConfig, screen
+from interp.causal.screen import ScreenConfig, attribution, screen
 from interp.causal.uncertainty import clopper_pearson, rate, relative_cut, wilson
 from interp.interventions import NeuronSet, ablate, content_reference, intervene_stacked, layer_widths, patch
 
@@ -166,6 +166,15 @@ def test_screen_estimates_track_exact_effects_and_rank_by_selectivity(planted):
     result = screen(merged, suite, means, ScreenConfig(n_shortlist=6, n_guard=2, n_random=12, kl_floor=1e-6),
                     exclude=[(2, 0)])
     assert result.check is not None and result.check.spearman > 0.8
+    # the misses are recomputed from the sample: above the threshold, and ranked by sorting the estimates
+    check, sample = result.check, result.random
+    above = sample[sample["exact_effect"].abs() > check.threshold]
+    assert [(m["layer"], m["index"]) for m in check.exceeding] == list(zip(above["layer"], above["index"]))
+    check_estimates = attribution(merged, suite.head(result.config.check_contexts), means)[0]
+    order = np.sort(np.abs(check_estimates), axis=None)[::-1]
+    for m in check.exceeding:
+        assert order[m["estimate_rank"] - 1] == pytest.approx(abs(m["patch_estimate"]))
+    assert check.n_missed == sum(m["estimate_rank"] > 100 for m in check.exceeding)
     shortlist = result.shortlist
     assert len(shortlist) == 8 and (2, 0) not in result.ranking()
     assert np.corrcoef(shortlist["mean_estimate"], shortlist["exact_effect"])[0, 1] > 0.8

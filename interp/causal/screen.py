@@ -96,6 +96,12 @@ class ScreenCheck:
     max_exact_over_threshold: float
     """Largest |exact effect| among the sampled neurons divided by ``threshold``."""
     seconds_per_neuron: float
+    exceeding: tuple[dict, ...] = ()
+    """The sampled neurons above ``threshold`` (the screen's false negatives): layer, index, estimate,
+    exact effect and the estimate's rank among all neurons (1 = largest |estimate|)."""
+    n_missed: int = 0
+    """Of those, the ones the screen ranked below 100: the false negatives the check is for (a neuron
+    above the threshold whose own estimate is in the top 100 was found, not missed)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -234,10 +240,17 @@ def screen(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor], config
         threshold = float(top[-100]) if top.size >= 100 else float(top[-1])
         exact_abs = random_rows["exact_effect"].abs()
         rho = stats.spearmanr(random_rows["patch_estimate"], random_rows["exact_effect"]).statistic
+        flat = np.abs(check_patch)
+        exceeding = tuple(
+            {"layer": int(row.layer), "index": int(row.index), "patch_estimate": float(row.patch_estimate),
+             "exact_effect": float(row.exact_effect),
+             "estimate_rank": int((flat > abs(row.patch_estimate)).sum()) + 1}
+            for row in random_rows[exact_abs > threshold].itertuples())
         check = ScreenCheck(len(sample), check_suite.n_contexts, float(rho),
                             float(np.mean(np.sign(random_rows["patch_estimate"]) == np.sign(random_rows["exact_effect"]))),
                             threshold, int((exact_abs > threshold).sum()),
-                            float(exact_abs.max() / threshold) if threshold > 0 else float("inf"), per_neuron)
+                            float(exact_abs.max() / threshold) if threshold > 0 else float("inf"), per_neuron,
+                            exceeding, sum(m["estimate_rank"] > 100 for m in exceeding))
         log.info("screen check on %d random neurons: Spearman %.3f, %d above the 100th estimate", len(sample), rho,
                  check.n_above_threshold)
     return ScreenResult(config, layers, patch, mean, guard, clean, pd.DataFrame(rows), random_rows, check, seconds,

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     result.save(args.out, overwrite=args.overwrite)
     if result.check:
         print(f"random-sample check: Spearman {result.check.spearman:.3f} over {result.check.n} neurons, "
-              f"{result.check.n_above_threshold} above the 100th-largest estimate")
+              f"{result.check.n_above_threshold} above the 100th-largest estimate, "
+              f"{result.check.n_missed} of them ranked below 100 by the screen (missed)")
     print(result.shortlist.sort_values("selectivity", ascending=False).head(10).to_string(index=False))
     print(f"wrote {args.out}")
     return 0

@@ -163,12 +163,20 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                              f"estimates recomputed on the same), attribution and exact effects have Spearman "
                              f"{num(check['spearman'], '.3f')} (signs agree {num(check['sign_agreement'], '.0f', 100)}%); "
                              f"{check['n_above_threshold']} sampled neuron(s) exceed the 100th-largest estimate "
-                             f"(largest at {num(check['max_exact_over_threshold'], '.1f')}x). Load-bearing "
+                             f"(largest at {num(check['max_exact_over_threshold'], '.1f')}x), {check.get('n_missed', '?')} of them "
+                             f"ranked below 100 by the screen itself (missed). Load-bearing "
                              f"(single-neuron mean-ablation KL > threshold, kept out): {len(screen['load_bearing'])}."),
                    Figure(figures.attribution_scatter([r["exact_effect"] for r in random],
                                                       [r["patch_estimate"] for r in random], check["spearman"],
                                                       fig_dir / "attribution.png"),
                           "Attribution estimate vs exact patching on the random sample.")]
+        if check.get("exceeding"):
+            blocks += [Paragraph("Where the screen misses: sampled neurons whose exact effect (change of log "
+                                 "P(emoji)) exceeds the 100th-largest estimate, with the rank their estimate got."),
+                       Table(["neuron", "estimate", "exact", "exact / threshold", "estimate rank"],
+                             [[f"L{m['layer']}.N{m['index']}", num(m["patch_estimate"], ".4f"), num(m["exact_effect"], ".4f"),
+                               num(abs(m["exact_effect"]) / check["threshold"], ".1f"), m["estimate_rank"]]
+                              for m in check["exceeding"]])]
     if sweep:
         summary["sweep"] = {"clean": sweep["clean"], "choice": {k: v for k, v in sweep["choice"].items() if k != "neurons"},
                             "random_beaten": sweep["random_beaten"]}
