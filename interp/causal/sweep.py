@@ -60,8 +60,9 @@ class SweepConfig:
     """Further k values of the primary ranking that get a random cloud (the chosen k always does)."""
     control_all_rankings: bool = False
     """Also draw a random cloud matched to every other ranking's top set at the chosen k."""
-    target_reduction: float = 0.5
-    """Share of the emoji mass the suppressor must remove at the writing positions."""
+    target_reduction: float = 0.75
+    """Share of the emoji mass the suppressor must remove at the writing positions (aimed past a 50%
+    behavioural criterion because the proxy transfers to sampled replies only within ~10 points)."""
     kl_budget: float = 0.05
     """Largest mean next-token KL on neutral chats (nats per token) the suppressor may cost."""
     ppl_budget: float = 0.10

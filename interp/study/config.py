@@ -38,8 +38,8 @@ class StudyConfig:
     """Peak learning rate of the fine-tune."""
     quantize: bool = False
     """Train the LoRA adapter on a 4-bit NF4 base (QLoRA, the paper's setting). Off by default: on a
-    CPU the dequantisation makes each step 35% slower (measured), and the merged model is full
-    precision either way."""
+    CPU the dequantisation makes each step slower (measured 9.4-10.6 s against 9.2 s per step, noisy),
+    the budget is tight, and the merged model is full precision either way."""
     behavior_samples: int = 5
     """Sampled replies per held-out question from the merged model (and, with the same random
     streams, from the suppressed model)."""
@@ -78,8 +78,11 @@ class StudyConfig:
     """Top-k sizes swept for every ranking."""
     n_random: int = 20
     """Matched random sets per controlled k."""
-    target_reduction: float = 0.5
-    """Share of the emoji mass (proxy) the suppressor must remove."""
+    target_reduction: float = 0.75
+    """Share of the emoji mass (proxy) the suppressor aims to remove. Deliberately past the verdict's
+    50% cut of the *sampled* emoji rate: the proxy and the sampled rate differ by about ten points
+    either way (measured 56% proxy -> 49% sampled, 77% -> 82%), so a suppressor sized to a 50% proxy
+    reduction passes or fails the verdict by chance. The verdict's criterion does not move."""
     kl_budget: float = 0.05
     """Neutral KL (nats per token) the suppressor may cost."""
     ppl_budget: float = 0.10
