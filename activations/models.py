@@ -93,7 +93,24 @@ def _load_hub(spec: str, dtype: torch.dtype) -> tuple[nn.Module, PreTrainedToken
     )
 
 
-def _load_adapter(path: Path, dtype: torch.dtype, merge: bool, base: str | None) -> LoadedModel:
+def _check_trained_base(path: Path, base_spec: str, base_model: nn.Module) -> None:
+    """Refuse a base other than the one ``interp train`` recorded in ``training.json``.
+
+    A LoRA delta applied to a different base of the same shape loads without complaint and gives a
+    model nobody trained, so the recorded weights fingerprint is the check, not the spec's name."""
+    record_path = path / "training.json"
+    if not record_path.is_file():
+        return  # an adapter from elsewhere: only its adapter_config.json speaks for it
+    record = json.loads(record_path.read_text())
+    recorded = record.get("base_fingerprint")
+    if recorded and weights_fingerprint(base_model) != recorded:
+        raise ModelSpecError(
+            f"adapter {path} was trained on {record.get('base_spec')!r} (weights {recorded}), but the base "
+            f"{base_spec!r} it would be applied to has other weights; point adapter_config.json back at "
+            f"that base, or pass any_base=True to apply it anyway")
+
+
+def _load_adapter(path: Path, dtype: torch.dtype, merge: bool, base: str | None, any_base: bool) -> LoadedModel:
     from peft import PeftModel
 
     adapter_config = json.loads((path / "adapter_config.json").read_text())
@@ -107,6 +124,8 @@ def _load_adapter(path: Path, dtype: torch.dtype, merge: bool, base: str | None)
             f"pass --base {trained_on} (or omit it)"
         )
     loaded = load_model(base_spec, dtype=dtype)
+    if not any_base and dtype == torch.float32:  # training fingerprinted the float32 weights
+        _check_trained_base(path, base_spec, loaded.model)
     model = PeftModel.from_pretrained(loaded.model, str(path)).eval()
     if merge:
         model = model.merge_and_unload().eval()
@@ -120,11 +139,13 @@ def load_model(
     device: str | torch.device = "cpu",
     merge_adapter: bool = False,
     base: str | None = None,
+    any_base: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from any accepted spec (see module docstring).
 
     ``merge_adapter`` folds a peft adapter into its base; ``base`` overrides the base an adapter
-    records (and must agree with it).
+    records (and must agree with it). An adapter written by ``interp train`` is applied only to the
+    base whose weights it was trained on (``training.json``), unless ``any_base``.
     """
     path = Path(spec).expanduser()
     if spec == EMBEDDED_NAME:
@@ -139,8 +160,11 @@ def load_model(
         model = TINY_BUILDERS[spec](len(tokenizer), special).to(dtype)
         loaded = LoadedModel(model, tokenizer, spec, "tiny")
     elif path.is_dir() and (path / "adapter_config.json").is_file():
-        loaded = _load_adapter(path, dtype, merge_adapter, base)
+        loaded = _load_adapter(path, dtype, merge_adapter, base, any_base)
     elif path.is_dir() and (path / "config.json").is_file():
+        if not any(any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.index.json")):
+            raise ModelSpecError(f"{spec!r} has a config.json but no weights (*.safetensors or *.bin); "
+                                 "copy the weight files into it, or save the model again with save_pretrained")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         loaded = LoadedModel(model, _prepare_tokenizer(tokenizer), spec, "local")

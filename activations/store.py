@@ -18,12 +18,22 @@ Writing (``CacheWriter``), so that memory is bounded by one batch and a killed r
    Activation datasets carry fletcher32 checksums, so a corrupted chunk fails to read instead of
    returning wrong numbers.
 
+Only one process writes a given ``OUT`` at a time: the writer holds an exclusive ``flock`` on
+``.OUT.lock`` from before it looks at the partial file until it closes, and a second writer fails at
+once with an error naming the holder's pid (it never deletes or renames the other's work). A failed
+write (full disk, I/O error, file-size limit) raises one ``OSError`` that names the file and the
+cause; the file has no chunk cache, so the failure surfaces in the write itself rather than later in
+a destructor. A rerun resumes after the last complete batch, or, when the failure left the partial
+file unreadable (HDF5 could not flush its metadata), discards it and starts again.
+
 Reading is ``activations.reader.open_cache(path)``: it checks that the file is HDF5, carries this schema and
 is complete, and turns anything else into one ``ValueError`` that names the file and the problem.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -143,14 +153,46 @@ def verify_cache(f: h5py.File, label: str) -> None:
                          f"{int(role_counts.sum())}; the capture is damaged: capture it again with --overwrite")
 
 
+class WriterLock:
+    """An exclusive, non-blocking ``flock`` on ``.OUT.lock`` beside ``OUT``, released on ``release()``
+    or when the process dies (the kernel drops it, so a killed writer never leaves a stale lock). The
+    lock file itself stays: unlinking it would let a third process lock a fresh inode while a second
+    still holds the old one."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out.with_name(f".{out.name}.lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "unknown"
+            self._handle.close()
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            raise FileExistsError(f"{out} is being written by another process (pid {holder}); wait for it to "
+                                  "finish, or stop it and rerun to resume its partial file") from None
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(str(os.getpid()))
+        self._handle.flush()
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+
+
 class CacheWriter:
     """Writes one cache batch by batch into ``OUT.partial.h5`` (or an in-memory file when ``out`` is
     None); ``finish()`` verifies it and renames it onto ``OUT``."""
 
-    def __init__(self, out: Path | None, file: h5py.File) -> None:
+    def __init__(self, out: Path | None, file: h5py.File, lock: WriterLock | None = None) -> None:
         self.out = out
         self.path = Path(file.filename)
         self._file = file
+        self._lock = lock
         self._stats = read_token_stats(file)  # kept in memory; written (not read back) after every batch
 
     @property
@@ -176,6 +218,19 @@ class CacheWriter:
     ) -> None:
         """Append the next batch: reductions ``(B, n_layers, d_mlp)``, per-role token counts ``(B, 4)``,
         its token statistics and its real tokens' ids and roles (and activations, when stored)."""
+        try:
+            self._write_batch(reductions, role_counts, stats, token_ids, token_roles, token_acts)
+        except OSError as error:  # ENOSPC, EIO, EFBIG: h5py raises them here or at the flush
+            try:
+                self.close()
+            except (OSError, RuntimeError):  # closing flushes too, and fails the same way: the error above says it
+                pass
+            reason = os.strerror(error.errno) if error.errno else " ".join(str(error).split())  # HDF5's text spans lines
+            raise OSError(error.errno, f"writing {self.path} failed: {reason}; free space (or fix the device) "
+                          "and rerun: it continues after the last complete batch, or starts again if the failure "
+                          "left the partial file unreadable") from None
+
+    def _write_batch(self, reductions, role_counts, stats, token_ids, token_roles, token_acts) -> None:
         f, start = self._file, self.n_done
         stop = start + len(role_counts)
         for name, values in reductions.items():
@@ -203,18 +258,32 @@ class CacheWriter:
         if self.n_done != self.n_prompts:
             raise RuntimeError(f"finish() after {self.n_done} of {self.n_prompts} prompts")
         self._file.flush()
-        verify_cache(self._file, str(self.out or "in-memory cache"))
+        try:
+            verify_cache(self._file, str(self.out or "in-memory cache"))
+        except ValueError as error:
+            # a resume would only find the same damage, so the partial file goes and a rerun starts over
+            self.close()
+            if self.out is not None:
+                self.path.unlink(missing_ok=True)
+            raise ValueError(f"{error.args[0].split('; the capture is damaged')[0]}; the writes did not all reach "
+                             f"the disk, so the partial file was removed: rerun to capture again") from None
         self._file.attrs["complete"] = True
         self._file.flush()
         if self.out is None:
             return None
         self._file.close()
         os.replace(self.path, self.out)
+        self.close()
         return self.out
 
     def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
+        """Close the file (flushing what it can) and release the lock; safe to call twice."""
+        try:
+            if self._file.id.valid:
+                self._file.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
 
 def _create(file: h5py.File, layout: CacheLayout, attrs: dict[str, Any], ids: list[str], texts: list[str],
@@ -262,7 +331,7 @@ def _create(file: h5py.File, layout: CacheLayout, attrs: dict[str, Any], ids: li
 def _resumable(path: Path, attrs: dict[str, Any]) -> tuple[h5py.File | None, list[str]]:
     """Open a partial file for appending; (None, []) if it is unusable, (None, diffs) if foreign."""
     try:
-        f = h5py.File(path, "r+")
+        f = h5py.File(path, "r+", rdcc_nbytes=0)
     except OSError as error:
         log.warning("discarding unreadable partial cache %s (%s)", path, error)
         return None, []
@@ -296,18 +365,26 @@ def open_writer(
         return CacheWriter(None, _create(h5py.File(name, "w", driver="core", backing_store=False),
                                          layout, attrs, ids, texts, extras))
     out = Path(out)
-    refuse_existing(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(out)
-    if partial.exists():
-        f, differing = _resumable(partial, attrs)
-        if f is not None:
-            log.info("resuming %s from prompt %d of %d", partial, int(f.attrs["n_done"]), layout.n_prompts)
-            return CacheWriter(out, f)
-        if differing and not overwrite:
-            raise ValueError(
-                f"{partial} is an unfinished capture with a different {', '.join(differing)}; rerun with the "
-                "same model, prompts and options to resume it, or pass overwrite=True (--overwrite) to discard it"
-            )
-        partial.unlink()
-    return CacheWriter(out, _create(h5py.File(partial, "w"), layout, attrs, ids, texts, extras))
+    lock = WriterLock(out)  # before anything reads, deletes or creates the partial file
+    try:
+        refuse_existing(out, overwrite)
+        partial = partial_path(out)
+        if partial.exists():
+            f, differing = _resumable(partial, attrs)
+            if f is not None:
+                log.info("resuming %s from prompt %d of %d", partial, int(f.attrs["n_done"]), layout.n_prompts)
+                return CacheWriter(out, f, lock)
+            if differing and not overwrite:
+                raise ValueError(
+                    f"{partial} is an unfinished capture with a different {', '.join(differing)}; rerun with the "
+                    "same model, prompts and options to resume it, or pass overwrite=True (--overwrite) to discard it"
+                )
+            partial.unlink()
+        # No chunk cache: a chunk is written inside the assignment that fills it, so a full disk raises
+        # there. With h5py's default 1 MiB cache the write happens when the dataset object is freed,
+        # where the error can only be printed ("Exception ignored") and HDF5 later crashes.
+        f = h5py.File(partial, "w", rdcc_nbytes=0)
+        return CacheWriter(out, _create(f, layout, attrs, ids, texts, extras), lock)
+    except BaseException:
+        lock.release()
+        raise

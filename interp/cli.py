@@ -26,6 +26,7 @@ COMMANDS = [
     "attribute",
     "suppress",
     "run",
+    "replicate",
     "report",
 ]
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         # Our errors name the problem and the fix; a traceback would only bury that line.
         print(f"interp {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, an I/O error: the machine's problem, said in one line
+        print(f"interp {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

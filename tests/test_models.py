@@ -63,6 +63,40 @@ def test_peft_adapter_directory(tiny_llama, tmp_path) -> None:
         load_model(str(tmp_path), base="tiny-random-gpt2")
 
 
+def test_adapter_is_applied_only_to_the_base_it_was_trained_on(tmp_path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    trained, other = tmp_path / "trained", tmp_path / "other"
+    base = load_model("tiny-random-llama")
+    for folder in (trained, other):
+        base.model.save_pretrained(folder)
+        base.tokenizer.save_pretrained(folder)
+    impostor = load_model(str(other)).model  # same shapes, one weight nudged: a different base
+    with torch.no_grad():
+        next(impostor.parameters()).add_(1e-3)
+    impostor.save_pretrained(other)
+    peft_model = get_peft_model(load_model(str(trained)).model,
+                                LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    adapter = tmp_path / "adapter"
+    peft_model.peft_config["default"].base_model_name_or_path = str(trained)
+    peft_model.save_pretrained(adapter)
+    (adapter / "training.json").write_text(json.dumps({"base_spec": str(trained),
+                                                        "base_fingerprint": weights_fingerprint(base.model)}))
+    assert load_model(str(adapter)).base_spec == str(trained)
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "base_model_name_or_path": str(other)}))
+    with pytest.raises(ModelSpecError, match="has other weights.*any_base=True"):
+        load_model(str(adapter))
+    assert load_model(str(adapter), any_base=True).base_spec == str(other)
+
+
+def test_config_without_weights_is_one_clear_error(tiny_llama, tmp_path) -> None:
+    tiny_llama.model.config.save_pretrained(tmp_path)
+    with pytest.raises(ModelSpecError, match="config.json but no weights"):
+        load_model(str(tmp_path))
+
+
 def test_corrupt_embedded_cache_is_detected(tmp_path, monkeypatch) -> None:
     # A cache entry whose files no longer match the manifest (truncated write) must not be trusted.
     folder = tmp_path / "entry"

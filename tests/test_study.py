@@ -141,3 +141,48 @@ def test_force_unknown_stage_is_refused(finished) -> None:
 def test_stage_names_are_the_pipeline(finished) -> None:
     assert pipeline.STAGE_NAMES == ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
                                     "report")
+
+
+def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(finished, tmp_path, caplog) -> None:
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    caplog.set_level("INFO")
+    shutil.copytree(finished, tmp_path / "seed-0")  # a copy: the shared study stays as it was
+    argv = ["replicate", "--model", "tiny-random-llama", "--quick", "--seeds", "0,1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    assert _ran(caplog) == list(pipeline.STAGE_NAMES)  # seed 0 was fresh; only seed 1 ran, every stage once
+    result = json.loads((tmp_path / "replication.json").read_text())
+    tables = {s: pd.read_csv(tmp_path / f"seed-{s}" / "neurons.csv") for s in (0, 1)}
+    flagged = {s: set(map(tuple, t[t["flagged"]][["layer", "index"]].to_numpy().tolist())) for s, t in tables.items()}
+    top = {s: set(map(tuple, t[t["flagged"]].nsmallest(100, "rank")[["layer", "index"]].to_numpy().tolist()))
+           for s, t in tables.items()}
+    (pair,) = result["overlaps"]
+    union = flagged[0] | flagged[1]
+    expected = len(flagged[0] & flagged[1]) / len(union) if union else None
+    assert pair["flagged_jaccard"] == pytest.approx(expected, nan_ok=True)
+    union = top[0] | top[1]
+    assert pair["top100_jaccard"] == pytest.approx(len(top[0] & top[1]) / len(union) if union else None, nan_ok=True)
+    for row in result["seeds"]:
+        summary = json.loads((tmp_path / f"seed-{row['seed']}" / "summary.json").read_text())
+        assert row["emoji_rate"] == summary["behavior"]["merged"]["emoji_rate"]["value"]
+        assert row["verdict_passed"] == summary["suppression"]["passed"]
+        assert row["n_flagged"] == len(flagged[row["seed"]])
+        # split-half: top-100 by |effect| on each half of the prompts, outliers excluded
+        t = tables[row["seed"]]
+        halves = [set(map(tuple, t[~t["outlier"]].assign(a=lambda d: d[f"emoji_reading_std_{h}"].abs())
+                          .nlargest(100, "a")[["layer", "index"]].to_numpy().tolist())) for h in "ab"]
+        assert row["split_half_top100_jaccard"] == pytest.approx(
+            len(halves[0] & halves[1]) / len(halves[0] | halves[1]))
+    for finding in result["findings"]:
+        assert finding["replicates"] == (all(h is True for h in finding["held"]) and bool(finding["held"]))
+    assert "replicates" in (tmp_path / "replication.md").read_text()
+    assert json.loads((tmp_path / "seed-1" / "study.json").read_text())["seed"] == 1
+    assert not np.isnan(result["seeds"][1]["emoji_rate"])
+
+
+def test_replicate_needs_two_seeds(tmp_path, capsys) -> None:
+    assert main(["replicate", "--model", "tiny-random-llama", "--quick", "--seeds", "3", "--out", str(tmp_path)]) == 2
+    assert "at least two different seeds" in capsys.readouterr().err

@@ -80,7 +80,7 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
     if diff is None or not (out / "neurons.csv").is_file():
         blocks.append(Paragraph("No neuron statistics (stage `diff` missing)."))
         return
-    table = pd.read_csv(out / "neurons.csv", keep_default_na=False, na_values=[""])
+    table = pd.read_csv(out / "neurons.csv", keep_default_na=False, na_values=[""], dtype={"class": str})
     config = diff["config"]
     summary["neurons"] = {key: diff[key] for key in ("n_neurons", "counts", "calls", "placebo", "replication",
                                                      "n_prompts")}
