@@ -26,12 +26,19 @@ def refuse_existing(paths: str | os.PathLike | Iterable[str | os.PathLike], over
                               "pass overwrite=True (--overwrite) to replace")
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, flush it to disk, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would make shared results private
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
@@ -54,7 +61,9 @@ def temporary_dir_beside(final: str | os.PathLike) -> Path:
     """An empty folder next to ``final`` (same filesystem, so a rename can publish it)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".tmp", dir=final.parent))
+    build = Path(tempfile.mkdtemp(prefix=f".{final.name}-", suffix=".tmp", dir=final.parent))
+    build.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would survive the rename
+    return build
 
 
 def publish_dir(build: str | os.PathLike, final: str | os.PathLike, overwrite: bool) -> None:

@@ -11,7 +11,8 @@ random neuron sets) and then compares the seeds:
   disjoint halves of the prompts (``{contrast}_std_a`` / ``_b`` of the neuron table);
 - causality: the suppression verdict of each seed, and the overlap of the chosen sets.
 
-A finding *replicates* when it holds in every seed; ``Replication.findings()`` lists each with
+A finding *replicates* when it holds in every seed (overlap findings: in every pair, at Jaccard >=
+0.5, i.e. two thirds of two equal-sized sets shared). ``Replication.findings()`` lists each with
 that mark, and ``save`` writes ``replication.json`` and ``replication.md`` into ``DIR``.
 """
 
@@ -81,6 +82,7 @@ class SeedResult:
     """Jaccard overlap of the top-100 (by |effect|, outliers excluded) on two disjoint prompt halves."""
     verdict: dict[str, Any] | None
     seconds: float
+    """The seed's recorded stage time (not this call's: a fresh seed is skipped in seconds)."""
 
     @classmethod
     def read(cls, seed: int, out: Path, seconds: float) -> SeedResult:
@@ -93,10 +95,12 @@ class SeedResult:
         halves = jaccard(_top_by(table, f"{contrast}_std_a", eligible, TOP),
                          _top_by(table, f"{contrast}_std_b", eligible, TOP))
         behavior = summary.get("behavior", {})
+        verdict_path = out / "suppression" / "verdict.json"  # the summary's copy leaves out the neurons
+        verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else summary.get("suppression")
         return cls(seed, out, behavior.get("merged", {}).get("emoji_rate", {}),
                    behavior.get("base", {}).get("emoji_rate", {}), frozenset(_neurons(table, flagged)),
                    frozenset(zip(ranked["layer"].astype(int), ranked["index"].astype(int))), halves,
-                   summary.get("suppression"), seconds)
+                   verdict, float(summary.get("timings", {}).get("total", seconds)))
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ class Replication:
                          "suppressor_k": v.get("k"), "cut": (v.get("cut") or {}).get("value"),
                          "cut_low": (v.get("cut") or {}).get("low"), "cut_high": (v.get("cut") or {}).get("high"),
                          "random_beaten": v.get("random_beaten"), "verdict_passed": v.get("passed"),
-                         "minutes": s.seconds / 60})
+                         "stage_minutes": s.seconds / 60})
         return pd.DataFrame(rows)
 
     @property
@@ -151,6 +155,9 @@ class Replication:
                   [bool(j >= 0.5) for j in overlaps["top100_jaccard"]] if len(overlaps) else []),
             entry("the suppressor passes every criterion of its verdict",
                   [(s.verdict or {}).get("passed") for s in self.seeds]),
+            entry("the suppressors are the same neurons (pairwise Jaccard >= 0.5)",
+                  [None if np.isnan(j) else bool(j >= 0.5) for j in overlaps["suppressor_jaccard"]]
+                  if len(overlaps) else []),
         ]
 
     def to_dict(self) -> dict[str, Any]:
