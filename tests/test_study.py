@@ -150,12 +150,13 @@ def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(fi
     import pandas as pd
 
     caplog.set_level("INFO")
-    shutil.copytree(finished, tmp_path / "seed-0")  # a copy: the shared study stays as it was
-    argv = ["replicate", "--model", "tiny-random-llama", "--quick", "--seeds", "0,1", "--out", str(tmp_path)]
+    rep = tmp_path / "rep"
+    shutil.copytree(finished, rep / "seed-0")  # a copy: the shared study stays as it was
+    argv = ["replicate", "--model", "tiny-random-llama", "--quick", "--seeds", "0,1", "--out", str(rep)]
     assert main(argv) == 0
     assert _ran(caplog) == list(pipeline.STAGE_NAMES)  # seed 0 was fresh; only seed 1 ran, every stage once
-    result = json.loads((tmp_path / "replication.json").read_text())
-    tables = {s: pd.read_csv(tmp_path / f"seed-{s}" / "neurons.csv") for s in (0, 1)}
+    result = json.loads((rep / "replication.json").read_text())
+    tables = {s: pd.read_csv(rep / f"seed-{s}" / "neurons.csv") for s in (0, 1)}
     flagged = {s: set(map(tuple, t[t["flagged"]][["layer", "index"]].to_numpy().tolist())) for s, t in tables.items()}
     top = {s: set(map(tuple, t[t["flagged"]].nsmallest(100, "rank")[["layer", "index"]].to_numpy().tolist()))
            for s, t in tables.items()}
@@ -166,7 +167,7 @@ def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(fi
     union = top[0] | top[1]
     assert pair["top100_jaccard"] == pytest.approx(len(top[0] & top[1]) / len(union) if union else None, nan_ok=True)
     for row in result["seeds"]:
-        summary = json.loads((tmp_path / f"seed-{row['seed']}" / "summary.json").read_text())
+        summary = json.loads((rep / f"seed-{row['seed']}" / "summary.json").read_text())
         assert row["emoji_rate"] == summary["behavior"]["merged"]["emoji_rate"]["value"]
         assert row["verdict_passed"] == summary["suppression"]["passed"]
         assert row["n_flagged"] == len(flagged[row["seed"]])
@@ -178,9 +179,23 @@ def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(fi
             len(halves[0] & halves[1]) / len(halves[0] | halves[1]))
     for finding in result["findings"]:
         assert finding["replicates"] == (all(h is True for h in finding["held"]) and bool(finding["held"]))
-    assert "replicates" in (tmp_path / "replication.md").read_text()
-    assert json.loads((tmp_path / "seed-1" / "study.json").read_text())["seed"] == 1
+    assert "replicates" in (rep / "replication.md").read_text()
+    assert json.loads((rep / "seed-1" / "study.json").read_text())["seed"] == 1
     assert not np.isnan(result["seeds"][1]["emoji_rate"])
+    # the study report shows the comparison while its inputs are unchanged, and calls it stale after
+    from interp.report.build import build_report
+
+    study = tmp_path / "study"
+    shutil.copytree(finished, study)
+    shutil.move(rep, study / "replication")
+    build_report(study)
+    report = (study / "report.md").read_text()
+    assert "Replication across training seeds" in report and "Stale" not in report
+    assert json.loads((study / "summary.json").read_text())["replication"]["findings"] == result["findings"]
+    with (study / "replication" / "seed-1" / "neurons.csv").open("a") as handle:
+        handle.write("\n")
+    build_report(study)
+    assert "**Stale:** seed-1/neurons.csv changed" in (study / "report.md").read_text()
 
 
 def test_replicate_needs_two_seeds(tmp_path, capsys) -> None:

@@ -84,6 +84,7 @@ def build_report(out: str | Path) -> list[Path]:
     sections.behaviour(out, fig_dir, summary, blocks)
     sections.neurons(out, fig_dir, summary, blocks)
     sections.causal(out, fig_dir, summary, blocks)
+    sections.replication(out, summary, blocks)
     _methods(out, records, summary, blocks)
     html_path, md_path, json_path = out / "report.html", out / "report.md", out / "summary.json"
     write_text_atomic(html_path, to_html(title, blocks))

@@ -205,3 +205,39 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
         if cloud:
             blocks.append(Table(["random sets for", "k", "sets", "mean removed", "range", "median KL",
                                  "top set beats"], cloud))
+
+
+def replication(out: Path, summary: dict, blocks: list[Block]) -> None:
+    """``interp replicate``'s comparison, when it was run into ``out/replication``, and only while every
+    seed file it read still has the hash it recorded (a changed seed makes it stale, not shown)."""
+    from interp.study.stages import content_hash
+
+    folder = out / "replication"
+    result = read(folder / "replication.json")
+    if not result:
+        return
+    blocks.append(Heading("Replication across training seeds"))
+    changed = [f"{seed}/{name}" for seed, files in result.get("inputs", {}).items() for name, digest in files.items()
+               if content_hash(folder / seed / name) != digest]
+    if changed or "inputs" not in result:
+        blocks.append(Paragraph(f"**Stale:** {', '.join(changed) or 'the recorded inputs'} changed since `interp "
+                                "replicate` compared the seeds; rerun it to see the comparison."))
+        return
+    summary["replication"] = {"findings": result["findings"], "seeds": result["seeds"], "overlaps": result["overlaps"]}
+    blocks += [Paragraph("Each seed is a whole study (fine-tune, behaviour, statistics, causal checks, suppressor) "
+                         "in `replication/seed-N`; a finding replicates when it holds in every seed (overlaps: in "
+                         "every pair of seeds, at Jaccard >= 0.5)."),
+               Table(["finding", "held (per seed or pair)", "replicates"],
+                     [[f["finding"], ", ".join({True: "yes", False: "no", None: "n/a"}[h] for h in f["held"]),
+                       "yes" if f["replicates"] else "**NO**"] for f in result["findings"]]),
+               Table(["seed", "merged emoji rate", "flagged", "split-half top-100 Jaccard", "suppressor k", "cut",
+                      "random beaten", "verdict"],
+                     [[r["seed"], f"{num(r['emoji_rate'], '.0f', 100)}% [{num(r['emoji_rate_low'], '.0f', 100)}, "
+                       f"{num(r['emoji_rate_high'], '.0f', 100)}]", f"{r['n_flagged']:,}",
+                       num(r["split_half_top100_jaccard"]), r["suppressor_k"],
+                       f"{num(r['cut'], '.0f', 100)}% [{num(r['cut_low'], '.0f', 100)}, {num(r['cut_high'], '.0f', 100)}]",
+                       f"{num(r['random_beaten'], '.0f', 100)}%", "passed" if r["verdict_passed"] else "FAILED"]
+                      for r in result["seeds"]]),
+               Table(["seeds", "flagged Jaccard", "top-100 Jaccard", "suppressor Jaccard"],
+                     [[o["seeds"], num(o["flagged_jaccard"]), num(o["top100_jaccard"]), num(o["suppressor_jaccard"])]
+                      for o in result["overlaps"]])]

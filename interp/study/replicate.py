@@ -34,10 +34,14 @@ import pandas as pd
 from activations.atomic_io import write_json_atomic, write_text_atomic
 from interp.study.config import StudyConfig
 from interp.study.pipeline import run_study
+from interp.study.stages import content_hash
 
 log = logging.getLogger(__name__)
 
 TOP = 100
+READS = ("summary.json", "neurons.csv", "neurons.json", "suppression/verdict.json")
+"""The files of a seed's study the comparison reads; their hashes go into replication.json so that a
+report can refuse a comparison whose seeds have changed since."""
 
 
 def jaccard(a: set, b: set) -> float:
@@ -160,8 +164,10 @@ class Replication:
                   if len(overlaps) else []),
         ]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"config": dataclasses.asdict(self.config), "seeds": self.table.to_dict(orient="records"),
+    def to_dict(self, root: Path | None = None) -> dict[str, Any]:
+        inputs = {str(s.out.relative_to(root) if root else s.out): {name: content_hash(s.out / name) for name in READS}
+                  for s in self.seeds}
+        return {"config": dataclasses.asdict(self.config), "inputs": inputs, "seeds": self.table.to_dict(orient="records"),
                 "overlaps": self.overlaps.to_dict(orient="records"), "n_in_every_seed": len(self.in_every_seed()),
                 "findings": self.findings()}
 
@@ -181,7 +187,7 @@ class Replication:
 
     def save(self, out: str | Path) -> None:
         out = Path(out)
-        write_json_atomic(out / "replication.json", self.to_dict())
+        write_json_atomic(out / "replication.json", self.to_dict(root=out))
         write_text_atomic(out / "replication.md", self.markdown())
 
 
