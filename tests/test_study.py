@@ -196,6 +196,11 @@ def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(fi
         handle.write("\n")
     build_report(study)
     assert "**Stale:** seed-1/neurons.csv changed" in (study / "report.md").read_text()
+    (study / "replication" / "seed-1" / "neurons.csv").unlink()
+    (study / "replication" / "seed-0" / "neurons.csv").unlink()
+    build_report(study)
+    report = (study / "report.md").read_text()
+    assert "Not verifiable in this checkout: 2 seed file(s)" in report and "| seeds |" not in report
 
 
 def test_replicate_needs_two_seeds(tmp_path, capsys) -> None:

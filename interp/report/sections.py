@@ -217,8 +217,14 @@ def replication(out: Path, summary: dict, blocks: list[Block]) -> None:
     if not result:
         return
     blocks.append(Heading("Replication across training seeds"))
-    changed = [f"{seed}/{name}" for seed, files in result.get("inputs", {}).items() for name, digest in files.items()
-               if content_hash(folder / seed / name) != digest]
+    now = {f"{seed}/{name}": (digest, content_hash(folder / seed / name))
+           for seed, files in result.get("inputs", {}).items() for name, digest in files.items()}
+    absent = [path for path, (_, current) in now.items() if current is None]
+    changed = [path for path, (recorded, current) in now.items() if current is not None and current != recorded]
+    if absent and not changed:  # e.g. a fresh clone: the large per-seed outputs are not committed
+        blocks.append(Paragraph(f"Not verifiable in this checkout: {len(absent)} seed file(s) it compared are absent "
+                                f"(first: {absent[0]}). `interp replicate --out {folder}` recomputes them."))
+        return
     if changed or "inputs" not in result:
         blocks.append(Paragraph(f"**Stale:** {', '.join(changed) or 'the recorded inputs'} changed since `interp "
                                 "replicate` compared the seeds; rerun it to see the comparison."))
