@@ -48,7 +48,11 @@ class ActivationCache:
         if name not in self.reductions:
             raise ValueError(f"{self.label} holds reductions {list(self.reductions)}, not {name!r}; capture with "
                              f"--reductions {name} (known: {', '.join(REDUCTIONS)})")
-        return self._file[f"acts/{name}"][()]
+        try:
+            return self._file[f"acts/{name}"][()]
+        except OSError as error:  # fletcher32: a flipped bit fails here instead of becoming a number
+            raise ValueError(f"{self.label}: /acts/{name} cannot be read back ({' '.join(str(error).split())}); the "
+                             "file is corrupted: capture it again with --overwrite") from None
 
     def defined(self, name: str) -> np.ndarray:
         """``(n_prompts,)`` bool: prompts with at least one token in the scope of reduction ``name``."""

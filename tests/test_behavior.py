@@ -51,6 +51,10 @@ def test_config_validation() -> None:
         BehaviorConfig(trait=None, neutral_prompts=0)
     with pytest.raises(ValueError, match="samples"):
         BehaviorConfig(samples=0)
+    with pytest.raises(ValueError, match="max_questions must be at least 1"):
+        BehaviorConfig(max_questions=-1)  # once silently "all but the last"
+    with pytest.raises(ValueError, match="neutral_prompts must be >= 0"):
+        BehaviorConfig(neutral_prompts=-1)
 
 
 def test_measure_is_seeded_and_complete(tiny_llama: LoadedModel, tmp_path: Path) -> None:

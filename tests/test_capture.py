@@ -219,6 +219,18 @@ def test_truncated_cache_gets_a_clear_error(tiny_llama, tmp_path) -> None:
         open_cache(cut)
 
 
+def test_flipped_bit_in_an_activation_chunk_is_caught(tiny_llama, tmp_path) -> None:
+    out = tmp_path / "acts.h5"
+    capture(tiny_llama, None, PROMPTS, out, template="raw").close()
+    with h5py.File(out, "r") as f:
+        info = f["acts/content_mean"].id.get_chunk_info(0)
+    data = bytearray(out.read_bytes())
+    data[info.byte_offset + info.size // 2] ^= 0x10  # one bit inside the first chunk's stored bytes
+    out.write_bytes(bytes(data))
+    with open_cache(out) as cache, pytest.raises(ValueError, match=r"content_mean cannot be read back.*corrupted"):
+        cache.reduction("content_mean")
+
+
 def test_cli_cache_writes_a_file_plain_h5py_can_read(tmp_path, capsys) -> None:
     prompts = tmp_path / "mine.txt"
     prompts.write_text("\n".join(PROMPTS[:4]) + "\n")
