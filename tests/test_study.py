@@ -71,7 +71,8 @@ def test_report_rebuilds_without_recomputing(finished, tmp_path) -> None:
     (study / "report.html").unlink()
     assert main(["report", str(study)]) == 0
     assert (study / "report.html").is_file()
-    assert (study / "summary.json").read_text() == (finished / "summary.json").read_text()
+    rebuilt, original = (json.loads((d / "summary.json").read_text()) for d in (study, finished))
+    assert _numbers(rebuilt) == _numbers(original)
 
 
 def test_a_changed_setting_redoes_exactly_the_stages_that_read_it(finished, caplog) -> None:
