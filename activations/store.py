@@ -134,7 +134,8 @@ def scope_counts(role_counts: np.ndarray, scope: str) -> np.ndarray:
     return role_counts[:, [int(role) for role in columns]].sum(1)
 
 
-def verify_cache(f: h5py.File, label: str) -> None:
+def verify_cache(f: h5py.File, label: str,
+                 advice: str = "the capture is damaged: capture it again with --overwrite") -> None:
     """Raise ``ValueError`` unless every written row is finite where its scope has tokens and the
     token statistics agree with the per-prompt token counts (step 4 of the module docstring)."""
     n_done = int(f.attrs["n_done"])
@@ -146,11 +147,11 @@ def verify_cache(f: h5py.File, label: str) -> None:
         bad = np.flatnonzero(defined & ~np.isfinite(values).all(axis=(1, 2)))
         if len(bad):
             raise ValueError(f"{label}: /acts/{name} has NaN or inf in {len(bad)} written prompt rows (first: row "
-                             f"{bad[0]}); the capture is damaged: capture it again with --overwrite")
+                             f"{bad[0]}); {advice}")
     stats = read_token_stats(f)
     if stats.all.count != int(role_counts.sum()) or stats.content.count != int(scope_counts(role_counts, "content").sum()):
         raise ValueError(f"{label}: token statistics count {stats.all.count} tokens but the prompts hold "
-                         f"{int(role_counts.sum())}; the capture is damaged: capture it again with --overwrite")
+                         f"{int(role_counts.sum())}; {advice}")
 
 
 class WriterLock:
@@ -259,14 +260,14 @@ class CacheWriter:
             raise RuntimeError(f"finish() after {self.n_done} of {self.n_prompts} prompts")
         self._file.flush()
         try:
-            verify_cache(self._file, str(self.out or "in-memory cache"))
-        except ValueError as error:
+            verify_cache(self._file, str(self.out or "in-memory cache"),
+                         "the writes did not all reach the disk, so the partial file is removed: rerun to capture again")
+        except ValueError:
             # a resume would only find the same damage, so the partial file goes and a rerun starts over
             self.close()
             if self.out is not None:
                 self.path.unlink(missing_ok=True)
-            raise ValueError(f"{error.args[0].split('; the capture is damaged')[0]}; the writes did not all reach "
-                             f"the disk, so the partial file was removed: rerun to capture again") from None
+            raise
         self._file.attrs["complete"] = True
         self._file.flush()
         if self.out is None:

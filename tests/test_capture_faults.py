@@ -96,3 +96,26 @@ def test_a_failed_write_is_one_clear_error_and_a_rerun_resumes(tmp_path) -> None
         assert len(cache) == len(PROMPTS)
     with h5py.File(out, "r") as f:
         assert np.isfinite(f["acts/content_mean"][()]).all() and f["tokens/acts"].shape[0] == f["tokens/offsets"][-1]
+
+
+def test_rows_that_never_reached_the_file_are_caught_before_the_cache_is_published(tiny_llama, tmp_path,
+                                                                                     monkeypatch) -> None:
+    from activations.store import CacheWriter
+
+    original = CacheWriter._write_batch
+    calls = []
+
+    def losing_a_batch(self, reductions, *args):
+        calls.append(1)
+        if len(calls) == 2:  # as if this batch's rows were lost on the way to the disk
+            reductions = {name: np.full_like(values, np.nan) for name, values in reductions.items()}
+        return original(self, reductions, *args)
+
+    monkeypatch.setattr(CacheWriter, "_write_batch", losing_a_batch)
+    out = tmp_path / "acts.h5"
+    with pytest.raises(ValueError, match="did not all reach the disk, so the partial file is removed: rerun"):
+        capture(tiny_llama, None, PROMPTS, out, batch_size=4, template="raw")
+    assert not out.exists() and not partial_path(out).exists()
+    monkeypatch.setattr(CacheWriter, "_write_batch", original)
+    with capture(tiny_llama, None, PROMPTS, out, batch_size=4, template="raw") as cache:  # the rerun starts over
+        assert np.isfinite(cache.reduction("content_mean")).all()

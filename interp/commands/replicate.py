@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from interp.configargs import add_config_arguments, config_from_args
+from interp.commands.run import study_config
+from interp.configargs import add_config_arguments
 from interp.study.config import StudyConfig
 from interp.study.pipeline import STAGE_NAMES
 from interp.study.replicate import replicate
@@ -34,8 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    base = StudyConfig().quick_variant() if args.quick else StudyConfig()
-    result = replicate(config_from_args(args, StudyConfig, base=base), args.out, args.seeds, force=tuple(args.force))
+    result = replicate(study_config(args), args.out, args.seeds, force=tuple(args.force))
     print(result.markdown())
     print(f"wrote {args.out}/replication.md and {args.out}/replication.json")
     return 0

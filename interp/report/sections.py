@@ -14,6 +14,7 @@ import pandas as pd
 
 from interp.report import figures
 from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph, Table
+from interp.study.stages import content_hash
 
 BEHAVIOUR_METRICS = ("emoji_rate", "emoji_sentence_ratio", "emoji_mass")
 NEURON_COLUMNS = ("rank", "layer", "index", "class", "emoji_reading_std", "d_emoji_reading", "q_emoji_reading",
@@ -210,8 +211,6 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
 def replication(out: Path, summary: dict, blocks: list[Block]) -> None:
     """``interp replicate``'s comparison, when it was run into ``out/replication``, and only while every
     seed file it read still has the hash it recorded (a changed seed makes it stale, not shown)."""
-    from interp.study.stages import content_hash
-
     folder = out / "replication"
     result = read(folder / "replication.json")
     if not result:
