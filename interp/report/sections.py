@@ -229,20 +229,30 @@ def replication(out: Path, summary: dict, blocks: list[Block]) -> None:
                                 "replicate` compared the seeds; rerun it to see the comparison."))
         return
     summary["replication"] = {"findings": result["findings"], "seeds": result["seeds"], "overlaps": result["overlaps"]}
-    blocks += [Paragraph("Each seed is a whole study (fine-tune, behaviour, statistics, causal checks, suppressor) "
-                         "in `replication/seed-N`; a finding replicates when it holds in every seed (overlaps: in "
-                         "every pair of seeds, at Jaccard >= 0.5)."),
-               Table(["finding", "held (per seed or pair)", "replicates"],
-                     [[f["finding"], ", ".join({True: "yes", False: "no", None: "n/a"}[h] for h in f["held"]),
-                       "yes" if f["replicates"] else "**NO**"] for f in result["findings"]]),
-               Table(["seed", "merged emoji rate", "flagged", "split-half top-100 Jaccard", "suppressor k", "cut",
-                      "random beaten", "verdict"],
-                     [[r["seed"], f"{num(r['emoji_rate'], '.0f', 100)}% [{num(r['emoji_rate_low'], '.0f', 100)}, "
-                       f"{num(r['emoji_rate_high'], '.0f', 100)}]", f"{r['n_flagged']:,}",
-                       num(r["split_half_top100_jaccard"]), r["suppressor_k"],
-                       f"{num(r['cut'], '.0f', 100)}% [{num(r['cut_low'], '.0f', 100)}, {num(r['cut_high'], '.0f', 100)}]",
-                       f"{num(r['random_beaten'], '.0f', 100)}%", "passed" if r["verdict_passed"] else "FAILED"]
-                      for r in result["seeds"]]),
-               Table(["seeds", "flagged Jaccard", "top-100 Jaccard", "suppressor Jaccard"],
-                     [[o["seeds"], num(o["flagged_jaccard"]), num(o["top100_jaccard"]), num(o["suppressor_jaccard"])]
-                      for o in result["overlaps"]])]
+    blocks += replication_blocks(result)
+
+
+def replication_blocks(result: dict) -> list[Block]:
+    """The comparison of ``interp replicate`` (its ``replication.json``) as report blocks: findings,
+    one row per seed, one per pair of seeds."""
+    def pct(row: dict, key: str) -> str:
+        return f"{num(row[key], '.0f', 100)}% [{num(row[key + '_low'], '.0f', 100)}, {num(row[key + '_high'], '.0f', 100)}]"
+
+    return [Paragraph("Each seed is a whole study (fine-tune, behaviour, statistics, causal checks, suppressor) in "
+                      "its own directory `seed-N`; a finding replicates when it holds in every seed (overlaps: in "
+                      "every pair of seeds, at Jaccard >= 0.5)."),
+            Table(["finding", "held (per seed; per pair for overlaps)", "replicates"],
+                  [[f["finding"], ", ".join({True: "yes", False: "no", None: "n/a"}[h] for h in f["held"]),
+                    "yes" if f["replicates"] else "**NO**"] for f in result["findings"]]),
+            Paragraph("Per seed: the merged model's sampled emoji rate on held-out questions (base model's beside it) "
+                      "and the suppressor's relative cut of it, with 95% intervals."),
+            Table(["seed", "merged emoji rate", "base", "flagged", "split-half top-100 Jaccard", "suppressor k", "cut",
+                   "random beaten", "verdict", "stage minutes"],
+                  [[r["seed"], pct(r, "emoji_rate"), f"{num(r['base_emoji_rate'], '.0f', 100)}%", f"{r['n_flagged']:,}",
+                    num(r["split_half_top100_jaccard"]), r["suppressor_k"], pct(r, "cut"),
+                    f"{num(r['random_beaten'], '.0f', 100)}%", "passed" if r["verdict_passed"] else "FAILED",
+                    num(r["stage_minutes"], ".1f")] for r in result["seeds"]]),
+            Table(["seeds", "flagged Jaccard", "top-100 Jaccard", "suppressor Jaccard"],
+                  [[o["seeds"], num(o["flagged_jaccard"]), num(o["top100_jaccard"]), num(o["suppressor_jaccard"])]
+                   for o in result["overlaps"]]),
+            Paragraph(f"Neurons flagged in every seed: {result['n_in_every_seed']:,}.")]

@@ -22,7 +22,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from activations.atomic_io import write_json_atomic, write_text_atomic
+from interp.report.blocks import to_markdown
+from interp.report.sections import replication_blocks
 from interp.study.config import StudyConfig
 from interp.study.pipeline import run_study
 from interp.study.stages import content_hash
@@ -50,24 +51,15 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(union) if union else float("nan")
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "n/a" if np.isnan(value) else f"{value:.3f}"
-        return "n/a" if value is None else str(value)
-
-    rows = [list(frame.columns), ["---"] * len(frame.columns), *[[cell(v) for v in row] for row in frame.itertuples(index=False)]]
-    return "\n".join("| " + " | ".join(map(str, row)) + " |" for row in rows)
+def _pairs(frame: pd.DataFrame) -> frozenset[tuple[int, int]]:
+    """The (layer, index) of every row."""
+    return frozenset(zip(frame["layer"].astype(int), frame["index"].astype(int)))
 
 
-def _neurons(table: pd.DataFrame, mask: np.ndarray) -> set[tuple[int, int]]:
-    return set(zip(table["layer"][mask].astype(int), table["index"][mask].astype(int)))
-
-
-def _top_by(table: pd.DataFrame, column: str, eligible: np.ndarray, n: int) -> set[tuple[int, int]]:
+def _top_by(table: pd.DataFrame, column: str, eligible: np.ndarray, n: int) -> frozenset[tuple[int, int]]:
     values = np.abs(np.nan_to_num(table[column].to_numpy()))
     order = np.flatnonzero(eligible)[np.argsort(-values[eligible], kind="stable")[:n]]
-    return set(zip(table["layer"].to_numpy()[order].astype(int), table["index"].to_numpy()[order].astype(int)))
+    return _pairs(table.iloc[order])
 
 
 @dataclass(frozen=True)
@@ -86,14 +78,13 @@ class SeedResult:
     """Jaccard overlap of the top-100 (by |effect|, outliers excluded) on two disjoint prompt halves."""
     verdict: dict[str, Any] | None
     seconds: float
-    """The seed's recorded stage time (not this call's: a fresh seed is skipped in seconds)."""
+    """The seed's recorded stage time (a fresh seed is skipped in seconds, so not this call's)."""
 
     @classmethod
-    def read(cls, seed: int, out: Path, seconds: float) -> SeedResult:
+    def read(cls, seed: int, out: Path) -> SeedResult:
         summary = json.loads((out / "summary.json").read_text())
         table = pd.read_csv(out / "neurons.csv", keep_default_na=False, na_values=[""], dtype={"class": str})
-        flagged = table["flagged"].to_numpy(bool)
-        ranked = table[flagged].sort_values("rank").head(TOP)
+        flagged = table[table["flagged"].to_numpy(bool)]
         contrast = json.loads((out / "neurons.json").read_text())["design"]["specific"][0]
         eligible = ~table["outlier"].to_numpy(bool)
         halves = jaccard(_top_by(table, f"{contrast}_std_a", eligible, TOP),
@@ -102,9 +93,9 @@ class SeedResult:
         verdict_path = out / "suppression" / "verdict.json"  # the summary's copy leaves out the neurons
         verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else summary.get("suppression")
         return cls(seed, out, behavior.get("merged", {}).get("emoji_rate", {}),
-                   behavior.get("base", {}).get("emoji_rate", {}), frozenset(_neurons(table, flagged)),
-                   frozenset(zip(ranked["layer"].astype(int), ranked["index"].astype(int))), halves,
-                   verdict, float(summary.get("timings", {}).get("total", seconds)))
+                   behavior.get("base", {}).get("emoji_rate", {}), _pairs(flagged),
+                   _pairs(flagged.sort_values("rank").head(TOP)), halves,
+                   verdict, float(summary.get("timings", {}).get("total", float("nan"))))
 
 
 @dataclass(frozen=True)
@@ -172,18 +163,8 @@ class Replication:
                 "findings": self.findings()}
 
     def markdown(self) -> str:
-        lines = [f"# Replication across training seeds {', '.join(str(s.seed) for s in self.seeds)}", "",
-                 "Each seed is a whole study (fine-tune, behaviour, caches, statistics, causal checks, suppressor) in "
-                 "its own directory. A finding replicates when it holds in every seed.", "",
-                 "| finding | held (per seed; per pair of seeds for overlaps) | replicates |", "|---|---|---|"]
-        for f in self.findings():
-            held = ", ".join({True: "yes", False: "no", None: "n/a"}[h] for h in f["held"])
-            lines.append(f"| {f['finding']} | {held} | {'yes' if f['replicates'] else '**NO**'} |")
-        lines += ["", "Per seed (emoji rate: merged model, held-out questions, 95% interval; cut: the suppressor's "
-                  "relative cut of that rate):", "", _markdown_table(self.table), "",
-                  "Pairwise overlaps (Jaccard):", "", _markdown_table(self.overlaps), "",
-                  f"Neurons flagged in every seed: {len(self.in_every_seed()):,}."]
-        return "\n".join(lines) + "\n"
+        seeds = ", ".join(str(s.seed) for s in self.seeds)
+        return to_markdown(f"Replication across training seeds {seeds}", replication_blocks(self.to_dict()), Path("."))
 
     def save(self, out: str | Path) -> None:
         out = Path(out)
@@ -201,9 +182,8 @@ def replicate(config: StudyConfig, out: str | Path, seeds: Sequence[int], *,
     for seed in seeds:
         folder = out / f"seed-{seed}"
         log.info("replication: seed %d into %s", seed, folder)
-        start = time.perf_counter()
         run_study(dataclasses.replace(config, seed=seed), folder, force=force)
-        results.append(SeedResult.read(seed, folder, time.perf_counter() - start))
+        results.append(SeedResult.read(seed, folder))
     replication = Replication(config, tuple(results))
     replication.save(out)
     return replication
