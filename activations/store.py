@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ SCHEMA = "neurodiff.activations/2"
 IDENTITY_ATTRS = ("capture_config", "prompt_set_hash", "weights_hash")
 """Attrs that must match for a rerun to continue a partial file."""
 _STR = h5py.string_dtype("utf-8")
+_MEMORY_FILES = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -362,7 +364,9 @@ def open_writer(
     writes an in-memory file (nothing touches the disk)."""
     extras = extras or {}
     if out is None:
-        name = f"neurodiff-memory-{id(layout)}-{os.getpid()}.h5"
+        # HDF5 refuses a second open file of the same name even in memory, and id() of a freed layout
+        # comes back while the first in-memory cache is still alive: a counter never repeats.
+        name = f"neurodiff-memory-{os.getpid()}-{next(_MEMORY_FILES)}.h5"
         return CacheWriter(None, _create(h5py.File(name, "w", driver="core", backing_store=False),
                                          layout, attrs, ids, texts, extras))
     out = Path(out)

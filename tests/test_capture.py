@@ -317,3 +317,20 @@ def test_templates(tiny_llama) -> None:
     assert "assistant\nhello" in apply_template(tokenizer, "hello", "assistant")
     with pytest.raises(ValueError, match="unknown template"):
         apply_template(tokenizer, "hello", "system")
+
+
+def test_in_memory_captures_can_all_stay_open(tiny_llama) -> None:
+    from activations.store import CacheLayout, open_writer
+
+    # Each in-memory file needs a name no open one has. The same layout object twice stands in for
+    # a freed layout whose id() came back while the first cache was still open.
+    layout = CacheLayout(2, 3, 128, ("content_mean",), False, chunk_rows=2, histogram=False)
+    writers = [open_writer(None, layout, {"capture_config": "{}"}, ["a", "b"], ["x", "y"]) for _ in range(2)]
+    assert len({w.file.filename for w in writers}) == 2
+    for writer in writers:
+        writer.close()
+    caches = [capture(tiny_llama, None, PROMPTS[:2], None, template="raw") for _ in range(3)]
+    for cache in caches[1:]:
+        np.testing.assert_array_equal(cache.reduction("content_mean"), caches[0].reduction("content_mean"))
+    for cache in caches:
+        cache.close()
