@@ -139,6 +139,45 @@ def test_killed_run_resumes_to_same_numbers(finished, tmp_path, monkeypatch) -> 
     assert _numbers(resumed) == _numbers(uninterrupted)
 
 
+def test_another_trait_retrains_and_a_failed_run_leaves_no_report_of_the_old_one(finished, tmp_path,
+                                                                                 monkeypatch, capsys) -> None:
+    import importlib
+    import shutil
+
+    diff_module = importlib.import_module("interp.stats.diff")  # interp.stats.diff is also a function
+    study = tmp_path / "study"
+    shutil.copytree(finished, study)
+    openness = QUICK.__class__(**{**QUICK.__dict__, "trait": "openness"})
+
+    def failing_diff(*args, **kwargs):
+        raise RuntimeError("diff dies")
+
+    monkeypatch.setattr(diff_module, "diff", failing_diff)
+    with pytest.raises(RuntimeError, match="diff dies"):
+        run_study(openness, study)
+    # the extraversion report must not survive beside an openness fine-tune
+    assert not any((study / name).exists() for name in ("report.html", "report.md", "summary.json"))
+    assert main(["report", str(study)]) == 2
+    assert "diff (no record)" in capsys.readouterr().err
+    monkeypatch.undo()
+    run_study(openness, study)
+    assert json.loads((study / "adapter" / "training.json").read_text())["config"]["trait"] == "openness"
+    summary = json.loads((study / "summary.json").read_text())
+    assert summary["trait"] == "openness"
+    assert (study / "report.md").read_text().startswith("# neurodiff study: injection / openness")
+
+
+def test_report_is_refused_when_a_setting_changed_since(finished, tmp_path, capsys) -> None:
+    import shutil
+
+    study = tmp_path / "study"
+    shutil.copytree(finished, study)
+    settings = json.loads((study / "study.json").read_text())
+    (study / "study.json").write_text(json.dumps({**settings, "delta": settings["delta"] * 2}))
+    assert main(["report", str(study)]) == 2
+    assert "diff (inputs or settings changed)" in capsys.readouterr().err
+
+
 def test_force_unknown_stage_is_refused(finished) -> None:
     with pytest.raises(ValueError, match="no such stage"):
         run_study(QUICK, finished, force=("nonsense",))

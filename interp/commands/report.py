@@ -1,10 +1,11 @@
-"""``interp report DIR``: rebuild a study's report from its stage outputs (no recomputation)."""
+"""``interp report DIR``: rebuild a study's report from its stage outputs (no recomputation; refused
+when a stage is stale)."""
 
 from __future__ import annotations
 
 import argparse
 
-from interp.report.build import build_report
+from interp.study.pipeline import rebuild_report
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -14,6 +15,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in build_report(args.dir):
+    for path in rebuild_report(args.dir):
         print(path)
     return 0

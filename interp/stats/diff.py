@@ -171,12 +171,16 @@ class DiffResult:
         return paths
 
 
+MIN_CONTRAST_PROMPTS = 4
+"""Fewer prompts than this leave a paired test with too few degrees of freedom to say anything."""
+
+
 def _columns(inputs: DiffInputs, design: DiffDesign, config: DiffConfig) -> tuple[dict[str, np.ndarray], dict[str, int]]:
     rows = {c.name: contrast_rows(inputs, c) for c in design.contrasts}
     n_prompts = {name: int(mask.sum()) for name, mask in rows.items()}
-    short = [name for name, n in n_prompts.items() if n < 4]
+    short = [name for name, n in n_prompts.items() if n < MIN_CONTRAST_PROMPTS]
     if short:
-        raise ValueError(f"contrasts {short} have fewer than 4 prompts with tokens in every term's scope "
+        raise ValueError(f"contrasts {short} have fewer than {MIN_CONTRAST_PROMPTS} prompts with tokens in every term's scope "
                          f"({ {n: n_prompts[n] for n in short} }); give prompts with marks (and controls)")
     n = inputs.n_neurons
     starts = range(0, n, config.block_size)

@@ -19,7 +19,7 @@ from typing import Any
 from activations import load_model
 from activations.atomic_io import write_json_atomic
 from interp.study.config import StudyConfig
-from interp.study.stages import Stage, StageContext, relative, run_stages
+from interp.study.stages import Stage, StageContext, relative, run_stages, stale_stages
 from interp.study.stages_causal import stage_causal, stage_report, stage_suppress
 from interp.study.stages_data import stage_behavior, stage_cache
 
@@ -64,7 +64,7 @@ def stage_diff(ctx: StageContext) -> dict[str, Any]:
     from interp.stats.designs import emoji_design
 
     c: StudyConfig = ctx.config
-    has_writing = ctx.path("caches", "merged", "writing.h5").exists()
+    has_writing = "writing" in ctx.results["cache"]["reductions"]  # the cache stage decides (stage_cache)
     result = diff(ctx.path("caches", "base"), ctx.path("caches", "merged"), emoji_design(writing=has_writing),
                   DiffConfig(delta=c.delta, split_seed=c.seed))
     out = ctx.path("neurons.csv")
@@ -109,7 +109,7 @@ STAGES: tuple[Stage, ...] = (
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
                                                   "writing_questions"), _data_inputs, version=3),
     Stage("cache", stage_cache, ("merge", "behavior"), ("emoji_prompts", "capture_batch", "seed"), _prompt_inputs,
-          version=3),
+          version=4),
     Stage("diff", stage_diff, ("cache",), ("delta", "seed"), version=2),
     Stage("examples", stage_examples, ("diff", "merge"), version=2),
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
@@ -134,5 +134,29 @@ def run_study(config: StudyConfig, out: str | Path, *, force: tuple[str, ...] = 
         if previous != json.loads(json.dumps(dataclasses.asdict(config))):
             log.info("study settings differ from the last run in %s; stages they affect will rerun", out)
     write_json_atomic(config_path, dataclasses.asdict(config))
-    return run_stages(STAGES, out, config, force=force, until=until)
+    return run_stages(STAGES, out, config, force=force, until=until, published=("report",))
 
+
+
+def read_study_config(out: str | Path) -> StudyConfig:
+    """The settings a study directory was last run with (its ``study.json``)."""
+    path = Path(out) / "study.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {out} holds no study; run `interp run --out {out}` first")
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items() if k in fields}
+    return StudyConfig(**values)
+
+
+def rebuild_report(out: str | Path) -> list[Path]:
+    """Write the report again from the stage outputs, without recomputing; refused if any stage it
+    reports is stale (a setting, an input file or an upstream output changed since it ran)."""
+    out = Path(out)
+    config = read_study_config(out)
+    stale = stale_stages([s for s in STAGES if s.name != "report"], out, config)
+    if stale:
+        listed = ", ".join(f"{name} ({why})" for name, why in stale.items())
+        raise ValueError(f"{out}: stages {listed} are not fresh, so a report would mix old and new results; "
+                         f"run `interp run --out {out}` with the study's settings to redo them")
+    record = run_stages(STAGES, out, config, force=("report",), published=("report",))["report"]
+    return [out / rel for rel in record["outputs"]]

@@ -14,6 +14,9 @@
    have changed since can therefore never be reported as finished.
 5. A stage killed midway leaves no record and reruns; it overwrites its own outputs, while long
    stages (training, caching) resume from their own checkpoints inside the stage.
+6. The stages named ``published`` (the report) are what a person reads. Before any other stage
+   reruns, their record and outputs are removed, so a run that fails halfway cannot leave a report
+   of the old inputs beside the new ones; the next run that gets through writes it again.
 Hashes of big files are computed once per run (and remembered by size and modification time).
 """
 
@@ -122,12 +125,35 @@ def _outputs_intact(out: Path, record: Mapping[str, Any]) -> bool:
     return all(content_hash(out / rel) == digest for rel, digest in hashes.items())
 
 
+def _staleness(out: Path, record: Mapping[str, Any] | None, print_: str) -> str | None:
+    """Why a stage must rerun, or None if its record is fresh (module docstring, point 4)."""
+    if record is None:
+        return "no record"
+    if record.get("fingerprint") != print_:
+        return "inputs or settings changed"
+    return None if _outputs_intact(out, record) else "outputs changed"
+
+
+def stale_stages(stages: Sequence[Stage], out: Path, config: Any) -> dict[str, str]:
+    """Stage name -> why it would rerun, for every stage that is not fresh; runs nothing."""
+    hashes: dict[str, dict[str, str]] = {}
+    stale = {}
+    for stage in stages:
+        record = load_record(out, stage.name)
+        reason = _staleness(out, record, fingerprint(stage, config, hashes))
+        if reason is not None:
+            stale[stage.name] = reason
+        hashes[stage.name] = (record or {}).get("outputs", {}) if reason is None else {"stale": stage.name}
+    return stale
+
+
 def run_stages(
     stages: Sequence[Stage],
     out: Path,
     config: Any,
     force: Sequence[str] = (),
     until: str | None = None,
+    published: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Run ``stages`` in order into ``out``, skipping fresh ones (module docstring); returns every
     stage's record, with ``skipped`` set on the ones not run now."""
@@ -141,15 +167,14 @@ def run_stages(
     for stage in stages:
         print_ = fingerprint(stage, config, hashes)
         record = load_record(out, stage.name)
-        fresh = (record is not None and record.get("fingerprint") == print_ and stage.name not in force
-                 and _outputs_intact(out, record))
-        if fresh:
+        reason = "forced" if stage.name in force else _staleness(out, record, print_)
+        if reason is None:
             log.info("stage %-10s fresh (finished %s): skipped", stage.name, record["finished"])
             record = {**record, "skipped": True}  # returned only: the file keeps the run that made it
         else:
-            reason = ("forced" if stage.name in force else "no record" if record is None
-                      else "inputs or settings changed" if record.get("fingerprint") != print_ else "outputs changed")
             log.info("stage %-10s running (%s)", stage.name, reason)
+            if stage.name not in published:
+                _withdraw(out, [name for name in published if name != stage.name])
             _record_path(out, stage.name).unlink(missing_ok=True)  # a killed run must not leave the old record
             started = time.perf_counter()
             result = stage.run(context)
@@ -173,6 +198,21 @@ def run_stages(
         if stage.name == until:
             break
     return records
+
+
+def _withdraw(out: Path, names: Sequence[str]) -> None:
+    """Remove the named stages' records and recorded outputs (module docstring, point 6)."""
+    for name in names:
+        record = load_record(out, name)
+        if record is None:
+            continue
+        _record_path(out, name).unlink(missing_ok=True)
+        for rel in record.get("outputs", {}):
+            path = out / rel
+            if path.is_file():
+                path.unlink()
+        log.info("stage %-10s withdrawn: its outputs described the old inputs and are written again at the end",
+                 name)
 
 
 def load_records(out: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:

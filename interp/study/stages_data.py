@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from activations import load_model
@@ -11,6 +12,7 @@ from activations.prompt_sets import apply_template, load_prompt_set
 from activations.sampling import sample_replies
 from activations.twins import filler_twins
 from activations.writing import writing_spans
+from interp.stats.diff import MIN_CONTRAST_PROMPTS
 from interp.study.config import StudyConfig
 from interp.study.stages import StageContext, relative
 
@@ -22,6 +24,8 @@ CACHE_REDUCTIONS = {
 }
 """What each condition's caches hold: exactly what the emoji design reads (``interp.stats.designs``),
 plus ``content_max`` for the max-activating examples."""
+
+log = logging.getLogger(__name__)
 
 
 def behavior_config(c: StudyConfig, samples: int):
@@ -80,10 +84,18 @@ def stage_cache(ctx: StageContext) -> dict[str, Any]:
                          seeds=(c.seed + 1, c.seed + 2), names=("filler-a", "filler-b"))
     sets = {"emoji": twins.original, "filler-a": twins.twins[0], "filler-b": twins.twins[1]}
     try:
-        sets["writing"] = read_writing_replies(ctx.path("behavior", "writing.jsonl"))
+        writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"))
     except ValueError:
-        pass  # no reply with an emoji: the design leaves the writing contrast out
+        writing = None  # no reply with an emoji: the design leaves the writing contrast out
+    usable = 0 if writing is None else sum(bool(m and c) for m, c in zip(writing.marks, writing.controls or ()))
+    if usable >= MIN_CONTRAST_PROMPTS:
+        sets["writing"] = writing
+    else:  # a paired test on so few replies says nothing; the diff leaves the contrast out and says so
+        log.info("leaving the emoji writing contrast out: %d of the merged model's replies hold an emoji and "
+                 "another sentence end (at least %d needed)", usable, MIN_CONTRAST_PROMPTS)
     outputs = []
+    for label in ("base", "merged") if "writing" not in sets else ():  # an earlier run's, of other replies
+        ctx.path("caches", label, "writing.h5").unlink(missing_ok=True)
     for label, loaded in (("base", load_model(c.model)), ("merged", merged)):
         for name, prompts in sets.items():
             out = ctx.path("caches", label, f"{name}.h5")
