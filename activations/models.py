@@ -74,13 +74,16 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _load_hub(spec: str, dtype: torch.dtype) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    try:  # already in the local HF cache: no network needed
-        return (
-            AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, local_files_only=True),
-            AutoTokenizer.from_pretrained(spec, local_files_only=True),
-        )
-    except OSError:
-        pass
+    from huggingface_hub import snapshot_download
+
+    try:  # already in the local HF cache: load the snapshot folder, so nothing asks the network
+        local = snapshot_download(spec, local_files_only=True)
+    except OSError:  # LocalEntryNotFoundError: not cached
+        local = None
+    if local is not None:
+        # not from_pretrained(spec, local_files_only=True): transformers still looks for an
+        # adapter_config.json on the hub then, retrying for ~25 s when there is no network
+        return AutoModelForCausalLM.from_pretrained(local, dtype=dtype), AutoTokenizer.from_pretrained(local)
     if not _hub_reachable():
         raise ModelSpecError(
             f"{spec!r} looks like a hub id, but the Hugging Face hub is unreachable from here and the "

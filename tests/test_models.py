@@ -30,6 +30,23 @@ def test_hub_id_fails_fast_offline(monkeypatch) -> None:
     assert time.perf_counter() - start < 30  # fails fast rather than hanging on retries
 
 
+def test_unreachable_hub_is_never_asked(monkeypatch) -> None:
+    """No HF_HUB_OFFLINE, no network: the cache lookup must not send a request (transformers'
+    adapter lookup used to retry a HEAD request for ~25 s even with local_files_only)."""
+    import huggingface_hub.file_download
+
+    import activations.models
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a request was sent to the hub")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.file_download, "get_hf_file_metadata", no_network)
+    monkeypatch.setattr(activations.models, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(ModelSpecError, match="hub is unreachable"):
+        load_model("some-org/some-model-that-is-not-cached")
+
+
 def test_tiny_models_are_seeded_and_use_real_tokenizer() -> None:
     a, b = load_model("tiny-random-llama"), load_model("tiny-random-llama")
     assert weights_fingerprint(a.model) == weights_fingerprint(b.model)
