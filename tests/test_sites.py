@@ -1,94 +1,231 @@
-"""Neuron sites: found for every supported architecture, counted right, and equal to act(gate)*up."""
+"""Neuron sites: found for every architecture with a row, inferred the same way without one, counted
+right, equal to a manual recomputation of the MLP activation, and refused clearly where they cannot be."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import pytest
 import torch
+from torch import Tensor, nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     BitsAndBytesConfig,
+    PretrainedConfig,
 )
 
 from activations import UnsupportedArchitectureError, neuron_inventory, neuron_sites
+from activations import sites as sites_module
 from activations.hooks import any_hooks, recording
+from activations.sites import ARCHITECTURES, ArchSpec, decoder_blocks, infer_spec, site_source
 
-# Small configs of each supported family; the sizes are arbitrary but the MLP widths differ from
-# the hidden size so a wrong module (e.g. up_proj instead of down_proj) would show in d_mlp.
-FAMILIES = {
-    "llama": dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2),
-    "mistral": dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2),
-    "qwen2": dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2),
-    "qwen3": dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
-    "gemma": dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=8),
-    "gpt2": dict(n_embd=32, n_inner=48, n_head=4),
-    "gpt_neox": dict(hidden_size=32, intermediate_size=48, num_attention_heads=4),
-    "phi": dict(hidden_size=32, intermediate_size=48, num_attention_heads=4),
+Recompute = Callable[[nn.Module, Tensor], Tensor]
+"""(the module holding the MLP's parts, the MLP's input) -> the neuron vector, computed by hand."""
+
+
+def gated(mlp: nn.Module, x: Tensor) -> Tensor:
+    return mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+
+
+def fused_gated(mlp: nn.Module, x: Tensor) -> Tensor:
+    # Phi-3 and GLM keep gate and up in one projection, gate first.
+    gate, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
+    return up * mlp.activation_fn(gate)
+
+
+def plain(proj: str, act: str) -> Recompute:
+    return lambda mlp, x: getattr(mlp, act)(getattr(mlp, proj)(x))
+
+
+@dataclass(frozen=True)
+class Family:
+    """A tiny config of one architecture and how to recompute its MLP activation by hand."""
+
+    config: dict
+    recompute: Recompute = gated
+    mlp: str = "mlp"
+    """Path from a block to the MLP module: its input is the MLP's input, its attributes the parts."""
+    d_mlp: int = 48
+    special: dict = field(default_factory=lambda: dict(pad_token_id=0, bos_token_id=1, eos_token_id=2))
+
+
+# MLP widths (48) differ from the hidden size (32), so a wrong module (up_proj for down_proj, or
+# attention's output) would show in d_mlp. BLOOM and MPT hard-code 4 * hidden.
+GQA = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2)
+GQA_HD = dict(GQA, head_dim=8)
+MHA = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4)
+GPT = dict(n_embd=32, n_inner=48, n_head=4)
+FAMILIES: dict[str, Family] = {
+    "llama": Family(GQA),
+    "mistral": Family(GQA),
+    "qwen2": Family(GQA),
+    "qwen3": Family(GQA_HD),
+    "gemma": Family(GQA_HD),
+    "gemma2": Family(GQA_HD),
+    "gemma3_text": Family(GQA_HD),
+    "olmo": Family(GQA),
+    "olmo2": Family(GQA),
+    "olmo3": Family(GQA),
+    "granite": Family(GQA),
+    "cohere": Family(GQA),
+    "cohere2": Family(GQA),
+    "stablelm": Family(GQA),
+    "smollm3": Family(GQA),
+    "helium": Family(GQA_HD),
+    "exaone4": Family(GQA),
+    "phi3": Family(GQA, fused_gated),
+    "glm": Family(GQA_HD, fused_gated),
+    "glm4": Family(GQA_HD, fused_gated),
+    "nemotron": Family(GQA_HD, plain("up_proj", "act_fn")),
+    "phi": Family(MHA, plain("fc1", "activation_fn")),
+    "starcoder2": Family(GQA, plain("c_fc", "act")),
+    "persimmon": Family(MHA, plain("dense_h_to_4h", "act")),
+    "gpt2": Family(GPT, plain("c_fc", "act")),
+    "gpt_bigcode": Family(GPT, plain("c_fc", "act")),
+    "gpt_neo": Family(dict(MHA, num_heads=4, attention_types=[[["global", "local"], 1]]), plain("c_fc", "act")),
+    "gptj": Family(dict(GPT, rotary_dim=4), plain("fc_in", "act")),
+    "codegen": Family(dict(GPT, rotary_dim=4), plain("fc_in", "act")),
+    "falcon": Family(dict(hidden_size=32, ffn_hidden_size=48, num_attention_heads=4), plain("dense_h_to_4h", "act")),
+    "bloom": Family(dict(hidden_size=32, n_head=4), plain("dense_h_to_4h", "gelu_impl"), d_mlp=128),
+    "mpt": Family(dict(d_model=32, n_heads=4), plain("up_proj", "act"), mlp="ffn", d_mlp=128),
+    "gpt_neox": Family(MHA, plain("dense_h_to_4h", "act")),
 }
+N_LAYERS = 2  # gpt_neo's attention_types above spell out exactly this many layers
 
 
-def _tiny(model_type: str, n_layers: int = 2) -> torch.nn.Module:
-    layer_key = "n_layer" if model_type == "gpt2" else "num_hidden_layers"
-    config = AutoConfig.for_model(model_type, vocab_size=64, **{layer_key: n_layers}, **FAMILIES[model_type])
+def _build(model_type: str, family: Family | None = None) -> nn.Module:
+    family = family or FAMILIES[model_type]
+    config = AutoConfig.for_model(model_type, vocab_size=64, num_hidden_layers=N_LAYERS,
+                                  **family.special, **family.config)
     return AutoModelForCausalLM.from_config(config).eval()
+
+
+@functools.cache
+def _tiny(model_type: str) -> nn.Module:
+    """Built once per run: the tests below only hook (and unhook) these models, never change them."""
+    return _build(model_type)
+
+
+def _without_row(monkeypatch: pytest.MonkeyPatch, model_type: str) -> None:
+    """Hide one row for this test only, on a copy: the shared table is never mutated."""
+    copy = {key: spec for key, spec in ARCHITECTURES.items() if key != model_type}
+    monkeypatch.setattr(sites_module, "ARCHITECTURES", copy)
+
+
+def test_every_row_is_tested() -> None:
+    assert set(FAMILIES) == set(ARCHITECTURES)
 
 
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
 def test_sites_found_for_each_family(model_type: str) -> None:
-    model = _tiny(model_type, n_layers=3)
+    model, family = _tiny(model_type), FAMILIES[model_type]
     sites = neuron_sites(model)
-    assert [s.layer for s in sites] == [0, 1, 2]
-    assert [s.name for s in sites] == [f"blocks.{i}.mlp.hook_post" for i in range(3)]
-    assert all(s.d_mlp == 48 for s in sites)
-    ids = torch.randint(0, 64, (2, 5))
-    with recording(sites) as acts:
-        model(ids)
-    assert all(acts[layer].shape == (2, 5, 48) for layer in range(3))
+    assert [s.layer for s in sites] == list(range(N_LAYERS))
+    assert [s.name for s in sites] == [f"blocks.{i}.mlp.hook_post" for i in range(N_LAYERS)]
+    assert all(s.d_mlp == family.d_mlp for s in sites)
+    spec = ARCHITECTURES[model_type]
+    blocks = decoder_blocks(model)
+    assert [s.module for s in sites] == [block.get_submodule(spec.out_proj) for block in blocks]
+    assert site_source(model) == "table"
+    with recording(sites) as acts, torch.no_grad():
+        model(torch.randint(0, 64, (2, 5)))
+    assert all(acts[layer].shape == (2, 5, family.d_mlp) for layer in range(N_LAYERS))
     assert not any_hooks(sites)
 
 
-def test_gated_site_equals_manual_recomputation(tiny_llama) -> None:
-    model = tiny_llama.model
-    ids = tiny_llama.tokenizer(["The cat sat on the mat."], return_tensors="pt").input_ids
-    mlp_inputs = {}
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_site_equals_manual_recomputation(model_type: str) -> None:
+    model, family = _tiny(model_type), FAMILIES[model_type]
+    blocks = decoder_blocks(model)
+    mlp_inputs: dict[int, Tensor] = {}
     handles = [
-        layer.mlp.register_forward_pre_hook(lambda m, a, i=i: mlp_inputs.__setitem__(i, a[0]))
-        for i, layer in enumerate(model.model.layers)
+        block.get_submodule(family.mlp).register_forward_pre_hook(
+            lambda m, args, i=i: mlp_inputs.__setitem__(i, args[0]))
+        for i, block in enumerate(blocks)
     ]
     try:
         with recording(neuron_sites(model)) as acts, torch.no_grad():
-            model(ids)
+            model(torch.randint(0, 64, (2, 6)))
     finally:
         for handle in handles:
             handle.remove()
-    for i, layer in enumerate(model.model.layers):
-        x = mlp_inputs[i]
-        manual = layer.mlp.act_fn(layer.mlp.gate_proj(x)) * layer.mlp.up_proj(x)
-        torch.testing.assert_close(acts[i], manual, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        for i, block in enumerate(blocks):
+            manual = family.recompute(block.get_submodule(family.mlp), mlp_inputs[i])
+            torch.testing.assert_close(acts[i], manual, rtol=0, atol=1e-6)
 
 
-def test_plain_site_equals_manual_recomputation(tiny_gpt2) -> None:
-    model = tiny_gpt2.model
-    ids = tiny_gpt2.tokenizer(["Hello there, general."], return_tensors="pt").input_ids
-    mlp_inputs = {}
-    handles = [
-        block.mlp.register_forward_pre_hook(lambda m, a, i=i: mlp_inputs.__setitem__(i, a[0]))
-        for i, block in enumerate(model.transformer.h)
-    ]
-    try:
-        with recording(neuron_sites(model)) as acts, torch.no_grad():
-            model(ids)
-    finally:
-        for handle in handles:
-            handle.remove()
-    for i, block in enumerate(model.transformer.h):
-        manual = block.mlp.act(block.mlp.c_fc(mlp_inputs[i]))
-        torch.testing.assert_close(acts[i], manual, rtol=0, atol=1e-6)
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_inference_finds_what_the_table_says(monkeypatch, model_type: str) -> None:
+    model, row = _tiny(model_type), ARCHITECTURES[model_type]
+    from_table = [s.module for s in neuron_sites(model)]
+    _without_row(monkeypatch, model_type)
+    assert infer_spec(model) == row
+    assert [s.module for s in neuron_sites(model)] == from_table
+    inventory = neuron_inventory(model)
+    assert inventory["site_source"] == "inferred" and inventory["d_mlp"] == FAMILIES[model_type].d_mlp
+
+
+MOE = {
+    "mixtral": dict(GQA, num_local_experts=4, num_experts_per_tok=2),
+    # Its shared expert is a dense MLP of exactly the intermediate size: width alone would pick it.
+    "qwen2_moe": dict(GQA, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+                      shared_expert_intermediate_size=48),
+    "olmoe": dict(GQA, num_experts=4, num_experts_per_tok=2),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(MOE))
+def test_mixture_of_experts_is_refused_with_the_fix(model_type: str) -> None:
+    model = _build(model_type, Family(MOE[model_type]))
+    with pytest.raises(UnsupportedArchitectureError, match=r"mixture-of-experts.*ARCHITECTURES\["):
+        neuron_sites(model)
+
+
+def test_opt_is_refused_because_it_flattens_batch_and_position() -> None:
+    model = _build("opt", Family(dict(hidden_size=32, ffn_dim=48, num_attention_heads=4, word_embed_proj_dim=32)))
+    with pytest.raises(UnsupportedArchitectureError, match=r"OPTForCausalLM.*flattens"):
+        neuron_sites(model)
+
+
+class ToyConfig(PretrainedConfig):
+    model_type = "toy"
+
+
+class Toy(nn.Module):
+    """A model no table row or inference rule knows: each block's MLP is ``ffn`` of the given widths."""
+
+    def __init__(self, widths: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self.config = ToyConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=48)
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({f"ffn{j}": nn.Linear(d_in, d_out) for j, (d_in, d_out) in enumerate(widths)})
+            for _ in range(2)
+        )
+
+
+@pytest.mark.parametrize("widths, found", [([(32, 40), (40, 32)], "found 0: none"),
+                                           ([(48, 32), (48, 32)], "found 2: layers.0.ffn0, layers.0.ffn1")])
+def test_uninferable_model_names_class_problem_and_row_to_add(monkeypatch, widths, found: str) -> None:
+    model = Toy(widths)
+    with pytest.raises(UnsupportedArchitectureError) as error:
+        neuron_sites(model)
+    message = str(error.value)
+    assert "Toy (model_type='toy')" in message and found in message
+    assert "ARCHITECTURES['toy'] = ArchSpec('layers', 'mlp.down_proj')" in message
+    # The fix the message names works: one row, here pointing at the last projection.
+    monkeypatch.setattr(sites_module, "ARCHITECTURES", {**ARCHITECTURES, "toy": ArchSpec("layers", "ffn1")})
+    assert [s.d_mlp for s in neuron_sites(model)] == [widths[1][0]] * 2
+    assert site_source(model) == "table"
 
 
 def test_inventory_counts(tiny_llama, tiny_gpt2) -> None:
     assert neuron_inventory(tiny_llama.model)["n_neurons"] == 3 * 128
     assert neuron_inventory(tiny_gpt2.model)["n_neurons"] == 3 * 256
+    assert neuron_inventory(tiny_llama.model)["site_source"] == "table"
 
 
 def test_layer_subset_and_out_of_range(tiny_llama) -> None:
@@ -97,24 +234,19 @@ def test_layer_subset_and_out_of_range(tiny_llama) -> None:
         neuron_sites(tiny_llama.model, layers=[3])
 
 
-def test_unsupported_architecture_names_class_and_fix() -> None:
-    config = AutoConfig.for_model("bloom", vocab_size=64, hidden_size=32, n_layer=1, n_head=4)
-    model = AutoModelForCausalLM.from_config(config)
-    with pytest.raises(UnsupportedArchitectureError, match=r"BloomForCausalLM.*ARCHITECTURES"):
-        neuron_sites(model)
-
-
-def test_peft_wrapped_model_sites_see_lora_layers(tiny_llama) -> None:
+def test_peft_wrapped_model_sites_see_lora_layers(monkeypatch) -> None:
     from peft import LoraConfig, get_peft_model
 
-    base = _tiny("llama")
-    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["down_proj", "up_proj"]))
+    peft_model = get_peft_model(_build("llama"), LoraConfig(r=2, target_modules=["down_proj", "up_proj"]))
     sites = neuron_sites(peft_model)
     assert len(sites) == 2 and all(s.d_mlp == 48 for s in sites)
     assert all(type(s.module).__name__ == "Linear" and hasattr(s.module, "lora_A") for s in sites)
     with recording(sites) as acts:
         peft_model(torch.randint(0, 64, (1, 4)))
     assert acts[0].shape == (1, 4, 48)
+    # Inferred, the site is the LoRA wrapper too, not the base Linear inside it.
+    _without_row(monkeypatch, "llama")
+    assert [s.module for s in neuron_sites(peft_model)] == [s.module for s in sites]
 
 
 def test_bitsandbytes_4bit_sites(tmp_path) -> None:
