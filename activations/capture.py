@@ -175,6 +175,7 @@ def capture(
     config: CaptureConfig | None = None,
     overwrite: bool = False,
     model_spec: str | None = None,
+    extra_attrs: dict[str, object] | None = None,
     **options: object,
 ) -> ActivationCache:
     """Record the MLP neurons of ``model`` on ``prompts`` into the HDF5 cache ``out`` (None: in
@@ -183,6 +184,7 @@ def capture(
 
     ``model`` may be a ``LoadedModel`` (then ``tokenizer`` may be None and ``model_spec`` defaults to
     its spec). Merged models and peft-wrapped ones work alike. See the module docstring for the steps.
+    ``extra_attrs`` are stored beside the file's own attrs (``activations.shards`` marks shards so).
     """
     if isinstance(model, LoadedModel):
         tokenizer = tokenizer or model.tokenizer
@@ -204,7 +206,7 @@ def capture(
     encoded = encode_prompt_set(tokenizer, prompt_set, config.template)
     check_lengths(encoded, prompt_set.ids, context_length(model))
     model_spec = model_spec or str(getattr(getattr(model, "config", None), "name_or_path", "") or "unknown")
-    attrs = _file_attrs(config, prompt_set, model, tokenizer, model_spec, d_mlp)
+    attrs = {**_file_attrs(config, prompt_set, model, tokenizer, model_spec, d_mlp), **(extra_attrs or {})}
     layout = CacheLayout(len(prompt_set), len(sites), d_mlp, config.reductions, config.store_tokens,
                          chunk_rows=config.batch_size, histogram=config.histogram)
     writer = open_writer(out, layout, attrs, list(prompt_set.ids), list(prompt_set.texts),

@@ -22,6 +22,7 @@ COMMANDS = [
     "diff",
     "regress",
     "cache",
+    "merge-shards",
     "ablate",
     "attribute",
     "suppress",
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"interp.commands.{name}").add_parser(subparsers)
+        importlib.import_module(f"interp.commands.{name.replace('-', '_')}").add_parser(subparsers)
     return parser
 
 

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from activations import distributed
 from activations.resume import block_outputs, resume_from, resumes_exactly
 from activations.sites import decoder_blocks
 from interp.causal.inputs import TokenBatch, scored_forward
@@ -236,11 +237,18 @@ def measure_sets(model: nn.Module, suite: ProxySuite, sets: Sequence[NeuronSet],
                  neutral: bool = True, max_copies: int = 8, desc: str | None = None) -> list[ProxyResult]:
     """Each set under intervention ``mode`` (``zero`` / ``mean`` / ``resample`` / ``patch``), step 2.
 
-    Sets are grouped by their lowest layer (so resumed passes skip the most), ``max_copies`` at a time."""
+    Sets are grouped by their lowest layer (so resumed passes skip the most), ``max_copies`` at a time.
+    Under ``torch.distributed`` each rank measures every ``world``-th group on its own model replica
+    and every rank receives all results: the groups are the single-process ones, so the numbers are
+    too, and callers (the screen, the sweep's bisection) take the same decisions on every rank."""
     order = sorted(range(len(sets)), key=lambda i: (min(sets[i].layers) if len(sets[i]) else 0, i))
     results: list[ProxyResult | None] = [None] * len(sets)
     groups = [order[i : i + max_copies] for i in range(0, len(order), max_copies)]
-    for group in tqdm(groups, desc=desc or f"proxy {mode}", unit="group", leave=False, disable=len(groups) < 2):
-        for i, result in zip(group, _measure_group(model, suite, [sets[i] for i in group], mode, reference, neutral)):
-            results[i] = result
+    w = distributed.world()
+    mine = distributed.my_stride(groups, w)
+    measured = []
+    for group in tqdm(mine, desc=desc or f"proxy {mode}", unit="group", leave=False, disable=len(mine) < 2):
+        measured.extend(zip(group, _measure_group(model, suite, [sets[i] for i in group], mode, reference, neutral)))
+    for i, result in distributed.gather_blocks(measured, w):
+        results[i] = result
     return results  # type: ignore[return-value]

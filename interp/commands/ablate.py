@@ -1,13 +1,16 @@
 """``interp ablate``: screen, then sweep the rankings and interventions against matched random sets.
 
 The same function as the study's causal stage (``interp.causal.experiment.run_causal``): the study's
-settings give the study's numbers. Flags come from ``CausalSetup``, ``ScreenConfig`` and ``SweepConfig``."""
+settings give the study's numbers. Flags come from ``CausalSetup``, ``ScreenConfig`` and ``SweepConfig``.
+Under ``torchrun --nproc-per-node N`` every condition's neuron sets are split across the ranks, one
+model replica each; rank 0 writes the (identical) gathered results."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from activations import distributed
 from activations.atomic_io import refuse_existing
 from interp.causal.experiment import run_causal
 from interp.causal.screen import ScreenConfig
@@ -32,10 +35,13 @@ def run(args: argparse.Namespace) -> int:
     paths = [args.out / "screen.json", args.out / "screen.csv", args.out / "sweep.json"]
     refuse_existing(paths, args.overwrite)
     seed = args.seed
+    world = distributed.init()  # under torchrun the conditions are split across ranks (measure_sets)
     result = run_causal(args.merged, args.base, args.neurons, args.writing,
                         config_from_args(args, CausalSetup, seed=seed),
                         config_from_args(args, ScreenConfig, prefix="screen-", seed=seed),
                         config_from_args(args, SweepConfig, seed=seed))
+    if not world.is_main:  # every rank holds the same gathered results; one writes them
+        return 0
     result.screen.save(paths[0], overwrite=args.overwrite)
     result.sweep.save(paths[2], overwrite=args.overwrite)
     choice = result.sweep.choice

@@ -1,6 +1,8 @@
 """``interp cache``: record a model's MLP neurons on a prompt set into an HDF5 activation cache.
 
-Every capture option is a flag generated from ``activations.capture.CaptureConfig``."""
+Every capture option is a flag generated from ``activations.capture.CaptureConfig``. Under
+``torchrun --nproc-per-node N`` (or ``accelerate launch``) each process captures its block of
+batches into a shard and rank 0 merges them into ``--out`` (``activations.shards``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import argparse
 
 from activations import DEFAULT_MODEL, load_model
 from activations.atomic_io import refuse_existing
-from activations.capture import CaptureConfig, capture
+from activations import distributed
+from activations.capture import CaptureConfig
+from activations.shards import distributed_capture
 from activations.prompt_sets import BUILTIN_SETS
 from interp.configargs import add_config_arguments, config_from_args
 
@@ -37,15 +41,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="layers to record, e.g. 0,1,5-9 (default: all)")
     add_config_arguments(parser, CaptureConfig, exclude=("layers",))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--device", default=None,
+                        help="torch device (default: cpu; under torchrun with GPUs, each rank's own GPU)")
+    parser.add_argument("--keep-shards", action="store_true",
+                        help="under torchrun: keep each rank's shard file after the merge")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, CaptureConfig, layers=args.layers)
     refuse_existing(args.out, args.overwrite)  # before the model load, which is the slow part
-    loaded = load_model(args.model, device=args.device)
-    with capture(loaded, None, args.prompts, args.out, config=config, overwrite=args.overwrite) as cache:
+    world = distributed.init()  # world size 1 unless launched by torchrun / accelerate
+    loaded = load_model(args.model, device=args.device or distributed.device_for(world))
+    with distributed_capture(loaded, None, args.prompts, args.out, config=config, overwrite=args.overwrite,
+                             keep_shards=args.keep_shards) as cache:
+        if not world.is_main:
+            return 0
         print(f"wrote {cache.path}: {len(cache)} prompts x {len(cache.layers)} layers x {cache.d_mlp} neurons "
               f"({', '.join(cache.reductions)})")
     return 0
