@@ -6,6 +6,9 @@ Accepted specs (checked in this order):
   a local peft adapter directory     its base is loaded by the same rules, then the adapter applied
   a local HF model directory         ``config.json`` + weights
   a hub id ``org/name``              downloaded when a hub is reachable; fails fast when not
+
+A model too large for one device loads with ``device_map`` (and ``max_memory``, ``offload_folder``)
+split over GPUs, CPU and disk; see ``activations.placement``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -25,6 +28,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from activations.embedded import EMBEDDED_NAME, embedded_model, embedded_tokenizer
+from activations.placement import DeviceMap, MaxMemory, check_dispatched, offloaded_tensor, placement_kwargs
 from activations.tiny import TINY_BUILDERS
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ class LoadedModel:
     """One of: embedded, tiny, local, adapter, hub."""
     base_spec: str | None = None
     """For adapters: the spec of the base model the adapter was applied to."""
+    hf_device_map: dict[str, int | str] | None = None
+    """For a model loaded with a ``device_map``: module -> device (``"disk"`` for offloaded ones)."""
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -73,7 +79,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_hub(spec: str, dtype: torch.dtype) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+def _load_hub(spec: str, dtype: torch.dtype, placement: dict[str, object]) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     from huggingface_hub import snapshot_download
 
     try:  # already in the local HF cache: load the snapshot folder, so nothing asks the network
@@ -83,7 +89,8 @@ def _load_hub(spec: str, dtype: torch.dtype) -> tuple[nn.Module, PreTrainedToken
     if local is not None:
         # not from_pretrained(spec, local_files_only=True): transformers still looks for an
         # adapter_config.json on the hub then, retrying for ~25 s when there is no network
-        return AutoModelForCausalLM.from_pretrained(local, dtype=dtype), AutoTokenizer.from_pretrained(local)
+        return (AutoModelForCausalLM.from_pretrained(local, dtype=dtype, **placement),
+                AutoTokenizer.from_pretrained(local))
     if not _hub_reachable():
         raise ModelSpecError(
             f"{spec!r} looks like a hub id, but the Hugging Face hub is unreachable from here and the "
@@ -91,7 +98,7 @@ def _load_hub(spec: str, dtype: torch.dtype) -> tuple[nn.Module, PreTrainedToken
             "(`huggingface-cli download ORG/NAME --local-dir DIR`) and pass DIR"
         )
     return (
-        AutoModelForCausalLM.from_pretrained(spec, dtype=dtype),
+        AutoModelForCausalLM.from_pretrained(spec, dtype=dtype, **placement),
         AutoTokenizer.from_pretrained(spec),
     )
 
@@ -135,24 +142,50 @@ def _load_adapter(path: Path, dtype: torch.dtype, merge: bool, base: str | None,
     return LoadedModel(model, loaded.tokenizer, str(path), "adapter", base_spec)
 
 
+def _refuse_placement(spec: str, path: Path, placement: dict[str, object], device: object) -> None:
+    """Placements only a ``from_pretrained`` folder can take, and never together with ``device``."""
+    if not placement:
+        return
+    if device is not None:
+        raise ValueError(f"pass either device={device!r} or device_map={placement['device_map']!r}, not both; a "
+                         "device_map places every module itself (device_map='cuda:0' puts the whole model on one)")
+    if spec in TINY_BUILDERS:
+        raise ModelSpecError(f"{spec!r} is built in memory and has no folder to load from with a device_map; "
+                             "save_pretrained it (model and tokenizer) into a folder and pass the folder")
+    if path.is_dir() and (path / "adapter_config.json").is_file():
+        raise ModelSpecError(f"{spec!r} is a peft adapter; a device_map applies to a full model folder. Merge it "
+                             "first (`interp merge --adapter ADAPTER --out DIR`) and load DIR with the device_map")
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     *,
     dtype: torch.dtype = torch.float32,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     merge_adapter: bool = False,
     base: str | None = None,
     any_base: bool = False,
+    device_map: DeviceMap | None = None,
+    max_memory: MaxMemory | None = None,
+    offload_folder: str | Path | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from any accepted spec (see module docstring).
 
+    ``device`` (default cpu) moves the whole model. ``device_map`` instead splits it as accelerate
+    does (``"auto"``, or module -> device/``"disk"``) within ``max_memory``; weights placed on
+    ``"disk"`` need an ``offload_folder``. The chosen placement is ``LoadedModel.hf_device_map``.
     ``merge_adapter`` folds a peft adapter into its base; ``base`` overrides the base an adapter
     records (and must agree with it). An adapter written by ``interp train`` is applied only to the
     base whose weights it was trained on (``training.json``), unless ``any_base``.
     """
     path = Path(spec).expanduser()
+    placement = placement_kwargs(device_map, max_memory, offload_folder)
+    _refuse_placement(spec, path, placement, device)
     if spec == EMBEDDED_NAME:
-        loaded = LoadedModel(embedded_model(dtype), _prepare_tokenizer(embedded_tokenizer()), spec, "embedded")
+        # a placement needs from_pretrained on a folder: the embedded cache is one (model_directory)
+        model = (AutoModelForCausalLM.from_pretrained(model_directory(spec), dtype=dtype, **placement)
+                 if placement else embedded_model(dtype))
+        loaded = LoadedModel(model, _prepare_tokenizer(embedded_tokenizer()), spec, "embedded")
     elif spec in TINY_BUILDERS:
         tokenizer = _prepare_tokenizer(embedded_tokenizer())
         special = {
@@ -168,27 +201,37 @@ def load_model(
         if not any(any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.index.json")):
             raise ModelSpecError(f"{spec!r} has a config.json but no weights (*.safetensors or *.bin); "
                                  "copy the weight files into it, or save the model again with save_pretrained")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **placement)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         loaded = LoadedModel(model, _prepare_tokenizer(tokenizer), spec, "local")
     elif path.exists():
         raise ModelSpecError(f"{spec!r} exists but holds neither config.json nor adapter_config.json; "
                              f"accepted: {SPEC_FORMS}")
     elif _HUB_ID.match(spec):
-        model, tokenizer = _load_hub(spec, dtype)
+        model, tokenizer = _load_hub(spec, dtype, placement)
         loaded = LoadedModel(model, _prepare_tokenizer(tokenizer), spec, "hub")
     else:
         raise ModelSpecError(f"unknown model spec {spec!r}; accepted: {SPEC_FORMS}")
-    loaded.model.to(device).eval()
+    if placement:  # already placed (and dispatched) by from_pretrained: moving it would undo that
+        loaded = replace(loaded, hf_device_map=check_dispatched(loaded.model, offload_folder))
+        loaded.model.eval()
+    else:
+        loaded.model.to(device if device is not None else "cpu").eval()
     return loaded
 
 
 def weights_fingerprint(model: nn.Module) -> str:
-    """A short sha256 over parameter names, shapes and values: equal weights, equal fingerprint."""
+    """A short sha256 over parameter names, shapes and values: equal weights, equal fingerprint.
+
+    An offloaded weight (``device_map`` with disk or CPU offload) sits on the meta device; its value
+    is read back from accelerate's weights map, one tensor at a time, so a split model has the
+    fingerprint of the same weights unsplit and the hash never covers placeholders."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
+        if tensor.device.type == "meta":
+            tensor = offloaded_tensor(model, name, tensor)
         data = tensor.detach().to("cpu").contiguous()
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.dtype != torch.bool else data.numpy().tobytes())
     return digest.hexdigest()[:16]

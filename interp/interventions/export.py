@@ -32,6 +32,7 @@ from transformers import PreTrainedTokenizerBase
 
 from activations.atomic_io import publish_dir, refuse_existing, temporary_dir_beside, write_json_atomic
 from activations.models import weights_fingerprint
+from activations.placement import refuse_offloaded
 from activations.sites import neuron_sites, unwrap_model
 from interp import __version__
 from interp.interventions.edits import ablate
@@ -70,6 +71,7 @@ def zero_neuron_weights(model: nn.Module, neurons: NeuronSet) -> None:
     if _is_peft(model):
         raise ValueError("the model is peft-wrapped: zeroing the base weights would leave the LoRA path reading the "
                          "neurons; use suppressed_copy (it merges the adapter into a copy first)")
+    refuse_offloaded(model, "zero_neuron_weights")
     neurons.check_fits(layer_widths(model))
     index_by_layer = neurons.by_layer()
     for site in neuron_sites(model, layers=neurons.layers):
@@ -102,6 +104,7 @@ def _with_mlp_bias(model: nn.Module) -> nn.Module:
 def fold_mean_ablation(model: nn.Module, neurons: NeuronSet, means: dict[int, Tensor]) -> nn.Module:
     """A copy of ``model`` in which ``neurons`` always read their means (their contribution moved into
     the output projection's bias and their weight columns zeroed)."""
+    refuse_offloaded(model, "fold_mean_ablation")
     needs_bias = any(getattr(site.module, "bias", None) is None for site in neuron_sites(model, layers=neurons.layers))
     folded = _with_mlp_bias(model) if needs_bias else copy.deepcopy(model)
     index_by_layer = neurons.by_layer()
@@ -136,6 +139,8 @@ def _input_projections(model: nn.Module, site) -> list[nn.Module]:
 @torch.no_grad()
 def revert_neurons(model: nn.Module, base: nn.Module, neurons: NeuronSet) -> nn.Module:
     """A copy of ``model`` with ``neurons``' input rows and output columns set to ``base``'s values."""
+    refuse_offloaded(model, "revert_neurons")
+    refuse_offloaded(base, "revert_neurons (reading the base)")
     reverted = copy.deepcopy(model)
     if layer_widths(base) != layer_widths(reverted):
         raise ValueError("the base model's MLP layout differs from the model's; pass the model it was fine-tuned from")
@@ -176,6 +181,7 @@ def suppressed_model(model: nn.Module, neurons: NeuronSet, method: str, *, means
     """The suppressed copy itself (nothing written); a peft adapter is merged into the copy first."""
     if method not in EXPORT_METHODS:
         raise ValueError(f"unknown export method {method!r}; choose one of {', '.join(EXPORT_METHODS)}")
+    refuse_offloaded(model, f"exporting a suppressed model ({method})")  # before copying a model this large
     source = copy.deepcopy(model).merge_and_unload() if _is_peft(model) else unwrap_model(model)
     neurons.check_fits(layer_widths(source))
     if method == "mean":
