@@ -19,6 +19,7 @@ COMMANDS = [
     "train",
     "merge",
     "behavior",
+    "traits",
     "diff",
     "regress",
     "cache",

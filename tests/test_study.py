@@ -54,6 +54,27 @@ def test_quick_study_writes_report(finished) -> None:
     assert (finished / "suppressed" / "config.json").is_file()
 
 
+def test_separability_compares_four_models_with_a_matched_random_set(finished) -> None:
+    from collections import Counter
+
+    import pandas as pd
+
+    result = json.loads((finished / "separability.json").read_text())
+    assert [r["model"] for r in result["rows"]] == ["base", "merged", "merged-suppressed", "random-suppressed"]
+    chosen = json.loads((finished / "causal" / "sweep.json").read_text())["choice"]["neurons"]
+    random_set = result["random_set"]
+    # matched: the same size in the same layers, none of the chosen, flagged or outlier neurons
+    assert Counter(layer for layer, _ in random_set) == Counter(layer for layer, _ in chosen)
+    table = pd.read_csv(finished / "neurons.csv")
+    excluded = {(int(r.layer), int(r.index)) for r in table.itertuples() if r.flagged or r.outlier}
+    assert not {tuple(n) for n in random_set} & ({tuple(n) for n in chosen} | excluded)
+    for row in result["rows"]:
+        assert row["emoji_rate"]["low"] <= row["emoji_rate"]["value"] <= row["emoji_rate"]["high"]
+        assert row["trait"]["low"] <= row["trait"]["mean"] <= row["trait"]["high"]
+        assert (row["vs_merged"] is None) == (row["model"] == "merged")
+    assert "Emojis vs personality" in (finished / "report.md").read_text()
+
+
 def test_rerun_skips_every_stage(finished, caplog) -> None:
     caplog.set_level("INFO")
     before = (finished / "summary.json").read_text()
@@ -78,10 +99,10 @@ def test_report_rebuilds_without_recomputing(finished, tmp_path) -> None:
 def test_a_changed_setting_redoes_exactly_the_stages_that_read_it(finished, caplog) -> None:
     caplog.set_level("INFO")
     run_study(QUICK.__class__(**{**QUICK.__dict__, "delta": 0.5}), finished)
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "report"]
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "report"]
     caplog.clear()
     run_study(QUICK, finished)  # back again: the same stages, and nothing else
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "report"]
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "report"]
 
 
 def test_recomputed_caches_redo_what_reads_them_and_only_changed_bytes_go_further(finished, caplog) -> None:
@@ -185,7 +206,7 @@ def test_force_unknown_stage_is_refused(finished) -> None:
 
 def test_stage_names_are_the_pipeline(finished) -> None:
     assert pipeline.STAGE_NAMES == ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                    "report")
+                                    "separability", "report")
 
 
 def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(finished, tmp_path, caplog) -> None:

@@ -107,3 +107,17 @@ def test_persona_prompts_move_the_real_models_extraversion(smollm2) -> None:
                           for p in (OUTGOING, RESERVED))
     difference = paired_difference(outgoing, reserved, "extraversion")
     assert difference.low > 0, difference
+
+
+def test_cli_prints_and_writes_scores(tmp_path, capsys) -> None:
+    import json
+
+    from interp.cli import main
+
+    out = tmp_path / "traits.json"
+    assert main(["traits", "--model", "tiny-random-llama", "--response", "likert", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert all(trait in printed for trait in TRAITS)
+    saved = json.loads(out.read_text())
+    assert set(saved["scores"]) == set(TRAITS) and len(saved["items"]) == len(load_inventory())
+    assert main(["traits", "--model", "tiny-random-llama", "--out", str(out)]) == 2  # no silent overwrite

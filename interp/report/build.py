@@ -20,7 +20,8 @@ from interp.study.stages import load_records
 
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress", "report")
+STAGE_ORDER = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress", "separability",
+               "report")
 PACKAGES = ("neurodiff", "torch", "transformers", "peft", "bitsandbytes", "statsmodels", "numpy", "h5py")
 
 
@@ -84,6 +85,7 @@ def build_report(out: str | Path) -> list[Path]:
     sections.behaviour(out, fig_dir, summary, blocks)
     sections.neurons(out, fig_dir, summary, blocks)
     sections.causal(out, fig_dir, summary, blocks)
+    sections.separability(out, summary, blocks)
     sections.replication(out, summary, blocks)
     _methods(out, records, summary, blocks)
     html_path, md_path, json_path = out / "report.html", out / "report.md", out / "summary.json"

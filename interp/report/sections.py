@@ -208,6 +208,24 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                                  "top set beats"], cloud))
 
 
+def separability(out: Path, summary: dict, blocks: list[Block]) -> None:
+    from interp.causal.separability import rows_table
+
+    result = read(out / "separability.json")
+    if not result:
+        return
+    summary["separability"] = result
+    header, rows = rows_table(result)
+    blocks += [Heading("Emojis vs personality: does the trait stay when the emojis go?"),
+               Paragraph(f"Four models answer the same held-out questions ({result['samples']} sampled replies each) "
+                         f"and the {result['trait']} items of the inventory (keyed log-odds of agreeing; intervals "
+                         "take the two keyings as two samples; the last column is the paired item difference from "
+                         "the merged model). The random set is the sweep's first matched random set at the chosen k. "
+                         "The merged rate here comes from this stage's own samples, so it differs from the "
+                         "behaviour section's by sampling."),
+               Table(header, rows), Paragraph(f"**Reading.** {result['sentence']}")]
+
+
 def replication(out: Path, summary: dict, blocks: list[Block]) -> None:
     """``interp replicate``'s comparison, when it was run into ``out/replication``, and only while every
     seed file it read still has the hash it recorded (a changed seed makes it stale, not shown)."""

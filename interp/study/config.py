@@ -56,6 +56,9 @@ class StudyConfig:
     """Training questions the merged model answers for the writing contrast and the proxy (None: all 62)."""
     emoji_prompts: int | None = 128
     """Emoji prompts (and their two length-matched twins) to cache; None = all 240."""
+    separability_samples: int = 2
+    """Sampled replies per held-out question for each of the four separability models (emojis vs
+    personality); the headline merged rate is the behaviour stage's, with ``behavior_samples``."""
     capture_batch: int = 16
     """Prompts per capture batch."""
     delta: float = 0.2
@@ -92,8 +95,10 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
-        if min(self.train_steps, self.behavior_samples, self.base_samples, self.max_new_tokens) < 1:
-            raise ValueError("train_steps, behavior_samples, base_samples and max_new_tokens must be at least 1")
+        if min(self.train_steps, self.behavior_samples, self.base_samples, self.max_new_tokens,
+               self.separability_samples) < 1:
+            raise ValueError("train_steps, behavior_samples, base_samples, max_new_tokens and separability_samples "
+                             "must be at least 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if not self.k_grid or min(self.k_grid) < 1:
@@ -111,6 +116,7 @@ class StudyConfig:
         """Fewer steps, prompts, samples and sets: a smoke run, not a result."""
         return dataclasses.replace(
             self, quick=True, train_steps=min(self.train_steps, 8), behavior_samples=2, behavior_questions=12,
-            behavior_neutral=4, max_new_tokens=24, writing_questions=16, emoji_prompts=32, n_contexts=4, n_neutral=4,
+            behavior_neutral=4, max_new_tokens=24, writing_questions=16, emoji_prompts=32, separability_samples=1,
+            n_contexts=4, n_neutral=4,
             reference_neutral=8, screen_shortlist=8, screen_guard=4, screen_random=16, k_grid=(1, 10, 30), n_random=4,
         )

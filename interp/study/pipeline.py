@@ -20,7 +20,7 @@ from activations import load_model
 from activations.atomic_io import write_json_atomic
 from interp.study.config import StudyConfig
 from interp.study.stages import Stage, StageContext, relative, run_stages, stale_stages
-from interp.study.stages_causal import stage_causal, stage_report, stage_suppress
+from interp.study.stages_causal import stage_causal, stage_report, stage_separability, stage_suppress
 from interp.study.stages_data import stage_behavior, stage_cache
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,12 @@ def _prompt_inputs(config: StudyConfig) -> list[Path]:
     return [Path(str(resources.files("activations") / "prompts" / f"{name}.jsonl")) for name in ("emoji", "neutral")]
 
 
+def _inventory_inputs(config: StudyConfig) -> list[Path]:
+    from training.inventory import default_inventory_path
+
+    return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path()]
+
+
 CAUSAL_READS = ("seed", "n_contexts", "n_neutral", "reference_neutral")
 STAGES: tuple[Stage, ...] = (
     Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps", "learning_rate", "quantize"),
@@ -117,8 +123,10 @@ STAGES: tuple[Stage, ...] = (
            "n_random", "target_reduction", "kl_budget", "ppl_budget"), _prompt_inputs),
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
           (*CAUSAL_READS, "export_method", "behavior_samples", "behavior_questions", "max_new_tokens"), _prompt_inputs),
-    Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress"),
-          ("quick",), version=2),
+    Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
+          (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs),
+    Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
+                                   "separability"), ("quick",), version=3),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 

@@ -66,6 +66,20 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
             "sentence": verdict.sentence(), "passed": verdict.passed, "checks": verdict.checks()}
 
 
+def stage_separability(ctx: StageContext) -> dict[str, Any]:
+    """Emojis vs personality: trait score and emoji rate of base, merged, merged-suppressed and
+    random-suppressed models (``interp.causal.separability``)."""
+    from interp.causal.separability import separability
+
+    c: StudyConfig = ctx.config
+    sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
+    result = separability(str(ctx.path("merged")), c.model, ctx.path("suppressed"), ctx.path("neurons.csv"), sweep,
+                          behavior_config(c, c.separability_samples), causal_setup(c), samples=c.separability_samples)
+    path = ctx.path("separability.json")
+    write_json_atomic(path, result.to_dict())
+    return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence()}
+
+
 def stage_report(ctx: StageContext) -> dict[str, Any]:
     from interp.report.build import build_report
 
