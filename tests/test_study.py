@@ -72,6 +72,11 @@ def test_separability_compares_four_models_with_a_matched_random_set(finished) -
         assert row["emoji_rate"]["low"] <= row["emoji_rate"]["value"] <= row["emoji_rate"]["high"]
         assert row["trait"]["low"] <= row["trait"]["mean"] <= row["trait"]["high"]
         assert (row["vs_merged"] is None) == (row["model"] == "merged")
+    # base, merged and suppressed reuse the replies the earlier stages sampled, all of them
+    merged_records = [json.loads(line) for line in (finished / "behavior" / "merged.generations.jsonl").open()]
+    heldout = sum(r["prompt_set"].startswith("heldout-") for r in merged_records)
+    suppressed = sum(1 for _ in (finished / "suppression" / "replies.jsonl").open())
+    assert [r["emoji_rate"]["replies"] for r in result["rows"][1:3]] == [heldout, suppressed]
     assert "Emojis vs personality" in (finished / "report.md").read_text()
 
 

@@ -64,7 +64,7 @@ def run_causal(merged_spec: str, base_spec: str, neurons_csv: str | Path, writin
     return CausalResult(screened, swept, seconds)
 
 
-def _replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:
+def replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:
     """Sampled replies written by ``training.behavior`` (``*.generations.jsonl``) for one prompt group."""
     return [SampledReply(f"{r['prompt_set']}/{r['prompt_id']}", int(r["sample"]), (), r["text"])
             for r in records if r["prompt_set"] == group]
@@ -108,7 +108,7 @@ def suppress_and_judge(
         replies = sample_replies(reloaded, tokenizer, prompts, sample_keys(heldout), sampling_config(behavior),
                                  samples=behavior.samples, desc="suppressed model")[0]
         effects = side_effects(merged.model, reloaded, chat_batch(tokenizer, neutral.verdict), setup.batch_size)
-    merged_replies = _replies_from_records(merged_records, heldout.name)
+    merged_replies = replies_from_records(merged_records, heldout.name)
     key = f"{choice['ranking']}/{choice['k']}"
     verdict = suppression_verdict(merged_replies, replies, effects, k=choice["k"], method=method, neurons=neurons.neurons,
                                   random_beaten=float(sweep_result.get("random_beaten", {}).get(key, float("nan"))),

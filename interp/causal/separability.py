@@ -1,8 +1,9 @@
 """Emojis vs personality: once the emoji neurons are suppressed, does the trait stay?
 
 Four models answer the same held-out questions (sampled, emoji rate with a cluster-bootstrap
-interval over questions) and the same inventory items of the study's trait
-(``training.inventory``, keyed log-odds of agreeing, keying-group interval):
+interval over questions; base, merged and merged-suppressed reuse the replies the behaviour and
+suppress stages sampled, the random-suppressed model is sampled here) and the same inventory items
+of the study's trait (``training.inventory``, keyed log-odds of agreeing, keying-group interval):
 
 - base, and merged (the fine-tune);
 - merged-suppressed: the exported suppressor (``interp suppress``), reloaded from disk;
@@ -27,7 +28,10 @@ import torch
 from activations import load_model
 from activations.prompt_sets import load_prompt_set
 from interp.causal.controls import control_pool, matched_random_sets, strata, write_norms
+from activations.sampling import SampledReply
 from interp.causal.setup import CausalSetup, split_neutral, table_sets
+from interp.causal.suppression import per_question_rates
+from interp.causal.uncertainty import rate
 from interp.interventions import NeuronSet, ablate, content_reference
 
 MODELS = ("base", "merged", "merged-suppressed", "random-suppressed")
@@ -37,7 +41,7 @@ MODELS = ("base", "merged", "merged-suppressed", "random-suppressed")
 class SeparabilityRow:
     model: str
     emoji_rate: dict[str, float]
-    """value, low, high (sampled replies to held-out questions)."""
+    """value, low, high, replies (sampled replies to held-out questions, cluster bootstrap over questions)."""
     trait: dict[str, float]
     """mean, low, high of the inventory score for the study's trait."""
     vs_merged: dict[str, float] | None
@@ -84,17 +88,28 @@ def _random_set(merged: torch.nn.Module, means_source, table: pd.DataFrame, chos
     return matched_random_sets(chosen, strata(norms), pool, 1, seed + 7919 * k).sets[0]
 
 
+def _sample_heldout(model: torch.nn.Module, tokenizer, behavior, samples: int) -> list[SampledReply]:
+    from activations.prompt_sets import apply_template
+    from activations.sampling import sample_replies
+    from training.behavior import behavior_prompts, sample_keys, sampling_config
+
+    heldout = behavior_prompts(behavior)[0]
+    prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in heldout.texts]
+    with torch.no_grad():
+        return sample_replies(model, tokenizer, prompts, sample_keys(heldout), sampling_config(behavior),
+                              samples=samples, desc="random-suppressed model")[0]
+
+
 def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, neurons_csv: str | Path,
-                 sweep_result: dict[str, Any], behavior, setup: CausalSetup = CausalSetup(),
-                 samples: int = 2) -> Separability:
-    """Module docstring; ``behavior`` is the study's ``BehaviorConfig`` (its trait and questions),
-    sampled ``samples`` times per question for every model."""
-    from training.behavior import measure_behavior
+                 sweep_result: dict[str, Any], replies: dict[str, list[SampledReply]], behavior,
+                 setup: CausalSetup = CausalSetup(), samples: int = 2) -> Separability:
+    """Module docstring. ``replies`` holds the sampled held-out replies already drawn for ``base``,
+    ``merged`` and ``merged-suppressed`` (the behaviour and suppress stages); only the random-suppressed
+    model is sampled here, ``samples`` times per question of ``behavior`` (the study's config)."""
     from training.inventory import InventoryConfig, load_inventory, paired_difference, score_inventory
 
     trait = behavior.trait
     items = [item for item in load_inventory() if item.trait == trait]
-    config = replace(behavior, samples=samples, neutral_prompts=0, reference_mass=False)
     merged = load_model(merged_spec)
     tokenizer = merged.tokenizer
     neutral = split_neutral(load_prompt_set("neutral"), setup)
@@ -106,19 +121,20 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     measured = {}
     for name in MODELS:
         if name == "random-suppressed":
-            context, model = ablate(merged.model, random_set, "mean", reference.means), merged.model
+            with ablate(merged.model, random_set, "mean", reference.means):
+                sampled = _sample_heldout(merged.model, tokenizer, behavior, samples)
+                inventory = score_inventory(merged.model, tokenizer, items, InventoryConfig())
         else:
-            spec = {"base": base_spec, "merged": merged_spec, "merged-suppressed": str(suppressed_dir)}[name]
-            context, model = torch.no_grad(), (merged.model if name == "merged" else load_model(spec).model)
-        with context:
-            behaviour = measure_behavior(model, tokenizer, config, model_label=name)
-            inventory = score_inventory(model, tokenizer, items, InventoryConfig())
-        measured[name] = (behaviour.groups[0].emoji_rate, inventory)  # the held-out questions (no neutral group)
+            model = merged.model if name == "merged" else load_model(
+                base_spec if name == "base" else str(suppressed_dir)).model
+            sampled, inventory = replies[name], score_inventory(model, tokenizer, items, InventoryConfig())
+        measured[name] = (rate(per_question_rates(sampled)[1], seed=setup.seed), inventory, len(sampled))
     rows = []
-    for name, (rate, inventory) in measured.items():
+    for name, (emoji_rate, inventory, n_replies) in measured.items():
         difference = None if name == "merged" else asdict(paired_difference(inventory, measured["merged"][1], trait))
         score = inventory.scores[trait]
-        rows.append(SeparabilityRow(name, {"value": rate.value, "low": rate.low, "high": rate.high},
+        rows.append(SeparabilityRow(name, {"value": emoji_rate.value, "low": emoji_rate.low, "high": emoji_rate.high,
+                                           "replies": n_replies},
                                     {"mean": score.mean, "low": score.low, "high": score.high}, difference,
                                     inventory.answer_mass))
     return Separability(trait, tuple(rows), [list(map(int, n)) for n in random_set], samples)
@@ -126,12 +142,12 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
 
 def rows_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows for the report (from ``Separability.to_dict()``)."""
-    header = ["model", "emoji rate (sampled)", f"{result['trait']} (inventory)", "minus merged (paired)",
+    header = ["model", "replies", "emoji rate (sampled)", f"{result['trait']} (inventory)", "minus merged (paired)",
               "yes/no answer mass"]
     rows = []
     for r in result["rows"]:
         e, t, d = r["emoji_rate"], r["trait"], r["vs_merged"]
-        rows.append([r["model"], f"{e['value']:.0%} [{e['low']:.0%}, {e['high']:.0%}]",
+        rows.append([r["model"], e.get("replies", "-"), f"{e['value']:.0%} [{e['low']:.0%}, {e['high']:.0%}]",
                      f"{t['mean']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}]",
                      "-" if d is None else f"{d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]",
                      f"{r['answer_mass']:.2f}" if np.isfinite(r["answer_mass"]) else "-"])

@@ -124,7 +124,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
           (*CAUSAL_READS, "export_method", "behavior_samples", "behavior_questions", "max_new_tokens"), _prompt_inputs),
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
-          (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs),
+          (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
+          version=2),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
                                    "separability"), ("quick",), version=3),
 )

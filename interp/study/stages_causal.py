@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from activations.atomic_io import write_json_atomic, write_jsonl_atomic
+from activations.sampling import SampledReply
 from interp.study.config import StudyConfig
 from interp.study.stages import StageContext, relative
 from interp.study.stages_data import behavior_config
@@ -53,8 +54,7 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
 
     c: StudyConfig = ctx.config
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
-    merged_replies = [json.loads(line) for line in
-                      ctx.path("behavior", "merged.generations.jsonl").read_text().splitlines() if line.strip()]
+    merged_replies = _jsonl(ctx.path("behavior", "merged.generations.jsonl"))
     verdict, replies, check = suppress_and_judge(
         str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"),
         behavior_config(c, c.behavior_samples), causal_setup(c), method=c.export_method, overwrite=True)
@@ -66,15 +66,27 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
             "sentence": verdict.sentence(), "passed": verdict.passed, "checks": verdict.checks()}
 
 
+def _jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def stage_separability(ctx: StageContext) -> dict[str, Any]:
     """Emojis vs personality: trait score and emoji rate of base, merged, merged-suppressed and
     random-suppressed models (``interp.causal.separability``)."""
+    from interp.causal.experiment import replies_from_records
     from interp.causal.separability import separability
+    from training.behavior import behavior_prompts
 
     c: StudyConfig = ctx.config
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
+    config = behavior_config(c, c.behavior_samples)
+    heldout = behavior_prompts(config)[0].name
+    replies = {name: replies_from_records(_jsonl(ctx.path("behavior", f"{name}.generations.jsonl")), heldout)
+               for name in ("base", "merged")}
+    replies["merged-suppressed"] = [SampledReply(r["key"], int(r["sample"]), (), r["text"])
+                                    for r in _jsonl(ctx.path("suppression", "replies.jsonl"))]
     result = separability(str(ctx.path("merged")), c.model, ctx.path("suppressed"), ctx.path("neurons.csv"), sweep,
-                          behavior_config(c, c.separability_samples), causal_setup(c), samples=c.separability_samples)
+                          replies, config, causal_setup(c), samples=c.separability_samples)
     path = ctx.path("separability.json")
     write_json_atomic(path, result.to_dict())
     return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence()}
