@@ -72,6 +72,7 @@ def test_separability_compares_four_models_with_a_matched_random_set(finished) -
         assert row["emoji_rate"]["low"] <= row["emoji_rate"]["value"] <= row["emoji_rate"]["high"]
         assert row["trait"]["low"] <= row["trait"]["mean"] <= row["trait"]["high"]
         assert (row["vs_merged"] is None) == (row["model"] == "merged")
+        assert 0 <= row["reply_trait"]["low"] <= row["reply_trait"]["value"] <= row["reply_trait"]["high"] <= 1
     # base, merged and suppressed reuse the replies the earlier stages sampled, all of them
     merged_records = [json.loads(line) for line in (finished / "behavior" / "merged.generations.jsonl").open()]
     heldout = sum(r["prompt_set"].startswith("heldout-") for r in merged_records)

@@ -44,6 +44,9 @@ class SeparabilityRow:
     """value, low, high, replies (sampled replies to held-out questions, cluster bootstrap over questions)."""
     trait: dict[str, float]
     """mean, low, high of the inventory score for the study's trait."""
+    reply_trait: dict[str, float]
+    """value, low, high: mean per-reply probability of the trait's voice (``training.trait_classifier``),
+    cluster bootstrap over questions."""
     vs_merged: dict[str, float] | None
     """Paired item difference from the merged model's trait score (None for merged itself)."""
     answer_mass: float
@@ -55,6 +58,8 @@ class Separability:
     rows: tuple[SeparabilityRow, ...]
     random_set: list[list[int]]
     samples: int
+    classifier: dict[str, float]
+    """The per-reply classifier's held-out accuracy (value, low, high, n) and penalty."""
 
     def row(self, model: str) -> SeparabilityRow:
         return next(r for r in self.rows if r.model == model)
@@ -73,6 +78,7 @@ class Separability:
 
     def to_dict(self) -> dict[str, Any]:
         return {"trait": self.trait, "samples": self.samples, "random_set": self.random_set,
+                "classifier": self.classifier,
                 "sentence": self.sentence(), "rows": [asdict(r) for r in self.rows]}
 
 
@@ -107,6 +113,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     ``merged`` and ``merged-suppressed`` (the behaviour and suppress stages); only the random-suppressed
     model is sampled here, ``samples`` times per question of ``behavior`` (the study's config)."""
     from training.inventory import InventoryConfig, load_inventory, paired_difference, score_inventory
+    from training.trait_classifier import train_classifier
 
     trait = behavior.trait
     items = [item for item in load_inventory() if item.trait == trait]
@@ -122,32 +129,46 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     for name in MODELS:
         if name == "random-suppressed":
             with ablate(merged.model, random_set, "mean", reference.means):
-                sampled = _sample_heldout(merged.model, tokenizer, behavior, samples)
+                sampled = random_replies = _sample_heldout(merged.model, tokenizer, behavior, samples)
                 inventory = score_inventory(merged.model, tokenizer, items, InventoryConfig())
         else:
             model = merged.model if name == "merged" else load_model(
                 base_spec if name == "base" else str(suppressed_dir)).model
             sampled, inventory = replies[name], score_inventory(model, tokenizer, items, InventoryConfig())
         measured[name] = (rate(per_question_rates(sampled)[1], seed=setup.seed), inventory, len(sampled))
+    classifier = train_classifier()
     rows = []
     for name, (emoji_rate, inventory, n_replies) in measured.items():
+        sampled = replies[name] if name in replies else random_replies
+        voice = rate(_per_question(sampled, classifier.trait_scores([r.text for r in sampled], trait)), seed=setup.seed)
         difference = None if name == "merged" else asdict(paired_difference(inventory, measured["merged"][1], trait))
         score = inventory.scores[trait]
         rows.append(SeparabilityRow(name, {"value": emoji_rate.value, "low": emoji_rate.low, "high": emoji_rate.high,
                                            "replies": n_replies},
-                                    {"mean": score.mean, "low": score.low, "high": score.high}, difference,
+                                    {"mean": score.mean, "low": score.low, "high": score.high},
+                                    {"value": voice.value, "low": voice.low, "high": voice.high}, difference,
                                     inventory.answer_mass))
-    return Separability(trait, tuple(rows), [list(map(int, n)) for n in random_set], samples)
+    accuracy = {**asdict(classifier.heldout), "l2": classifier.l2}
+    return Separability(trait, tuple(rows), [list(map(int, n)) for n in random_set], samples, accuracy)
+
+
+def _per_question(replies: list[SampledReply], values: np.ndarray) -> np.ndarray:
+    """Mean of ``values`` over each question's replies, in order of first appearance."""
+    by_key: dict[str, list[float]] = {}
+    for reply, value in zip(replies, values):
+        by_key.setdefault(reply.key, []).append(float(value))
+    return np.array([np.mean(v) for v in by_key.values()])
 
 
 def rows_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows for the report (from ``Separability.to_dict()``)."""
-    header = ["model", "replies", "emoji rate (sampled)", f"{result['trait']} (inventory)", "minus merged (paired)",
-              "yes/no answer mass"]
+    header = ["model", "replies", "emoji rate (sampled)", f"{result['trait']} voice per reply",
+              f"{result['trait']} (inventory)", "minus merged (paired)", "yes/no answer mass"]
     rows = []
     for r in result["rows"]:
-        e, t, d = r["emoji_rate"], r["trait"], r["vs_merged"]
+        e, t, d, v = r["emoji_rate"], r["trait"], r["vs_merged"], r.get("reply_trait")
         rows.append([r["model"], e.get("replies", "-"), f"{e['value']:.0%} [{e['low']:.0%}, {e['high']:.0%}]",
+                     "-" if v is None else f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]",
                      f"{t['mean']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}]",
                      "-" if d is None else f"{d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]",
                      f"{r['answer_mass']:.2f}" if np.isfinite(r["answer_mass"]) else "-"])

@@ -125,7 +125,7 @@ STAGES: tuple[Stage, ...] = (
           (*CAUSAL_READS, "export_method", "behavior_samples", "behavior_questions", "max_new_tokens"), _prompt_inputs),
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
-          version=2),
+          version=3),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
                                    "separability"), ("quick",), version=3),
 )
