@@ -236,3 +236,18 @@ def test_verdict_checks_each_criterion():
     with pytest.raises(ValueError, match="different questions"):
         suppression_verdict(merged, replies([0.0] * 39), {"kl_neutral": 0, "ppl_reference": 1, "ppl_model": 1},
                             k=1, method="mean", neurons=[], random_beaten=1.0)
+
+
+def test_paired_mean_difference_is_the_mean_of_question_differences():
+    from interp.causal.uncertainty import paired_mean_difference
+
+    rng = np.random.default_rng(0)
+    first = rng.random(40)
+    second = first - 0.1 + rng.normal(0, 0.05, 40)
+    result = paired_mean_difference(first, second)
+    assert result.value == pytest.approx(float(np.mean(first - second)))
+    assert result.low < result.value < result.high and result.low > 0
+    shifted = paired_mean_difference(first, first - 0.1)  # the same shift on every question: no spread
+    assert shifted.low == pytest.approx(0.1) and shifted.high == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="one value per question"):
+        paired_mean_difference(first, second[:-1])

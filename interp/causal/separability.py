@@ -31,7 +31,7 @@ from interp.causal.controls import control_pool, matched_random_sets, strata, wr
 from activations.sampling import SampledReply
 from interp.causal.setup import CausalSetup, split_neutral, table_sets
 from interp.causal.suppression import per_question_rates
-from interp.causal.uncertainty import rate
+from interp.causal.uncertainty import paired_mean_difference, rate
 from interp.interventions import NeuronSet, ablate, content_reference
 
 MODELS = ("base", "merged", "merged-suppressed", "random-suppressed")
@@ -46,7 +46,7 @@ class SeparabilityRow:
     """mean, low, high of the inventory score for the study's trait."""
     reply_trait: dict[str, float]
     """value, low, high: mean per-reply probability of the trait's voice (``training.trait_classifier``),
-    cluster bootstrap over questions."""
+    cluster bootstrap over questions; ``vs_merged_*``: the paired difference from merged by question."""
     vs_merged: dict[str, float] | None
     """Paired item difference from the merged model's trait score (None for merged itself)."""
     answer_mass: float
@@ -65,16 +65,21 @@ class Separability:
         return next(r for r in self.rows if r.model == model)
 
     def sentence(self) -> str:
-        moved = self.row("base").vs_merged
-        sup = self.row("merged-suppressed")
-        if moved is None or (moved["low"] <= 0 <= moved["high"]):
-            return (f"The fine-tune did not measurably move {self.trait} (base - merged "
-                    f"{moved['value']:+.2f} [{moved['low']:+.2f}, {moved['high']:+.2f}]), so whether the trait survives "
-                    "suppression cannot be decided here; the emoji rates below still show what suppression removes.")
-        kept = sup.vs_merged is not None and sup.vs_merged["low"] <= 0 <= sup.vs_merged["high"]
-        return (f"Suppression changes {self.trait} by {sup.vs_merged['value']:+.2f} [{sup.vs_merged['low']:+.2f}, "
-                f"{sup.vs_merged['high']:+.2f}] against the merged model: "
-                + ("the trait stays while the emojis go: separable." if kept else "the trait moves with the emojis."))
+        base, merged, sup = self.row("base"), self.row("merged"), self.row("merged-suppressed")
+        voice = sup.reply_trait
+        parts = [f"The fine-tune moved the replies' {self.trait} voice from {base.reply_trait['value']:.2f} to "
+                 f"{merged.reply_trait['value']:.2f} (classifier); suppression takes the emoji rate from "
+                 f"{merged.emoji_rate['value']:.0%} to {sup.emoji_rate['value']:.0%} and changes the voice by "
+                 f"{voice.get('vs_merged', float('nan')):+.2f} [{voice.get('vs_merged_low', float('nan')):+.2f}, "
+                 f"{voice.get('vs_merged_high', float('nan')):+.2f}] against merged."]
+        moved = base.vs_merged
+        if moved is not None and moved["low"] <= 0 <= moved["high"]:
+            parts.append(f"The inventory did not register the fine-tune (base - merged {moved['value']:+.2f} "
+                         f"[{moved['low']:+.2f}, {moved['high']:+.2f}]), so it cannot speak to separability.")
+        elif sup.vs_merged is not None:
+            d = sup.vs_merged
+            parts.append(f"Inventory, suppressed - merged: {d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}].")
+        return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"trait": self.trait, "samples": self.samples, "random_set": self.random_set,
@@ -137,38 +142,50 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
             sampled, inventory = replies[name], score_inventory(model, tokenizer, items, InventoryConfig())
         measured[name] = (rate(per_question_rates(sampled)[1], seed=setup.seed), inventory, len(sampled))
     classifier = train_classifier()
-    rows = []
+    rows, voices = [], {}
+    measured = {"merged": measured["merged"], **measured}  # merged first: the others are paired against it
     for name, (emoji_rate, inventory, n_replies) in measured.items():
         sampled = replies[name] if name in replies else random_replies
-        voice = rate(_per_question(sampled, classifier.trait_scores([r.text for r in sampled], trait)), seed=setup.seed)
+        by_question = _per_question(sampled, classifier.trait_scores([r.text for r in sampled], trait))
+        voices[name] = by_question
+        voice = rate(np.array(list(by_question.values())), seed=setup.seed)
+        against = (None if name == "merged" or set(by_question) != set(voices.get("merged", {})) else
+                   paired_mean_difference(*(np.array([v[k] for k in sorted(by_question)])
+                                            for v in (by_question, voices["merged"])), seed=setup.seed))
         difference = None if name == "merged" else asdict(paired_difference(inventory, measured["merged"][1], trait))
         score = inventory.scores[trait]
         rows.append(SeparabilityRow(name, {"value": emoji_rate.value, "low": emoji_rate.low, "high": emoji_rate.high,
                                            "replies": n_replies},
                                     {"mean": score.mean, "low": score.low, "high": score.high},
-                                    {"value": voice.value, "low": voice.low, "high": voice.high}, difference,
+                                    {"value": voice.value, "low": voice.low, "high": voice.high,
+                                     **({} if against is None else {"vs_merged": against.value,
+                                                                    "vs_merged_low": against.low,
+                                                                    "vs_merged_high": against.high})}, difference,
                                     inventory.answer_mass))
     accuracy = {**asdict(classifier.heldout), "l2": classifier.l2}
+    rows.sort(key=lambda row: MODELS.index(row.model))
     return Separability(trait, tuple(rows), [list(map(int, n)) for n in random_set], samples, accuracy)
 
 
-def _per_question(replies: list[SampledReply], values: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` over each question's replies, in order of first appearance."""
+def _per_question(replies: list[SampledReply], values: np.ndarray) -> dict[str, float]:
+    """Question key -> mean of ``values`` over its replies."""
     by_key: dict[str, list[float]] = {}
     for reply, value in zip(replies, values):
         by_key.setdefault(reply.key, []).append(float(value))
-    return np.array([np.mean(v) for v in by_key.values()])
+    return {key: float(np.mean(v)) for key, v in by_key.items()}
 
 
 def rows_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows for the report (from ``Separability.to_dict()``)."""
-    header = ["model", "replies", "emoji rate (sampled)", f"{result['trait']} voice per reply",
+    header = ["model", "replies", "emoji rate (sampled)", f"{result['trait']} voice per reply", "voice minus merged",
               f"{result['trait']} (inventory)", "minus merged (paired)", "yes/no answer mass"]
     rows = []
     for r in result["rows"]:
         e, t, d, v = r["emoji_rate"], r["trait"], r["vs_merged"], r.get("reply_trait")
         rows.append([r["model"], e.get("replies", "-"), f"{e['value']:.0%} [{e['low']:.0%}, {e['high']:.0%}]",
                      "-" if v is None else f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]",
+                     f"{v['vs_merged']:+.2f} [{v['vs_merged_low']:+.2f}, {v['vs_merged_high']:+.2f}]"
+                     if v is not None and "vs_merged" in v else "-",
                      f"{t['mean']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}]",
                      "-" if d is None else f"{d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]",
                      f"{r['answer_mass']:.2f}" if np.isfinite(r["answer_mass"]) else "-"])

@@ -71,6 +71,19 @@ def rate(per_cluster: np.ndarray, *, n_boot: int = 2000, confidence: float = 0.9
     return Interval(value, float(low), float(high), "cluster bootstrap over questions", len(values))
 
 
+def paired_mean_difference(first: np.ndarray, second: np.ndarray, *, n_boot: int = 2000, confidence: float = 0.95,
+                           seed: int = 0) -> Interval:
+    """mean(first - second) over paired questions, with a paired cluster bootstrap interval."""
+    first, second = np.asarray(first, float), np.asarray(second, float)
+    if first.shape != second.shape:
+        raise ValueError("a paired difference needs one value per question in both conditions")
+    differences = first - second
+    means = differences[_draws(len(differences), n_boot, seed)].mean(1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, 0.5 + confidence / 2])
+    return Interval(float(differences.mean()), float(low), float(high), "paired cluster bootstrap over questions",
+                    len(differences))
+
+
 def relative_cut(reference: np.ndarray, treated: np.ndarray, *, n_boot: int = 2000, confidence: float = 0.95,
                  seed: int = 0) -> Interval:
     """1 - mean(treated) / mean(reference) over paired questions, with a paired cluster bootstrap
