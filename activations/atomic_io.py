@@ -53,6 +53,11 @@ def write_json_atomic(path: str | os.PathLike, payload: Any, default: Any = None
     write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False, default=default) + "\n")
 
 
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSONL file written by ``write_jsonl_atomic`` (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_jsonl_atomic(path: str | os.PathLike, records: Iterable[dict[str, Any]], default: Any = None) -> None:
     write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False, default=default) + "\n" for record in records))
 

@@ -15,7 +15,6 @@ The inputs are files a study directory holds (and a user can give by hand):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from activations.atomic_io import read_jsonl
 from activations.prompt_sets import PromptSet, load_prompt_set
 from activations.writing import writing_prompts
 from interp.causal.controls import control_pool, strata, write_norms
@@ -81,7 +81,7 @@ def read_writing_replies(path: str | Path) -> PromptSet:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; sample the merged model's replies to training questions first "
                                 "(the study's behavior stage writes it)")
-    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = read_jsonl(path)
     missing = [i for i, r in enumerate(records) if not {"id", "question", "text"} <= set(r)]
     if missing:
         raise ValueError(f"{path}: records {missing[:5]} lack id, question or text")

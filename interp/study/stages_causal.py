@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from activations.atomic_io import write_json_atomic, write_jsonl_atomic
+from activations.atomic_io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from activations.sampling import SampledReply
 from interp.study.config import StudyConfig
 from interp.study.stages import StageContext, relative
@@ -54,7 +54,7 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
 
     c: StudyConfig = ctx.config
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
-    merged_replies = _jsonl(ctx.path("behavior", "merged.generations.jsonl"))
+    merged_replies = read_jsonl(ctx.path("behavior", "merged.generations.jsonl"))
     verdict, replies, check = suppress_and_judge(
         str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"),
         behavior_config(c, c.behavior_samples), causal_setup(c), method=c.export_method, overwrite=True)
@@ -64,10 +64,6 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
     write_jsonl_atomic(replies_path, ({"key": r.key, "sample": r.sample, "text": r.text} for r in replies))
     return {"outputs": [relative(ctx.out, p) for p in (ctx.path("suppressed"), verdict_path, replies_path)],
             "sentence": verdict.sentence(), "passed": verdict.passed, "checks": verdict.checks()}
-
-
-def _jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def stage_separability(ctx: StageContext) -> dict[str, Any]:
@@ -81,10 +77,10 @@ def stage_separability(ctx: StageContext) -> dict[str, Any]:
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
     config = behavior_config(c, c.behavior_samples)
     heldout = behavior_prompts(config)[0].name
-    replies = {name: replies_from_records(_jsonl(ctx.path("behavior", f"{name}.generations.jsonl")), heldout)
+    replies = {name: replies_from_records(read_jsonl(ctx.path("behavior", f"{name}.generations.jsonl")), heldout)
                for name in ("base", "merged")}
     replies["merged-suppressed"] = [SampledReply(r["key"], int(r["sample"]), (), r["text"])
-                                    for r in _jsonl(ctx.path("suppression", "replies.jsonl"))]
+                                    for r in read_jsonl(ctx.path("suppression", "replies.jsonl"))]
     result = separability(str(ctx.path("merged")), c.model, ctx.path("suppressed"), ctx.path("neurons.csv"), sweep,
                           replies, config, causal_setup(c), samples=c.separability_samples)
     path = ctx.path("separability.json")
