@@ -88,13 +88,6 @@ def block_bounds(n_units: int, size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def my_block(items: Sequence[T], w: World | None = None) -> Sequence[T]:
-    """This rank's contiguous share of ``items`` (all of them in one process)."""
-    w = w or world()
-    start, stop = block_bounds(len(items), w.size)[w.rank]
-    return items[start:stop]
-
-
 def my_stride(items: Sequence[T], w: World | None = None) -> Sequence[T]:
     """Every ``size``-th item starting at this rank's: a share that balances work which grows along
     the list (e.g. neuron-set groups sorted by layer); gather ``(index, result)`` pairs to reorder."""
@@ -103,8 +96,7 @@ def my_stride(items: Sequence[T], w: World | None = None) -> Sequence[T]:
 
 
 def gather_blocks(mine: list[Any], w: World | None = None) -> list[Any]:
-    """Every rank's list, concatenated in rank order, on every rank (``all_gather_object``): the
-    inverse of ``my_block`` when each rank passes the results of its block."""
+    """Every rank's list, concatenated in rank order, on every rank (``all_gather_object``)."""
     w = w or world()
     if w.size == 1:
         return list(mine)

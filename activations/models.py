@@ -79,13 +79,18 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _load_hub(spec: str, dtype: torch.dtype, placement: dict[str, object]) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+def _cached_snapshot(spec: str) -> Path | None:
+    """The hub id's folder in the local HF cache, or None; never asks the network."""
     from huggingface_hub import snapshot_download
 
-    try:  # already in the local HF cache: load the snapshot folder, so nothing asks the network
-        local = snapshot_download(spec, local_files_only=True)
-    except OSError:  # LocalEntryNotFoundError: not cached
-        local = None
+    try:
+        return Path(snapshot_download(spec, local_files_only=True))
+    except Exception:  # the hub client raises several unrelated types for "not cached"
+        return None
+
+
+def _load_hub(spec: str, dtype: torch.dtype, placement: dict[str, object]) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    local = _cached_snapshot(spec)  # already cached: load the folder, so nothing asks the network
     if local is not None:
         # not from_pretrained(spec, local_files_only=True): transformers still looks for an
         # adapter_config.json on the hub then, retrying for ~25 s when there is no network
@@ -261,13 +266,11 @@ def model_directory(spec: str = DEFAULT_MODEL) -> Path | None:
     if path.exists():
         raise ModelSpecError(f"{spec!r} exists but holds no config.json; accepted: {SPEC_FORMS}")
     if _HUB_ID.match(spec):
-        from huggingface_hub import snapshot_download
-
-        try:  # only what is already in the local HF cache: no network here
-            return Path(snapshot_download(spec, local_files_only=True))
-        except Exception as error:  # the hub client raises several unrelated types for "not cached"
+        local = _cached_snapshot(spec)  # only what is already in the local HF cache: no network here
+        if local is None:
             raise ModelSpecError(
-                f"{spec!r} is not in the local HF cache ({type(error).__name__}); download it on a connected "
+                f"{spec!r} is not in the local HF cache; download it on a connected "
                 "machine (`huggingface-cli download ORG/NAME --local-dir DIR`) and pass DIR"
-            ) from None
+            )
+        return local
     raise ModelSpecError(f"unknown model spec {spec!r}; accepted: {SPEC_FORMS}")

@@ -130,40 +130,38 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     choice = sweep_result["choice"]
     chosen = NeuronSet.from_pairs(choice["neurons"])
     random_set = _random_set(merged.model, reference, pd.read_csv(neurons_csv), chosen, int(choice["k"]), setup.seed)
-    measured = {}
+    sampled, inventories = dict(replies), {}
     for name in MODELS:
         if name == "random-suppressed":
             with ablate(merged.model, random_set, "mean", reference.means):
-                sampled = random_replies = _sample_heldout(merged.model, tokenizer, behavior, samples)
-                inventory = score_inventory(merged.model, tokenizer, items, InventoryConfig())
+                sampled[name] = _sample_heldout(merged.model, tokenizer, behavior, samples)
+                inventories[name] = score_inventory(merged.model, tokenizer, items, InventoryConfig())
         else:
             model = merged.model if name == "merged" else load_model(
                 base_spec if name == "base" else str(suppressed_dir)).model
-            sampled, inventory = replies[name], score_inventory(model, tokenizer, items, InventoryConfig())
-        measured[name] = (rate(per_question_rates(sampled)[1], seed=setup.seed), inventory, len(sampled))
+            inventories[name] = score_inventory(model, tokenizer, items, InventoryConfig())
     classifier = train_classifier()
-    rows, voices = [], {}
-    measured = {"merged": measured["merged"], **measured}  # merged first: the others are paired against it
-    for name, (emoji_rate, inventory, n_replies) in measured.items():
-        sampled = replies[name] if name in replies else random_replies
-        by_question = _per_question(sampled, classifier.trait_scores([r.text for r in sampled], trait))
-        voices[name] = by_question
-        voice = rate(np.array(list(by_question.values())), seed=setup.seed)
-        against = (None if name == "merged" or set(by_question) != set(voices.get("merged", {})) else
-                   paired_mean_difference(*(np.array([v[k] for k in sorted(by_question)])
-                                            for v in (by_question, voices["merged"])), seed=setup.seed))
-        difference = None if name == "merged" else asdict(paired_difference(inventory, measured["merged"][1], trait))
-        score = inventory.scores[trait]
+    voices = {name: _per_question(texts, classifier.trait_scores([r.text for r in texts], trait))
+              for name, texts in sampled.items() if name in MODELS}
+    rows = []
+    for name in MODELS:
+        emoji_rate = rate(per_question_rates(sampled[name])[1], seed=setup.seed)
+        voice = rate(np.array(list(voices[name].values())), seed=setup.seed)
+        against = (None if name == "merged" or set(voices[name]) != set(voices["merged"]) else
+                   paired_mean_difference(*(np.array([v[k] for k in sorted(voices[name])])
+                                            for v in (voices[name], voices["merged"])), seed=setup.seed))
+        difference = None if name == "merged" else asdict(paired_difference(inventories[name], inventories["merged"],
+                                                                             trait))
+        score = inventories[name].scores[trait]
         rows.append(SeparabilityRow(name, {"value": emoji_rate.value, "low": emoji_rate.low, "high": emoji_rate.high,
-                                           "replies": n_replies},
+                                           "replies": len(sampled[name])},
                                     {"mean": score.mean, "low": score.low, "high": score.high},
                                     {"value": voice.value, "low": voice.low, "high": voice.high,
                                      **({} if against is None else {"vs_merged": against.value,
                                                                     "vs_merged_low": against.low,
                                                                     "vs_merged_high": against.high})}, difference,
-                                    inventory.answer_mass))
+                                    inventories[name].answer_mass))
     accuracy = {**asdict(classifier.heldout), "l2": classifier.l2}
-    rows.sort(key=lambda row: MODELS.index(row.model))
     return Separability(trait, tuple(rows), [list(map(int, n)) for n in random_set], samples, accuracy)
 
 
