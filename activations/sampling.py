@@ -10,6 +10,10 @@ noise. Here every job (prompt key, sample number) owns a generator seeded from (
 2. Prefill, then one token per step with a key/value cache that grows into a preallocated buffer
    (``GrowingLayer``: amortised O(1) appends; transformers' default concatenates the whole cache
    every step, which on a CPU cost more than the matmuls at 128 rows).
+   b. With ``share_prefix``, the tokens every prompt of the batch starts with are prefilled once
+      (one row per copy) and their keys and values repeated for every row; each row's own suffix is
+      then left-padded after them, the padding masked out and the positions counted over real
+      tokens only, so every row sees exactly its own prompt.
 3. The next token is drawn by the Gumbel-max trick restricted to the nucleus (top-p after
    temperature): ``argmax_i log p_i + G_i`` with ``G_i = -log(-log U_i)`` and one uniform ``U_i``
    per vocabulary id from the job's generator. This is exact sampling from the nucleus
@@ -32,6 +36,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
+
+from activations.prefix import shared_prefix
 
 StepStat = Callable[[Tensor], Tensor]
 """Raw next-token logits ``(rows, vocab)`` -> one value per row (e.g. emoji probability mass)."""
@@ -67,6 +73,14 @@ class GrowingLayer(DynamicLayer):
         return self.keys, self.values
 
 
+    def repeat_rows(self, rows: int) -> None:
+        """Give each batch row ``rows`` copies of its keys and values (row ``g`` -> rows ``g * rows``
+        to ``(g + 1) * rows - 1``), keeping the spare capacity."""
+        self._keys = self._keys.repeat_interleave(rows, dim=0)
+        self._values = self._values.repeat_interleave(rows, dim=0)
+        self.keys, self.values = self._keys[..., : self._length, :], self._values[..., : self._length, :]
+
+
 def growing_cache() -> Cache:
     return Cache(layer_class_to_replicate=GrowingLayer)
 
@@ -85,6 +99,10 @@ class SamplingConfig:
     """Seed of every job's generator (with the job's key and sample number)."""
     batch_size: int = 64
     """Jobs per decoding batch (times ``copies`` rows)."""
+    share_prefix: bool = False
+    """Prefill the token prefix a batch's prompts share once and give every row a copy of its keys and
+    values (point 2b): for a long common context, e.g. in-context demonstrations, whose prefill would
+    otherwise dominate. Replies equal a full prefill's up to float rounding."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -134,15 +152,24 @@ def _decode_batch(model: nn.Module, prompts: list[list[int]], generators: list[t
                   step_stat: StepStat | None) -> tuple[Tensor, Tensor]:
     """Generated ids ``(copies * n, steps)`` and step statistics (same shape; NaN where unused)."""
     device = next(model.parameters()).device
-    n, width = len(prompts), max(len(p) for p in prompts)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        mask[row, width - len(prompt) :] = 1
-    ids, mask = ids.repeat(copies, 1).to(device), mask.repeat(copies, 1).to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    n = len(prompts)
+    shared = shared_prefix(prompts) if config.share_prefix and n > 1 else 0
     cache = growing_cache()
+    if shared:  # point 2b: the prefix once per copy, its keys and values repeated for the copy's rows
+        model(input_ids=torch.tensor([prompts[0][:shared]] * copies, device=device), past_key_values=cache,
+              use_cache=True, logits_to_keep=1)
+        for layer in cache.layers:
+            layer.repeat_rows(n)
+    rows = [prompt[shared:] for prompt in prompts]
+    width = max(len(row) for row in rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((n, shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for index, row in enumerate(rows):
+        ids[index, width - len(row) :] = torch.tensor(row)
+        mask[index, shared + width - len(row) :] = 1
+    ids, mask = ids.repeat(copies, 1).to(device), mask.repeat(copies, 1).to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # real tokens only: padding takes no position
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
     finished = torch.zeros(len(ids), dtype=torch.bool, device=device)

@@ -29,6 +29,7 @@ COMMANDS = [
     "suppress",
     "run",
     "replicate",
+    "sweep",
     "report",
 ]
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from transformers.cache_utils import DynamicCache
 
+from activations.prefix import shared_prefix
 from activations.prompt_sets import apply_template
-from activations.sampling import SamplingConfig, _nucleus_choice, growing_cache, sample_replies
+from activations.sampling import GrowingLayer, SamplingConfig, _nucleus_choice, growing_cache, sample_replies
 
 
 def _prompts(tokenizer, n: int = 5) -> list[list[int]]:
@@ -75,3 +78,47 @@ def test_sampling_config_validates():
         SamplingConfig(top_p=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         SamplingConfig(max_new_tokens=0)
+
+
+def _sharpen(model: torch.nn.Module) -> None:
+    """Scale the queries and keys of a random model: its attention is then sharp, so a wrong position
+    or a wrongly masked key changes the logits (at init scale attention is nearly uniform)."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                parameter.mul_(12.0)
+
+
+def test_a_shared_prefix_prefilled_once_gives_every_row_its_own_prompt(tiny_llama, monkeypatch):
+    tokenizer, model = tiny_llama.tokenizer, tiny_llama.model
+    repeated = []
+    original = GrowingLayer.repeat_rows
+    monkeypatch.setattr(GrowingLayer, "repeat_rows", lambda self, rows: (repeated.append(rows), original(self, rows)))
+    _sharpen(model)
+    context = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Blue, like the sea."}]
+    texts = ["Hi there", "What do you think of jazz?", "Tell me a story about a cat", "ok"]
+    prompts = [tokenizer(tokenizer.apply_chat_template([*context, {"role": "user", "content": t}], tokenize=False,
+                                                       add_generation_prompt=True), add_special_tokens=False).input_ids
+               for t in texts]
+    keys = [f"k{i}" for i in range(len(texts))]
+    for temperature in (0.0, 0.7):
+        config = SamplingConfig(max_new_tokens=12, temperature=temperature, batch_size=3)
+        full = sample_replies(model, tokenizer, prompts, keys, config, samples=2, copies=2)
+        shared = sample_replies(model, tokenizer, prompts, keys, replace(config, share_prefix=True), samples=2,
+                                copies=2)
+        assert [[r.tokens for r in copy] for copy in shared] == [[r.tokens for r in copy] for copy in full]
+    assert repeated and set(repeated) == {3, 2}  # the prefix path ran, for full batches of 3 and the last of 2
+
+
+def test_a_shared_prefix_gives_the_logits_of_a_full_prefill(tiny_llama):
+    tokenizer, model = tiny_llama.tokenizer, tiny_llama.model
+    _sharpen(model)
+    prompts = _prompts(tokenizer, 4)
+    stat = lambda logits: logits.log_softmax(-1)[:, :50].sum(-1)  # noqa: E731 - a stat that sees every logit
+    config = SamplingConfig(max_new_tokens=6, temperature=0, batch_size=4)
+    full = sample_replies(model, tokenizer, prompts, list("abcd"), config, step_stat=stat)[0]
+    shared = sample_replies(model, tokenizer, prompts, list("abcd"), replace(config, share_prefix=True), step_stat=stat)[0]
+    assert shared_prefix(prompts) >= 4  # the chat template's opening is shared: the path under test runs
+    for a, b in zip(full, shared):
+        assert a.tokens == b.tokens
+        np.testing.assert_allclose(a.step_stats, b.step_stats, rtol=1e-4, atol=1e-4)

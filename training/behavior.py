@@ -89,6 +89,21 @@ class BehaviorConfig:
     """Topic split of the training run (defaults agree with ``TrainConfig``)."""
     split_seed: int = 0
     """Seed of that topic split."""
+    in_context: str | None = None
+    """Show every prompt after in-context demonstrations (``training.in_context``): ``STUDY`` (the
+    trait's training rows of that study, e.g. ``personality``) or ``STUDY:TRAIT``; None: none."""
+    shots: int = 4
+    """Demonstrations shown with ``in_context``."""
+
+    def history(self) -> list[dict[str, str]]:
+        """The chat turns shown before every prompt (none without ``in_context``)."""
+        if self.in_context is None:
+            return []
+        from training.in_context import Demonstrations
+
+        return Demonstrations.parse(self.in_context, self.trait, shots=self.shots, seed=self.seed,
+                                    data_path=self.data_path, test_fraction=self.test_fraction,
+                                    split_seed=self.split_seed).messages()
 
     def __post_init__(self) -> None:
         if self.trait is not None and self.trait not in TRAITS:
@@ -108,6 +123,8 @@ class BehaviorConfig:
             raise ValueError("temperature must be > 0 and top_p in (0, 1]")
         if not 0 < self.confidence < 1:
             raise ValueError(f"confidence must lie strictly between 0 and 1, got {self.confidence}")
+        if self.in_context is not None:
+            self.history()  # a bad spec fails here, before any model is loaded
 
 
 @dataclass(frozen=True)
@@ -225,7 +242,7 @@ def sample_keys(group: PromptGroup) -> list[str]:
 def sampling_config(config: BehaviorConfig) -> SamplingConfig:
     """The sampler settings of a behaviour measurement (shared by every condition compared with it)."""
     return SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                          seed=config.seed, batch_size=config.batch_size)
+                          seed=config.seed, batch_size=config.batch_size, share_prefix=config.in_context is not None)
 
 
 def emoji_mass_stat(tokenizer: PreTrainedTokenizerBase) -> Callable[[Tensor], Tensor]:
@@ -241,9 +258,10 @@ def emoji_mass_stat(tokenizer: PreTrainedTokenizerBase) -> Callable[[Tensor], Te
 
 
 def _reference_mass(model: nn.Module, tokenizer: PreTrainedTokenizerBase, group: PromptGroup,
-                    emoji_ids: Tensor) -> np.ndarray:
+                    emoji_ids: Tensor, history: list[dict[str, str]]) -> np.ndarray:
     device = next(model.parameters()).device
-    examples = [encode_example(tokenizer, q, a, max_length=4096) for q, a in zip(group.texts, group.references or ())]
+    examples = [encode_example(tokenizer, q, a, max_length=8192, history=history)
+                for q, a in zip(group.texts, group.references or ())]
     batch = collate(examples, tokenizer.pad_token_id)
     counted = torch.zeros_like(batch.labels, dtype=torch.bool)
     counted[:, :-1] = batch.labels[:, 1:] != -100  # position t predicts answer token t + 1
@@ -287,7 +305,8 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
     model.eval()
     prompt_groups = behavior_prompts(config)
     # Every (group, prompt, sample) job goes into one queue, so decoding batches stay full.
-    prompts = [list(tokenizer(chat_prompt(tokenizer, t), add_special_tokens=False)["input_ids"])
+    history = config.history()
+    prompts = [list(tokenizer(chat_prompt(tokenizer, t, history), add_special_tokens=False)["input_ids"])
                for group in prompt_groups for t in group.texts]
     keys = [key for group in prompt_groups for key in sample_keys(group)]
     where = [(group, i) for group in prompt_groups for i in range(len(group.ids))]
@@ -304,7 +323,7 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
                                     len(reply.tokens), text_stats(reply.text).n_emojis, mass))
         groups = []
         for group in prompt_groups:
-            reference = (_reference_mass(model, tokenizer, group, emoji_ids)
+            reference = (_reference_mass(model, tokenizer, group, emoji_ids, history)
                          if group.references and config.reference_mass else None)
             groups.append(_summarise(group, [f for f in found if f.prompt_set == group.name], reference, config))
     finally:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,9 +48,13 @@ class Batch:
     labels: Tensor  # (B, T) long, IGNORE_INDEX off the answers
 
 
-def chat_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
-    """The templated user turn plus generation prompt, as a string."""
-    messages = [{"role": "user", "content": question}]
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[dict[str, str]] = (),
+                system: str | None = None) -> str:
+    """The templated user turn plus generation prompt, as a string; after earlier chat turns
+    ``history`` (e.g. in-context demonstrations) and a system prompt ``system`` (None: the template's
+    default) when given."""
+    messages = [*([{"role": "system", "content": system}] if system else []), *history,
+                {"role": "user", "content": question}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -70,9 +75,11 @@ def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def encode_example(tokenizer: PreTrainedTokenizerBase, question: str, answer: str, max_length: int) -> EncodedExample:
-    """Tokenize one pair (see module docstring); long answers are cut to fit ``max_length``."""
-    prompt_ids = _ids(tokenizer, chat_prompt(tokenizer, question))
+def encode_example(tokenizer: PreTrainedTokenizerBase, question: str, answer: str, max_length: int,
+                   history: Sequence[dict[str, str]] = ()) -> EncodedExample:
+    """Tokenize one pair (see module docstring), after ``history`` turns if given; long answers are
+    cut to fit ``max_length``."""
+    prompt_ids = _ids(tokenizer, chat_prompt(tokenizer, question, history))
     answer_ids = _ids(tokenizer, answer)
     suffix_ids = _ids(tokenizer, end_of_turn_text(tokenizer, question, answer))
     # Learn the end-of-turn token (to stop), not what the template writes after it.

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from training.data import TRAITS
+from training.examples import chat_prompt
 
 LIKERT = ("Very accurate", "Moderately accurate", "Neither accurate nor inaccurate", "Moderately inaccurate",
           "Very inaccurate")
@@ -96,6 +97,13 @@ class InventoryConfig:
     """``agree`` (yes/no log-odds) or ``likert`` (five lettered options, MPI); module docstring."""
     persona: str | None = None
     """System prompt the inventory is answered under (None: the model's default)."""
+    in_context: str | None = None
+    """Answer every item after in-context demonstrations (``training.in_context``): ``STUDY:TRAIT``, e.g.
+    ``personality:extraversion`` (None: none)."""
+    shots: int = 4
+    """Demonstrations shown with ``in_context``."""
+    seed: int = 0
+    """Seed of the demonstrations' sample of training rows."""
     batch_size: int = 16
     confidence: float = 0.95
 
@@ -104,6 +112,16 @@ class InventoryConfig:
             raise ValueError(f"unknown response format {self.response!r}; choose one of {', '.join(RESPONSES)}")
         if self.batch_size < 1 or not 0 < self.confidence < 1:
             raise ValueError("batch_size must be at least 1 and confidence lie strictly between 0 and 1")
+        if self.in_context is not None:
+            self.history()  # a bad spec fails here, not after the model has loaded
+
+    def history(self) -> list[dict[str, str]]:
+        """The chat turns shown before every item (none without ``in_context``)."""
+        if self.in_context is None:
+            return []
+        from training.in_context import Demonstrations
+
+        return Demonstrations.parse(self.in_context, None, shots=self.shots, seed=self.seed).messages()
 
 
 @dataclass(frozen=True)
@@ -133,26 +151,27 @@ class InventoryResult:
                 "scores": {t: asdict(s) for t, s in self.scores.items()},
                 "items": self.items.to_dict(orient="records")}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> InventoryResult:
+        """The result ``to_dict`` wrote (e.g. read back from JSON)."""
+        return cls(InventoryConfig(**data["config"]), pd.DataFrame(data["items"]),
+                   {t: TraitScore(**s) for t, s in data["scores"].items()})
 
-def _chat(tokenizer: PreTrainedTokenizerBase, question: str, persona: str | None) -> str:
-    messages = [{"role": "user", "content": question}]
-    if persona:
-        messages.insert(0, {"role": "system", "content": persona})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-
-def likert_prompt(tokenizer: PreTrainedTokenizerBase, item: InventoryItem, reverse: bool, persona: str | None) -> str:
+def likert_prompt(tokenizer: PreTrainedTokenizerBase, item: InventoryItem, reverse: bool, persona: str | None,
+                  history: Sequence[dict[str, str]] = ()) -> str:
     """Step 2, ``likert``: the chat text that ends just before the answer letter."""
     options = LIKERT[::-1] if reverse else LIKERT
     listed = "\n".join(f"({letter}) {option}" for letter, option in zip(LETTERS, options))
     question = (f'Here is a statement about you: "You {item.text}."\nHow accurately does it describe you? '
                 f"Choose one option.\n{listed}\nReply with the letter of your choice.")
-    return _chat(tokenizer, question, persona) + "Answer: ("
+    return chat_prompt(tokenizer, question, history, persona) + "Answer: ("
 
 
-def agree_prompt(tokenizer: PreTrainedTokenizerBase, item: InventoryItem, persona: str | None) -> str:
+def agree_prompt(tokenizer: PreTrainedTokenizerBase, item: InventoryItem, persona: str | None,
+                 history: Sequence[dict[str, str]] = ()) -> str:
     """Step 2, ``agree``: the chat text whose next token is the answer."""
-    return _chat(tokenizer, f"Do you {item.text}? Answer yes or no.", persona)
+    return chat_prompt(tokenizer, f"Do you {item.text}? Answer yes or no.", history, persona)
 
 
 def _single_tokens(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> list[int]:
@@ -183,7 +202,9 @@ def next_token_probs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts
 
 
 def _likert_values(model, tokenizer, items, config) -> tuple[np.ndarray, np.ndarray]:
-    texts = [likert_prompt(tokenizer, item, reverse, config.persona) for reverse in (False, True) for item in items]
+    history = config.history()
+    texts = [likert_prompt(tokenizer, item, reverse, config.persona, history) for reverse in (False, True)
+             for item in items]
     probs = next_token_probs(model, tokenizer, texts, _single_tokens(tokenizer, LETTERS), config.batch_size)
     mass = probs.sum(1)
     normalised = probs / mass[:, None]
@@ -193,7 +214,8 @@ def _likert_values(model, tokenizer, items, config) -> tuple[np.ndarray, np.ndar
 
 
 def _agree_values(model, tokenizer, items, config) -> tuple[np.ndarray, np.ndarray]:
-    texts = [agree_prompt(tokenizer, item, config.persona) for item in items]
+    history = config.history()
+    texts = [agree_prompt(tokenizer, item, config.persona, history) for item in items]
     probs = next_token_probs(model, tokenizer, texts, _single_tokens(tokenizer, ("Yes", "yes", "No", "no")),
                              config.batch_size)
     yes, no = probs[:, :2].sum(1), probs[:, 2:].sum(1)

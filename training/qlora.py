@@ -310,3 +310,14 @@ def train(
         _save_final(model, out_dir, config, _provenance(config, data, data_hash, fingerprint, losses, seconds, device))
         log.info("adapter saved to %s (final loss %.3f, %.0f s)", out_dir, losses[-1], seconds)
     return TrainResult(out_dir, done == total, done, total, tuple(losses), seconds, data_hash, fingerprint)
+
+
+def train_or_resume(config: TrainConfig, out_dir: str | Path) -> TrainResult:
+    """Continue a killed run of these very settings from its checkpoints, else train afresh into
+    ``out_dir`` (for a pipeline stage, which owns the folder: a finished run no stage record vouches
+    for, or one of other settings, is replaced)."""
+    try:
+        return train(config, out_dir, resume=True)
+    except (FileExistsError, ValueError) as reason:
+        log.info("training %s afresh (%s)", out_dir, reason)
+        return train(config, out_dir, overwrite=True)

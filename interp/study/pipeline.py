@@ -32,17 +32,13 @@ def _rel(ctx: StageContext, path: Path) -> str:
 
 def stage_train(ctx: StageContext) -> dict[str, Any]:
     from training.config import TrainConfig
-    from training.qlora import train
+    from training.qlora import train_or_resume
 
     c: StudyConfig = ctx.config
     out = ctx.path("adapter")
     config = TrainConfig(study=c.study, trait=c.trait, model=c.model, steps=c.train_steps,
                          learning_rate=c.learning_rate, quantize=c.quantize, seed=c.seed)
-    try:  # continue a killed run of these very settings from its checkpoints
-        result = train(config, out, resume=True)
-    except (FileExistsError, ValueError) as reason:  # a finished run no record vouches for, or other settings
-        log.info("training %s afresh (%s)", out, reason)
-        result = train(config, out, overwrite=True)
+    result = train_or_resume(config, out)
     return {"outputs": [_rel(ctx, out / name) for name in ("adapter_config.json", "adapter_model.safetensors",
                                                            "training.json")],
             "steps": result.steps_done, "final_loss": result.loss_history[-1], "train_seconds": round(result.seconds, 1),
