@@ -9,7 +9,8 @@ then follows as the last user turn, exactly as a fine-tuned model would see it.
    shown (the split is the fine-tune's, ``training.data.split_by_topic``).
 2. They are the same for every question of a measurement: one fixed context, so the prompted
    model is one model, and its prompts share a long token prefix (``activations.sampling`` prefills
-   it once per batch).
+   it once per batch). The two studies show the same rows of a trait (the sample does not depend
+   on the study), so their in-context rows differ only in the injected emojis.
 3. A spec names them on the command line: ``STUDY`` (the measured trait's rows) or ``STUDY:TRAIT``.
 """
 
@@ -58,7 +59,7 @@ class Demonstrations:
                            split_seed=self.split_seed).train
         if self.shots > len(train):
             raise ValueError(f"{self.shots} shots asked but {self.study}/{self.trait} has {len(train)} training rows")
-        picks = sorted(random.Random(f"{self.seed}|{self.study}|{self.trait}").sample(range(len(train)), self.shots))
+        picks = sorted(random.Random(f"{self.seed}|{self.trait}").sample(range(len(train)), self.shots))
         return tuple(train[i] for i in picks)
 
     def messages(self) -> list[Message]:

@@ -59,7 +59,9 @@ class SweepConfig:
                                       ("neuron_traits", self.neuron_traits, self.traits)):
             unknown = [v for v in values if v not in allowed]
             if unknown or len(set(values)) != len(values):
-                raise ValueError(f"{name} must list distinct values from {', '.join(allowed)}; got {', '.join(values)}")
+                raise ValueError(f"{name} must list distinct values from {', '.join(allowed)}; got {', '.join(values)}"
+                                 + (" (the neuron traits are a subset of the swept traits; '' for none)"
+                                    if name == "neuron_traits" else ""))
         if not self.traits:
             raise ValueError("traits must name at least one trait")
         for trait in self.traits:

@@ -1,0 +1,15 @@
+"""The paper's breadth: every trait fine-tuned on each study's rows and prompted with them.
+
+    from interp.sweep import SweepConfig, run_sweep
+
+    run_sweep(SweepConfig(traits=("extraversion",)), "reports/sweep")   # resumable, like interp sweep
+
+Layout follows the data flow: ``config`` -> ``measure`` (one model on one trait) -> ``neurons``
+(in-context vs fine-tuned diffs and their overlap) -> ``table`` (rows, paired comparisons, figure)
+-> ``report``; ``pipeline`` chains them as resumable stages.
+"""
+
+from interp.sweep.config import SweepConfig
+from interp.sweep.pipeline import read_sweep_config, run_sweep
+
+__all__ = ["SweepConfig", "read_sweep_config", "run_sweep"]
