@@ -17,7 +17,7 @@ from interp.cli import main
 from interp.causal.uncertainty import paired_mean_difference
 from interp.sweep.config import SweepConfig
 from interp.sweep.measure import Condition, RowData
-from interp.sweep.neurons import FlaggedSet, overlaps, question_prompts
+from interp.sweep.neurons import FlaggedSet, arms, overlaps, question_prompts
 from interp.sweep.pipeline import read_sweep_config, run_sweep, sweep_stages
 from interp.sweep.table import build_rows, conditions
 from training.inventory import paired_difference
@@ -46,7 +46,8 @@ def test_the_sweep_reports_every_model_of_every_trait(finished) -> None:
             assert row[key]["low"] <= row[key]["value"] <= row[key]["high"], (row["condition"], key)
         assert (row["voice_vs_base"] is None) == (row["condition"] == "base")
     names = [s["name"] for s in summary["neurons"][0]["sets"]]
-    assert names == ["fine-tuned: personality", "fine-tuned: injection", "in-context: personality"]
+    assert names == ["fine-tuned: personality (extraversion)", "fine-tuned: injection (extraversion)",
+                     "in-context: personality (extraversion)"]  # one trait swept: no other trait to control with
     assert len(summary["neurons"][0]["overlaps"]) == 3
     markdown = (finished / "sweep.md").read_text()
     assert "| trait | model | replies | emoji rate |" in markdown and "](figures/sweep.png)" in markdown
@@ -106,7 +107,11 @@ def test_stages_share_the_base_per_trait_and_chain_the_fine_tunes() -> None:
     assert stages["measure-personality-openness"].depends == ("merge-personality-openness",)
     assert stages["merge-injection-openness"].depends == ("train-injection-openness",)
     assert "shots" in stages["measure-in-context-personality-openness"].reads
-    assert stages["neurons-extraversion"].depends == ("merge-personality-extraversion", "merge-injection-extraversion")
+    # the overlap reads the trait's fine-tunes and the control trait's (the next one, cyclically)
+    assert stages["neurons-extraversion"].depends == ("merge-personality-extraversion", "merge-injection-extraversion",
+                                                      "merge-personality-openness")
+    assert [a.name for a in arms(SweepConfig(traits=("openness", "extraversion")), "extraversion")][-2:] == [
+        "in-context: personality (openness, control)", "fine-tuned: personality (openness, control)"]
     assert set(stages["report"].depends) == {n for n in stages if n.startswith(("measure-", "neurons-"))}
     assert len([n for n in stages if n.startswith("train-")]) == 4
 
@@ -129,6 +134,9 @@ def test_question_marks_cover_the_same_question_tokens_with_and_without_demonstr
     config = SweepConfig(questions=5, shots=2)
     plain = question_prompts(tokenizer, "openness", config, None)
     prompted = question_prompts(tokenizer, "openness", config, "personality")
+    control = question_prompts(tokenizer, "openness", config, "personality", shown="neuroticism")
+    assert control.texts[0] != prompted.texts[0] and control.ids == plain.ids
+    assert control.texts[0].endswith(plain.texts[0][-60:])  # other demonstrations, the same question last
     assert plain.ids == prompted.ids
     for a, b, text in zip(encode_prompt_set(tokenizer, plain, "raw"), encode_prompt_set(tokenizer, prompted, "raw"),
                           plain.texts):

@@ -16,10 +16,14 @@ For one trait:
    (``interp.stats.overlap``: the expected overlap, the fold enrichment, P(overlap >= observed)).
    Of the shared neurons, the share the two diffs move in the same direction (exact interval).
 
-A confound to read the in-context row with: the prompted question sits after some 400 more tokens
-of context. Its contrast holds everything a longer chat changes, not only the demonstrations' voice;
-the fine-tune's diff has no such shift. A large overlap is therefore evidence of shared neurons, a
-small one weaker evidence against them.
+Random sets are a weak control: some neurons change under almost any fine-tune or any added
+context. So both sides get a matched control from another swept trait C (the next one in the
+sweep's order), on the same questions of T:
+- in-context with C's demonstrations (the same number of shots, a context of about the same
+  length: the length and position confound of the prompted question, without T's voice);
+- C's fine-tune on the first study's rows (same recipe and data size, another voice).
+Prompting recruits T's fine-tune neurons *for the trait* only where T's demonstrations overlap T's
+fine-tune more than C's demonstrations do, and more than C's fine-tune does.
 """
 
 from __future__ import annotations
@@ -41,22 +45,24 @@ from interp.sweep.config import SweepConfig
 REDUCTION = "marked_mean"
 
 
-def question_prompts(tokenizer, trait: str, config: SweepConfig, study: str | None) -> PromptSet:
-    """Step 1: the held-out questions as the model reads them (after ``study``'s demonstrations when
-    given), each marked at the question."""
+def question_prompts(tokenizer, trait: str, config: SweepConfig, study: str | None,
+                     shown: str | None = None) -> PromptSet:
+    """Step 1: ``trait``'s held-out questions as the model reads them (after ``study``'s
+    demonstrations of trait ``shown``, default ``trait``, when ``study`` is given), each marked at
+    the question."""
     from training.behavior import behavior_prompts
     from training.examples import chat_prompt
     from training.in_context import Demonstrations
 
     questions = behavior_prompts(_behavior(config, trait))[0]
-    history = [] if study is None else Demonstrations(study, trait, config.shots, config.seed).messages()
+    history = [] if study is None else Demonstrations(study, shown or trait, config.shots, config.seed).messages()
     texts, marks = [], []
     for question in questions.texts:
         text = chat_prompt(tokenizer, question, history)
         start = text.rindex(question)
         texts.append(text)
         marks.append(((start, start + len(question)),))
-    name = "plain" if study is None else f"in-context-{study}"
+    name = "plain" if study is None else f"in-context-{study}-{shown or trait}"
     return PromptSet(name, questions.ids, tuple(texts), ("",) * len(texts), marks=tuple(marks))
 
 
@@ -66,17 +72,62 @@ def _behavior(config: SweepConfig, trait: str):
     return BehaviorConfig(trait=trait, max_questions=config.questions, neutral_prompts=0, seed=config.seed)
 
 
-def capture_conditions(config: SweepConfig, trait: str, merged: dict[str, Path], out: Path) -> list[Path]:
-    """Step 2: ``out/base/{plain, in-context-S}.h5`` and ``out/fine-tuned-S/plain.h5``."""
+@dataclass(frozen=True)
+class Arm:
+    """One side of a diff: a fine-tune (merged vs base on the plain questions) or in-context
+    demonstrations (base with vs without them), of ``study``'s rows of ``trait``."""
+
+    kind: str
+    """``fine-tuned`` or ``in-context``."""
+    study: str
+    trait: str
+    control: bool = False
+    """A matched control from another trait (module docstring)."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}: {self.study} ({self.trait}{', control' if self.control else ''})"
+
+    @property
+    def file(self) -> str:
+        """The cache this arm reads besides ``base/plain.h5``."""
+        if self.kind == "fine-tuned":
+            return f"fine-tuned-{self.study}-{self.trait}/plain.h5"
+        return f"base/in-context-{self.study}-{self.trait}.h5"
+
+
+def control_trait(config: SweepConfig, trait: str) -> str | None:
+    """The next swept trait after ``trait`` (cyclically); None when only one is swept."""
+    if len(config.traits) < 2:
+        return None
+    return config.traits[(config.traits.index(trait) + 1) % len(config.traits)]
+
+
+def arms(config: SweepConfig, trait: str) -> list[Arm]:
+    """Every arm of ``trait``'s overlap: its fine-tunes, its demonstrations, then the controls."""
+    found = [Arm("fine-tuned", study, trait) for study in config.studies]
+    found += [Arm("in-context", study, trait) for study in config.in_context]
+    other = control_trait(config, trait)
+    if other is not None:
+        found += [Arm("in-context", config.in_context[0], other, True), Arm("fine-tuned", config.studies[0], other, True)]
+    return found
+
+
+def capture_conditions(config: SweepConfig, trait: str, merged: dict[tuple[str, str], Path], out: Path) -> list[Path]:
+    """Step 2: ``out/base/plain.h5``, then one cache per arm (``Arm.file``); ``merged`` maps
+    (study, trait) to each fine-tune's merged model."""
     written = []
     base = load_model(config.model)
-    sets = [question_prompts(base.tokenizer, trait, config, None),
-            *(question_prompts(base.tokenizer, trait, config, study) for study in config.in_context)]
-    jobs = [(base, "base", prompt_set) for prompt_set in sets]
-    jobs += [(study, f"fine-tuned-{study}", sets[0]) for study in merged]
-    for model, folder, prompt_set in jobs:
-        loaded = load_model(str(merged[model])) if isinstance(model, str) else model
-        path = out / folder / f"{prompt_set.name}.h5"
+    plain = question_prompts(base.tokenizer, trait, config, None)
+    jobs = [(base, "base/plain.h5", plain)]
+    for arm in arms(config, trait):
+        if arm.kind == "in-context":
+            jobs.append((base, arm.file, question_prompts(base.tokenizer, trait, config, arm.study, arm.trait)))
+        else:
+            jobs.append((merged[arm.study, arm.trait], arm.file, plain))
+    for model, file, prompt_set in jobs:
+        loaded = load_model(str(model)) if isinstance(model, Path) else model
+        path = out / file
         capture(loaded, None, prompt_set, path, overwrite=True, batch_size=config.capture_batch,
                 reductions=(REDUCTION,), template="raw").close()
         written.append(path)
@@ -86,7 +137,7 @@ def capture_conditions(config: SweepConfig, trait: str, merged: dict[str, Path],
 @dataclass(frozen=True)
 class FlaggedSet:
     name: str
-    """``fine-tuned: STUDY`` or ``in-context: STUDY``."""
+    """``Arm.name``, e.g. ``in-context: personality (extraversion)``."""
     contrast: str
     n_flagged: int
     n_outliers: int
@@ -98,20 +149,22 @@ class FlaggedSet:
     """``"layer,index"`` -> the standardised effect of every flagged neuron (its sign is the direction)."""
 
 
-def diff_conditions(config: SweepConfig, out: Path) -> tuple[list[FlaggedSet], set[tuple[int, int]]]:
-    """Step 3: one diff per fine-tune and per demonstration set; returns the flagged sets and the
-    universe of step 4 (every neuron no diff calls an outlier)."""
+def diff_conditions(config: SweepConfig, trait: str, out: Path) -> tuple[list[FlaggedSet], set[tuple[int, int]]]:
+    """Step 3: one diff per arm; returns the flagged sets and the universe of step 4 (every neuron
+    no diff calls an outlier)."""
     from interp.stats.designs import condition_contrast, model_change
     from interp.stats.diff import DiffConfig, diff
 
     settings = DiffConfig(delta=config.delta, split_seed=config.seed)
     plain = out / "base" / "plain.h5"
-    runs = [(f"fine-tuned: {study}", diff({"plain": plain}, {"plain": out / f"fine-tuned-{study}" / "plain.h5"},
-                                          model_change("plain", REDUCTION), settings))
-            for study in config.studies]
-    runs += [(f"in-context: {study}", diff({"plain": plain, "prompted": out / "base" / f"in-context-{study}.h5"},
-                                           None, condition_contrast("prompted", "plain", REDUCTION), settings))
-             for study in config.in_context]
+    runs = []
+    for arm in arms(config, trait):
+        if arm.kind == "fine-tuned":
+            result = diff({"plain": plain}, {"plain": out / arm.file}, model_change("plain", REDUCTION), settings)
+        else:
+            result = diff({"plain": plain, "prompted": out / arm.file}, None,
+                          condition_contrast("prompted", "plain", REDUCTION), settings)
+        runs.append((arm.name, result))
     everything = set(zip(runs[0][1].table["layer"].astype(int), runs[0][1].table["index"].astype(int)))
     outliers: set[tuple[int, int]] = set()
     sets = []
@@ -164,9 +217,10 @@ def overlaps(sets: list[FlaggedSet], universe: set[tuple[int, int]]) -> list[Ove
     return found
 
 
-def neuron_overlap(config: SweepConfig, trait: str, merged: dict[str, Path], out: Path) -> dict[str, Any]:
+def neuron_overlap(config: SweepConfig, trait: str, merged: dict[tuple[str, str], Path], out: Path) -> dict[str, Any]:
     """Steps 1-4 for ``trait`` into ``out``; returns the JSON-able result (written by the caller)."""
     capture_conditions(config, trait, merged, out)
-    sets, universe = diff_conditions(config, out)
-    return {"trait": trait, "reduction": REDUCTION, "n_universe": len(universe),
+    sets, universe = diff_conditions(config, trait, out)
+    return {"trait": trait, "control_trait": control_trait(config, trait), "reduction": REDUCTION,
+            "n_universe": len(universe),
             "sets": [asdict(s) for s in sets], "overlaps": [asdict(o) for o in overlaps(sets, universe)]}

@@ -26,6 +26,7 @@ from activations.atomic_io import write_json_atomic
 from interp.study.stages import Stage, StageContext, relative, run_stages
 from interp.sweep.config import SweepConfig
 from interp.sweep.measure import Condition, measure
+from interp.sweep.neurons import arms
 from interp.sweep.table import conditions
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ def _neurons(ctx: StageContext, trait: str) -> dict[str, Any]:
 
     c: SweepConfig = ctx.config
     out = ctx.path("neurons", trait)
-    result = neuron_overlap(c, trait, {study: ctx.path(study, trait, "merged") for study in c.studies}, out)
+    merged = {(a.study, a.trait): ctx.path(a.study, a.trait, "merged") for a in arms(c, trait) if a.kind == "fine-tuned"}
+    result = neuron_overlap(c, trait, merged, out)
     write_json_atomic(out / "overlap.json", result)
     return {"outputs": [relative(ctx.out, out / "overlap.json")],
             "flagged": {s["name"]: s["n_flagged"] for s in result["sets"]}}
@@ -105,9 +107,9 @@ def sweep_stages(config: SweepConfig) -> tuple[Stage, ...]:
         stages.append(Stage(condition.stage, partial(_measure, condition=condition), depends, reads, _data_inputs))
     for trait in config.neuron_traits:
         stages.append(Stage(f"neurons-{trait}", partial(_neurons, trait=trait),
-                            tuple(f"merge-{study}-{trait}" for study in config.studies),
-                            ("model", "seed", "questions", "shots", "in_context", "studies", "delta", "capture_batch"),
-                            _data_inputs))
+                            tuple(f"merge-{a.study}-{a.trait}" for a in arms(config, trait) if a.kind == "fine-tuned"),
+                            ("model", "seed", "questions", "shots", "in_context", "studies", "traits", "delta",
+                             "capture_batch"), _data_inputs, version=2))
     upstream = tuple(s.name for s in stages if s.name.startswith(("measure-", "neurons-")))
     stages.append(Stage("report", _report, upstream, ("traits", "studies", "in_context", "neuron_traits", "seed")))
     return tuple(stages)

@@ -61,7 +61,8 @@ def neuron_blocks(result: dict[str, Any]) -> list[Block]:
     for o in result["overlaps"]:
         direction = o["same_direction"]
         pairs.append([o["first"], o["second"], o["n_first"], o["n_second"], o["n_shared"], f"{o['jaccard']:.3f}",
-                      f"{o['expected_shared']:.1f}", f"{o['fold_enrichment']:.2f}", f"{o['p_enrichment']:.2g}",
+                      f"{o['expected_shared']:.1f}", f"{o['fold_enrichment']:.2f}",
+                      f"{o['p_enrichment']:.2g}" if o["p_enrichment"] > 0 else "< 1e-300",
                       "-" if direction is None else
                       f"{direction['value']:.0%} [{direction['low']:.0%}, {direction['high']:.0%}]"])
     return [
@@ -73,11 +74,42 @@ def neuron_blocks(result: dict[str, Any]) -> list[Block]:
                   f"counted within the {result['n_universe']:,} neurons no diff calls an outlier; 'expected' is the "
                   "overlap of two random sets of the same sizes (hypergeometric). The prompted question sits after "
                   "some 400 more tokens of context, so the in-context diff holds whatever a longer chat changes, not "
-                  "only the demonstrations' voice."),
+                  "only the demonstrations' voice; and some neurons change under almost any fine-tune. Hence two "
+                  "matched controls from another trait, on the same questions: its demonstrations (same shots, a "
+                  "context of about the same length) and its fine-tune (same recipe)."),
         Table(["diff", "contrast", "flagged", "outliers", "split-half sign agreement"], sets),
         Table(["set A", "set B", "A", "B", "shared", "Jaccard", "expected shared", "fold", "p (enrichment)",
                "same direction"], pairs),
+        *([Paragraph(sentence)] if (sentence := neuron_sentence(result)) else []),
     ]
+
+
+def neuron_sentence(result: dict[str, Any]) -> str | None:
+    """The comparison that decides the question: the trait's demonstrations against its fine-tune,
+    next to the two matched controls (``interp.sweep.neurons``)."""
+    trait, other = result["trait"], result.get("control_trait")
+    sets = {s["name"]: s for s in result["sets"]}
+    study = next((n.split(": ")[1].split(" (")[0] for n in sets if n.startswith("fine-tuned")), None)
+    shown = next((n.split(": ")[1].split(" (")[0] for n in sets if n.startswith("in-context")), None)
+    if other is None or study is None or shown is None:
+        return None
+    pairs = {(o["first"], o["second"]): o for o in result["overlaps"]}
+    pairs.update({(b, a): o for (a, b), o in list(pairs.items())})
+    tuned, prompted = f"fine-tuned: {study} ({trait})", f"in-context: {shown} ({trait})"
+    wanted = [(tuned, prompted, f"{trait}'s demonstrations"),
+              (tuned, f"in-context: {shown} ({other}, control)", f"{other}'s demonstrations (control)"),
+              (f"fine-tuned: {study} ({other}, control)", prompted, f"{other}'s fine-tune vs {trait}'s demonstrations "
+                                                                    "(control)")]
+    parts = []
+    for a, b, label in wanted:
+        o = pairs.get((a, b))
+        if o is None:
+            return None
+        parts.append(f"{label}: Jaccard {o['jaccard']:.3f}, {o['fold_enrichment']:.2f}x chance, same direction "
+                     f"{(o['same_direction'] or {}).get('value', float('nan')):.0%}")
+    return (f"**Reading.** Overlap with {trait}'s {study} fine-tune on {trait}'s questions. " + "; ".join(parts[:2]) +
+            f". And {parts[2]}. Prompting recruits the fine-tune's neurons for the trait only as far as the first "
+            "exceeds both controls.")
 
 
 def write_report(out: str | Path, config: SweepConfig) -> list[Path]:
