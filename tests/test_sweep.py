@@ -153,8 +153,8 @@ def test_overlaps_equal_scipy_and_a_count_by_hand() -> None:
     picks = rng.permutation(len(pool))
     a = [list(pool[i]) for i in picks[:60]]
     b = [list(pool[i]) for i in np.concatenate([picks[:20], picks[60:100]])]  # 20 shared
-    effects_a = {f"{l},{i}": 1.0 for l, i in a}
-    effects_b = {f"{l},{i}": (1.0 if n < 15 else -1.0) for n, (l, i) in enumerate(b)}  # 15 of the 20 agree
+    effects_a = [1.0] * len(a)
+    effects_b = [1.0 if n < 15 else -1.0 for n in range(len(b))]  # 15 of the 20 shared (listed first) agree
     sets = [FlaggedSet("A", "change", 60, 0, {}, a, effects_a), FlaggedSet("B", "contrast", 60, 0, {}, b, effects_b)]
     (found,) = overlaps(sets, universe)
     assert (found.n_first, found.n_second, found.n_shared) == (60, 60, 20)
@@ -166,5 +166,5 @@ def test_overlaps_equal_scipy_and_a_count_by_hand() -> None:
     ci = stats.binomtest(15, 20).proportion_ci(0.95, method="exact")
     assert (found.same_direction["low"], found.same_direction["high"]) == pytest.approx((ci.low, ci.high))
     outside = {(9, 9)}
-    (restricted,) = overlaps([FlaggedSet("A", "c", 1, 0, {}, [[9, 9]], {"9,9": 1.0}), sets[1]], universe - outside)
+    (restricted,) = overlaps([FlaggedSet("A", "c", 1, 0, {}, [[9, 9]], [1.0]), sets[1]], universe - outside)
     assert restricted.n_first == 0  # a neuron outside the universe (an outlier of some diff) is not counted

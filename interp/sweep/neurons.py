@@ -145,8 +145,8 @@ class FlaggedSet:
     """The diff's split-half check of its top neurons (``interp.stats.replication.SplitHalf``)."""
     neurons: list[list[int]]
     """Flagged ``[layer, index]``, best first."""
-    effects: dict[str, float]
-    """``"layer,index"`` -> the standardised effect of every flagged neuron (its sign is the direction)."""
+    effects: list[float]
+    """The standardised effect of each flagged neuron, in ``neurons`` order (its sign is the direction)."""
 
 
 def diff_conditions(config: SweepConfig, trait: str, out: Path) -> tuple[list[FlaggedSet], set[tuple[int, int]]]:
@@ -176,8 +176,7 @@ def diff_conditions(config: SweepConfig, trait: str, out: Path) -> tuple[list[Fl
         replication = asdict(result.replication[0]) if result.replication else {}
         sets.append(FlaggedSet(name, contrast, len(flagged), int(table["outlier"].sum()), replication,
                                [[int(r.layer), int(r.index)] for r in flagged.itertuples()],
-                               {f"{int(r.layer)},{int(r.index)}": float(getattr(r, f"{contrast}_std"))
-                                for r in flagged.itertuples()}))
+                               [round(float(getattr(r, f"{contrast}_std")), 4) for r in flagged.itertuples()]))
     return sets, everything - outliers
 
 
@@ -201,12 +200,11 @@ def overlaps(sets: list[FlaggedSet], universe: set[tuple[int, int]]) -> list[Ove
     """Step 4, for every pair of ``sets`` within ``universe``."""
     found = []
     for a, b in combinations(sets, 2):
-        first = {(layer, index) for layer, index in a.neurons} & universe
-        second = {(layer, index) for layer, index in b.neurons} & universe
+        signs = [{(layer, index): np.sign(e) for (layer, index), e in zip(s.neurons, s.effects)} for s in (a, b)]
+        first, second = set(signs[0]) & universe, set(signs[1]) & universe
         test = overlap_sets(first, second, universe, a.name, b.name)
         shared, union = first & second, first | second
-        agree = sum(np.sign(a.effects[f"{layer},{index}"]) == np.sign(b.effects[f"{layer},{index}"])
-                    for layer, index in shared)
+        agree = sum(signs[0][n] == signs[1][n] for n in shared)
         direction = None
         if shared:
             interval = stats.binomtest(int(agree), len(shared)).proportion_ci(0.95, method="exact")

@@ -109,7 +109,7 @@ def sweep_stages(config: SweepConfig) -> tuple[Stage, ...]:
         stages.append(Stage(f"neurons-{trait}", partial(_neurons, trait=trait),
                             tuple(f"merge-{a.study}-{a.trait}" for a in arms(config, trait) if a.kind == "fine-tuned"),
                             ("model", "seed", "questions", "shots", "in_context", "studies", "traits", "delta",
-                             "capture_batch"), _data_inputs, version=2))
+                             "capture_batch"), _data_inputs, version=3))
     upstream = tuple(s.name for s in stages if s.name.startswith(("measure-", "neurons-")))
     stages.append(Stage("report", _report, upstream, ("traits", "studies", "in_context", "neuron_traits", "seed")))
     return tuple(stages)

@@ -119,7 +119,9 @@ def write_report(out: str | Path, config: SweepConfig) -> list[Path]:
     records = [dataclasses.asdict(r) for r in rows]
     neurons = [json.loads((out / "neurons" / t / "overlap.json").read_text()) for t in config.neuron_traits]
     timings = _timings(out)
-    summary = {"config": dataclasses.asdict(config), "rows": records, "classifier": classifier, "neurons": neurons,
+    brief = [{**n, "sets": [{k: v for k, v in s.items() if k not in ("neurons", "effects")} for s in n["sets"]]}
+             for n in neurons]  # the flagged neurons themselves stay in neurons/T/overlap.json
+    summary = {"config": dataclasses.asdict(config), "rows": records, "classifier": classifier, "neurons": brief,
                "findings": findings(records), "stage_seconds": timings, "total_minutes": sum(timings.values()) / 60}
     paths = [out / "sweep.json", out / "sweep.csv", out / "sweep.md", out / "report.html", out / "figures" / "sweep.png"]
     write_json_atomic(paths[0], summary)
