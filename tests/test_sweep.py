@@ -75,6 +75,10 @@ def test_the_table_equals_a_manual_recomputation(finished) -> None:
     for row, built in zip(data, rows):
         rates = per_question(row, lambda r: float(r["n_emojis"] > 0))
         assert built.emoji_rate["value"] == pytest.approx(rates.mean())
+        assert built.emoji_rate["value"] == pytest.approx(row.behavior["emoji_rate"]["value"])  # the pooled rate
+        if rates.mean() == 0:  # no emoji: an exact interval over questions, not the bootstrap's [0, 0]
+            upper = stats.beta.ppf(0.975, 1, len(rates))
+            assert built.emoji_rate["high"] == pytest.approx(upper) and built.emoji_sentence_ratio["high"] == pytest.approx(upper)
         voice = per_question(row, lambda r: len(r["text"]) / 100)
         assert built.voice["value"] == pytest.approx(voice.mean())
         if row is base:

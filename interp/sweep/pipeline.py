@@ -111,7 +111,8 @@ def sweep_stages(config: SweepConfig) -> tuple[Stage, ...]:
                             ("model", "seed", "questions", "shots", "in_context", "studies", "traits", "delta",
                              "capture_batch"), _data_inputs, version=3))
     upstream = tuple(s.name for s in stages if s.name.startswith(("measure-", "neurons-")))
-    stages.append(Stage("report", _report, upstream, ("traits", "studies", "in_context", "neuron_traits", "seed")))
+    stages.append(Stage("report", _report, upstream, ("traits", "studies", "in_context", "neuron_traits", "seed"),
+                        version=2))
     return tuple(stages)
 
 

@@ -3,7 +3,9 @@ compared with its trait's base model.
 
 Per row (``interp.sweep.measure``):
 
-- emoji rate and emoji/sentence ratio of the sampled replies (cluster bootstrap over questions);
+- emoji rate and emoji/sentence ratio of the sampled replies (cluster bootstrap over questions; a
+  rate of exactly 0 gets the Clopper-Pearson interval over questions instead of the bootstrap's
+  degenerate [0, 0], as in ``interp.causal.uncertainty.rate``);
 - voice: the mean probability that a reply is in the trait's voice (``training.trait_classifier``,
   trained once here on the training topics' answers; emojis removed before scoring), averaged per
   question, cluster bootstrap over questions; ``voice - base``: the difference from the base
@@ -22,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from interp.causal.uncertainty import paired_mean_difference, rate
+from interp.causal.uncertainty import clopper_pearson, paired_mean_difference, rate
 from interp.sweep.config import SweepConfig
 from interp.sweep.measure import Condition, RowData
 
@@ -56,14 +58,19 @@ def _interval(estimate: Any) -> dict[str, float]:
     return {"value": float(estimate.value), "low": float(estimate.low), "high": float(estimate.high)}
 
 
+def per_question(row: RowData, value) -> dict[str, float]:
+    """Question id -> mean of ``value(reply)`` over its replies."""
+    by_question: dict[str, list[float]] = {}
+    for reply in row.replies:
+        by_question.setdefault(reply["prompt_id"], []).append(float(value(reply)))
+    return {key: float(np.mean(values)) for key, values in sorted(by_question.items())}
+
+
 def per_question_voice(row: RowData, classifier) -> dict[str, float]:
     """Question id -> mean voice probability of its replies."""
     texts = [r["text"] for r in row.replies]
-    scores = classifier.trait_scores(texts, row.condition.trait) if texts else np.array([])
-    by_question: dict[str, list[float]] = {}
-    for reply, score in zip(row.replies, scores):
-        by_question.setdefault(reply["prompt_id"], []).append(float(score))
-    return {key: float(np.mean(values)) for key, values in sorted(by_question.items())}
+    scores = dict(zip(map(id, row.replies), classifier.trait_scores(texts, row.condition.trait))) if texts else {}
+    return per_question(row, lambda reply: scores[id(reply)])
 
 
 def build_rows(data: list[RowData], classifier, seed: int) -> list[SweepRow]:
@@ -84,9 +91,12 @@ def build_rows(data: list[RowData], classifier, seed: int) -> list[SweepRow]:
             d = paired_difference(row.inventory, reference.inventory, trait)
             inventory_diff = {"value": d.value, "low": d.low, "high": d.high}
         score = row.inventory.scores[trait]
+        emojis = per_question(row, lambda reply: float(reply["n_emojis"] > 0))
+        ratio = {k: row.behavior["emoji_sentence_ratio"][k] for k in ("value", "low", "high")}
+        if ratio["value"] == 0:  # no sentence with an emoji: the bootstrap would say [0, 0]
+            ratio["high"] = clopper_pearson(0, len(emojis))[1]
         rows.append(SweepRow(trait, row.condition.label, len(row.replies),
-                             {k: row.behavior["emoji_rate"][k] for k in ("value", "low", "high")},
-                             {k: row.behavior["emoji_sentence_ratio"][k] for k in ("value", "low", "high")},
+                             _interval(rate(np.array(list(emojis.values())), seed=seed)), ratio,
                              _interval(rate(np.array(list(voice.values())), seed=seed)), voice_diff,
                              {"value": score.mean, "low": score.low, "high": score.high}, inventory_diff,
                              float(row.inventory.answer_mass)))
