@@ -16,10 +16,12 @@ import ast
 import dataclasses
 import functools
 import inspect
+import json
 import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 
@@ -126,3 +128,15 @@ def config_from_args(args: argparse.Namespace, cls: type, *, prefix: str = "", b
             given[f.name] = value
     given.update(fixed)
     return dataclasses.replace(base, **given) if base is not None else cls(**given)
+
+
+def config_from_json(path: str | Path, cls: type, missing_hint: str) -> Any:
+    """The frozen config ``cls`` saved as JSON (``dataclasses.asdict``) at ``path``: lists become
+    tuples again and keys the class no longer has are dropped; a missing file is an error that ends
+    with ``missing_hint`` (what to run to create it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: {missing_hint}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items() if k in fields}
+    return cls(**values)

@@ -18,6 +18,7 @@ from typing import Any
 
 from activations import load_model
 from activations.atomic_io import write_json_atomic
+from interp.configargs import config_from_json
 from interp.study.config import StudyConfig
 from interp.study.stages import Stage, StageContext, relative, run_stages, stale_stages
 from interp.study.stages_causal import stage_causal, stage_report, stage_separability, stage_suppress
@@ -145,12 +146,8 @@ def run_study(config: StudyConfig, out: str | Path, *, force: tuple[str, ...] = 
 
 def read_study_config(out: str | Path) -> StudyConfig:
     """The settings a study directory was last run with (its ``study.json``)."""
-    path = Path(out) / "study.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {out} holds no study; run `interp run --out {out}` first")
-    fields = {f.name for f in dataclasses.fields(StudyConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items() if k in fields}
-    return StudyConfig(**values)
+    return config_from_json(Path(out) / "study.json", StudyConfig,
+                            f"{out} holds no study; run `interp run --out {out}` first")
 
 
 def rebuild_report(out: str | Path) -> list[Path]:

@@ -16,13 +16,13 @@ Layout under the sweep directory: ``base/T``, ``S/T`` (with ``adapter`` and ``me
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from activations.atomic_io import write_json_atomic
+from interp.configargs import config_from_json
 from interp.study.stages import Stage, StageContext, relative, run_stages
 from interp.sweep.config import SweepConfig
 from interp.sweep.measure import Condition, measure
@@ -126,9 +126,5 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force: tuple[str, ...] = 
 
 def read_sweep_config(out: str | Path) -> SweepConfig:
     """The settings a sweep directory was last run with."""
-    path = Path(out) / "sweep-config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {out} holds no sweep; run `interp sweep --out {out}` first")
-    fields = {f.name for f in dataclasses.fields(SweepConfig)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items() if k in fields}
-    return SweepConfig(**values)
+    return config_from_json(Path(out) / "sweep-config.json", SweepConfig,
+                            f"{out} holds no sweep; run `interp sweep --out {out}` first")
