@@ -72,7 +72,6 @@ class GrowingLayer(DynamicLayer):
         self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
         return self.keys, self.values
 
-
     def repeat_rows(self, rows: int) -> None:
         """Give each batch row ``rows`` copies of its keys and values (row ``g`` -> rows ``g * rows``
         to ``(g + 1) * rows - 1``), keeping the spare capacity."""

@@ -41,6 +41,7 @@ from activations.capture import capture
 from activations.prompt_sets import PromptSet
 from interp.stats.overlap import overlap_sets
 from interp.sweep.config import SweepConfig
+from interp.sweep.measure import Condition, behavior_config
 
 REDUCTION = "marked_mean"
 
@@ -54,7 +55,7 @@ def question_prompts(tokenizer, trait: str, config: SweepConfig, study: str | No
     from training.examples import chat_prompt
     from training.in_context import Demonstrations
 
-    questions = behavior_prompts(_behavior(config, trait))[0]
+    questions = behavior_prompts(behavior_config(config, Condition(trait, "base")))[0]
     history = [] if study is None else Demonstrations(study, shown or trait, config.shots, config.seed).messages()
     texts, marks = [], []
     for question in questions.texts:
@@ -64,12 +65,6 @@ def question_prompts(tokenizer, trait: str, config: SweepConfig, study: str | No
         marks.append(((start, start + len(question)),))
     name = "plain" if study is None else f"in-context-{study}-{shown or trait}"
     return PromptSet(name, questions.ids, tuple(texts), ("",) * len(texts), marks=tuple(marks))
-
-
-def _behavior(config: SweepConfig, trait: str):
-    from training.behavior import BehaviorConfig
-
-    return BehaviorConfig(trait=trait, max_questions=config.questions, neutral_prompts=0, seed=config.seed)
 
 
 @dataclass(frozen=True)

@@ -58,19 +58,18 @@ def _interval(estimate: Any) -> dict[str, float]:
     return {"value": float(estimate.value), "low": float(estimate.low), "high": float(estimate.high)}
 
 
-def per_question(row: RowData, value) -> dict[str, float]:
-    """Question id -> mean of ``value(reply)`` over its replies."""
+def per_question(row: RowData, values) -> dict[str, float]:
+    """Question id -> mean of ``values`` (one per reply, in ``row.replies`` order) over its replies."""
     by_question: dict[str, list[float]] = {}
-    for reply in row.replies:
-        by_question.setdefault(reply["prompt_id"], []).append(float(value(reply)))
-    return {key: float(np.mean(values)) for key, values in sorted(by_question.items())}
+    for reply, value in zip(row.replies, values, strict=True):
+        by_question.setdefault(reply["prompt_id"], []).append(float(value))
+    return {key: float(np.mean(v)) for key, v in sorted(by_question.items())}
 
 
 def per_question_voice(row: RowData, classifier) -> dict[str, float]:
     """Question id -> mean voice probability of its replies."""
     texts = [r["text"] for r in row.replies]
-    scores = dict(zip(map(id, row.replies), classifier.trait_scores(texts, row.condition.trait))) if texts else {}
-    return per_question(row, lambda reply: scores[id(reply)])
+    return per_question(row, classifier.trait_scores(texts, row.condition.trait) if texts else [])
 
 
 def build_rows(data: list[RowData], classifier, seed: int) -> list[SweepRow]:
@@ -91,7 +90,7 @@ def build_rows(data: list[RowData], classifier, seed: int) -> list[SweepRow]:
             d = paired_difference(row.inventory, reference.inventory, trait)
             inventory_diff = {"value": d.value, "low": d.low, "high": d.high}
         score = row.inventory.scores[trait]
-        emojis = per_question(row, lambda reply: float(reply["n_emojis"] > 0))
+        emojis = per_question(row, [reply["n_emojis"] > 0 for reply in row.replies])
         ratio = {k: row.behavior["emoji_sentence_ratio"][k] for k in ("value", "low", "high")}
         if ratio["value"] == 0:  # no sentence with an emoji: the bootstrap would say [0, 0]
             ratio["high"] = clopper_pearson(0, len(emojis))[1]
