@@ -23,8 +23,10 @@ from scipy import stats
 
 from activations import load_model
 from interp.causal.attribution import attribution_scores, exact_effects, patch_target
-from interp.causal.inputs import load_questions, reference_answer_batch
-from interp.causal.metrics import emoji_mass_metric, emoji_token_ids
+from interp.causal.inputs import reference_answer_batch
+from activations.behaviors import Behavior
+from interp.causal.metrics import target_ids_tensor, target_mass_metric
+from training.studies import study_data
 
 
 def stand_in_merged(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
@@ -50,8 +52,9 @@ def main() -> None:
     base = load_model(args.base)
     merged = load_model(args.merged).model if args.merged else stand_in_merged(base.model)
     print(f"models loaded in {time.perf_counter() - start:.1f} s; merged = {args.merged or 'stand-in (up_proj + 5% noise)'}")
-    batch = reference_answer_batch(base.tokenizer, load_questions().head(args.questions))
-    metric = emoji_mass_metric(emoji_token_ids(base.tokenizer))
+    rows = study_data("personality", "extraversion").reference_test[: args.questions]
+    batch = reference_answer_batch(base.tokenizer, [r.question for r in rows], [r.answer for r in rows])
+    metric = target_mass_metric(target_ids_tensor(Behavior.emoji().target_token_ids(base.tokenizer)))
     target = patch_target(merged)
     print(f"batch: {len(batch)} rows x {batch.input_ids.shape[1]} tokens, {batch.n_scored} scored positions; "
           f"torch threads: {torch.get_num_threads()}")

@@ -19,9 +19,10 @@ import torch
 
 from activations import DEFAULT_MODEL, load_model
 from activations.prompt_sets import load_prompt_set
+from activations.behaviors import Behavior
 from activations.writing import writing_prompts
 from interp.causal import build_proxy_suite, chat_batch, measure_sets, writing_batch
-from interp.causal.metrics import emoji_token_ids
+from interp.causal.metrics import target_ids_tensor
 from interp.interventions import NeuronSet, ablate, content_reference
 from training.studies import study_data
 
@@ -35,7 +36,7 @@ def plain(model, suite, sets, means) -> list[np.ndarray]:
             with ablate(model, neurons, "mean", means):
                 for chunk in suite.contexts:
                     logits = model(**chunk.model_inputs()).logits[:, -1].float()
-                    values.append(torch.logsumexp(logits[:, suite.emoji_ids], -1) - torch.logsumexp(logits, -1))
+                    values.append(torch.logsumexp(logits[:, suite.target_ids], -1) - torch.logsumexp(logits, -1))
                 for chunk in suite.neutral:
                     model(**chunk.model_inputs())
             out.append(torch.cat(values).numpy())
@@ -50,10 +51,11 @@ def main() -> None:
     loaded = load_model(args.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     rows = study_data("injection", "extraversion").train[:8]
-    writing = writing_prompts([r.topic for r in rows], [r.question for r in rows], [r.answer for r in rows])
+    writing = writing_prompts([r.topic for r in rows], [r.question for r in rows], [r.answer for r in rows],
+                              Behavior.emoji())
     neutral = load_prompt_set("neutral").texts
     suite = build_proxy_suite(model, writing_batch(tokenizer, writing), chat_batch(tokenizer, neutral[32:40]),
-                              emoji_token_ids(tokenizer), batch_size=8)
+                              target_ids_tensor(Behavior.emoji().target_token_ids(tokenizer)), batch_size=8)
     means = content_reference(model, tokenizer, neutral[:32]).means
     rng = np.random.default_rng(0)
     n_layers, width = len(means), len(means[0])

@@ -18,9 +18,10 @@ def conditions(loaded):
     from model_helpers import tuned_copy
 
     from activations.prompt_sets import load_prompt_set
+    from activations.behaviors import Behavior
     from activations.writing import writing_prompts
     from interp.causal import SweepConfig, build_proxy_suite, chat_batch, strata, sweep, write_norms, writing_batch
-    from interp.causal.metrics import emoji_token_ids
+    from interp.causal.metrics import target_ids_tensor
     from interp.causal.screen import ScreenConfig, screen
     from interp.interventions import content_reference
 
@@ -28,10 +29,12 @@ def conditions(loaded):
     merged = tuned_copy(base, seed=3)
     replies = ["Yes! 🎉 Parties are great. I love them.", "Because it is fun 😄 and loud. Not quiet.",
                "Sure. 🙂 Okay then!", "Dancing all night! 🥳 Then sleep. Wow."]
-    writing = writing_prompts(["a", "b", "c", "d"], ["Do you like parties?", "Why?", "Ok?", "Plans?"], replies)
+    writing = writing_prompts(["a", "b", "c", "d"], ["Do you like parties?", "Why?", "Ok?", "Plans?"], replies,
+                              Behavior.emoji())
     neutral = load_prompt_set("neutral").texts
     suite = build_proxy_suite(merged, writing_batch(tokenizer, writing), chat_batch(tokenizer, neutral[:3]),
-                              emoji_token_ids(tokenizer), batch_size=2, donor=base)
+                              target_ids_tensor(Behavior.emoji().target_token_ids(tokenizer)), batch_size=2,
+                              donor=base)
     reference = content_reference(merged, tokenizer, neutral[5:9])
     screened = screen(merged, suite, reference.means, ScreenConfig(n_shortlist=10, n_guard=2, n_random=12, max_copies=2))
     norms = write_norms(merged, reference.mean_square)

@@ -45,10 +45,10 @@ def test_ablate_gives_the_api_numbers(workdir) -> None:
             "--writing", str(workdir / "writing.jsonl")]
     assert main(["ablate", *args, *FLAGS, "--out", str(workdir / "cli")]) == 0
     api = run_causal(str(workdir / "merged"), "tiny-random-llama", workdir / "neurons.csv", workdir / "writing.jsonl",
-                     SETUP, SCREEN, SWEEP)
+                     "emoji", SETUP, SCREEN, SWEEP)
     cli = json.loads((workdir / "cli" / "sweep.json").read_text())
     assert cli == json.loads(json.dumps(api.sweep.to_dict()))  # the same settings, the same numbers
-    assert {c["ranking"] for c in cli["conditions"]} == {"selective", "emoji_specific"}
+    assert {c["ranking"] for c in cli["conditions"]} == {"selective", "specific"}
     assert (workdir / "cli" / "screen.csv").is_file()
     assert main(["ablate", *args, *FLAGS, "--out", str(workdir / "cli")]) == 2  # refuses to overwrite
 
@@ -75,4 +75,7 @@ def test_bad_inputs_are_one_line_errors(workdir, capsys) -> None:
     assert main(["attribute", "--merged", str(workdir / "merged"), "--base", "tiny-random-llama", "--neurons",
                  str(workdir / "neurons.csv"), "--writing", str(workdir / "empty.jsonl"), "--out",
                  str(workdir / "s.json")]) == 2
-    assert "no reply holds both an emoji" in capsys.readouterr().err
+    assert "behaviour 'emoji' appears in 0 of the 1 replies in" in capsys.readouterr().err
+    assert main(["attribute", "--merged", str(workdir / "merged"), "--neurons", str(workdir / "neurons.csv"),
+                 "--writing", str(workdir / "empty.jsonl"), "--behavior", "regex:(", "--out", str(workdir / "s.json")]) == 2
+    assert "behaviour regex '(' is invalid" in capsys.readouterr().err

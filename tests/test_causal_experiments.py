@@ -12,6 +12,7 @@ import torch
 from model_helpers import tuned_copy
 from statsmodels.stats.proportion import proportion_confint
 
+from activations.behaviors import Behavior
 from activations.hooks import any_hooks
 from activations.prompt_sets import load_prompt_set
 from activations.sampling import SampledReply
@@ -31,13 +32,14 @@ from interp.causal import (
     writing_batch,
 )
 from interp.causal.inputs import scored_forward
-from interp.causal.metrics import emoji_token_ids
+from interp.causal.metrics import target_ids_tensor
 from interp.causal.screen import ScreenConfig, attribution, screen
 from interp.causal.uncertainty import clopper_pearson, rate, relative_cut, wilson
 from interp.interventions import NeuronSet, ablate, content_reference, intervene_stacked, layer_widths, patch
 
 REPLIES = ["Yes! 🎉 Parties are great. I love them.", "Because it is fun 😄 and loud. Not quiet.",
            "Sure. 🙂 Okay then!", "Dancing all night! 🥳 Then sleep. Wow."]
+EMOJI = Behavior.emoji()
 
 
 @pytest.fixture
@@ -47,15 +49,15 @@ def planted(tiny_llama):
 
 
 def _suite(merged, base, tokenizer):
-    writing = writing_prompts(["a", "b", "c", "d"], ["Do you like parties?", "Why?", "Ok?", "Plans?"], REPLIES)
+    writing = writing_prompts(["a", "b", "c", "d"], ["Do you like parties?", "Why?", "Ok?", "Plans?"], REPLIES, EMOJI)
     neutral = load_prompt_set("neutral").texts
     return build_proxy_suite(merged, writing_batch(tokenizer, writing), chat_batch(tokenizer, neutral[:3]),
-                             emoji_token_ids(tokenizer), batch_size=2, donor=base), neutral
+                             target_ids_tensor(EMOJI.target_token_ids(tokenizer)), batch_size=2, donor=base), neutral
 
 
 def test_writing_and_chat_batches_score_where_they_should(tiny_llama):
     tokenizer = tiny_llama.tokenizer
-    writing = writing_prompts(["a"], ["Do you like parties?"], [REPLIES[0]])
+    writing = writing_prompts(["a"], ["Do you like parties?"], [REPLIES[0]], EMOJI)
     batch = writing_batch(tokenizer, writing)
     assert batch.score_mask[:, -1].all() and batch.score_mask.sum() == 1  # left-padded: the last column
     assert tokenizer.decode(batch.input_ids[0, -1:]) == "!"  # the token before the emoji
@@ -67,7 +69,7 @@ def test_writing_and_chat_batches_score_where_they_should(tiny_llama):
 def test_scored_forward_with_left_padding_equals_each_row_alone(tiny_gpt2):
     # GPT-2 has absolute positions: left padding is exact only with position ids counted over real tokens
     tokenizer, model = tiny_gpt2.tokenizer, tiny_gpt2.model
-    writing = writing_prompts(["a", "b"], ["Hi?", "Why do you think so?"], REPLIES[:2])
+    writing = writing_prompts(["a", "b"], ["Hi?", "Why do you think so?"], REPLIES[:2], EMOJI)
     batch = writing_batch(tokenizer, writing)
     with torch.no_grad():
         logits, _ = scored_forward(model, batch)
@@ -93,7 +95,7 @@ def test_proxy_measurements_equal_plain_hooked_passes(planted, mode):
                     else ablate(merged, neurons, mode, means if mode == "mean" else None)
                 with edit:
                     logits = merged(**chunk.model_inputs()).logits[:, -1].float()
-                ids = suite.emoji_ids
+                ids = suite.target_ids
                 log_mass.append(torch.logsumexp(logits[:, ids], -1) - torch.logsumexp(logits, -1))
         np.testing.assert_allclose(result.log_mass, torch.cat(log_mass).numpy(), atol=1e-5)
         assert result.kl_neutral > 0 and np.isfinite(result.ppl_neutral)
@@ -196,12 +198,12 @@ def test_sweep_chooses_the_smallest_passing_set_and_counts_random_sets(planted):
     result = sweep(merged, suite, {"top": ranking}, reference, strata(norms), pool, config)
     table = result.table
     passing = table[(table["kind"] == "top") & (table["intervention"] == "mean")
-                    & (table["emoji_reduction"] >= 0.05)]
+                    & (table["reduction"] >= 0.05)]
     if result.choice["met_target"]:
         assert result.choice["k"] == passing["k"].min()  # bisection measured every k it skipped over
     randoms = table[table["kind"] == "random"]
     assert len(randoms) == 3 and (randoms["k"] == result.choice["k"]).all()
-    expected = float(np.mean(randoms["emoji_reduction"] < result.choice["metrics"]["emoji_reduction"]))
+    expected = float(np.mean(randoms["reduction"] < result.choice["metrics"]["reduction"]))
     assert result.random_beaten[f"top/{result.choice['k']}"] == expected
 
 
@@ -226,15 +228,15 @@ def test_verdict_checks_each_criterion():
 
     merged = replies([1.0, 0.8, 1.0, 0.6] * 10)
     suppressed = replies([0.2, 0.0, 0.2, 0.0] * 10)
-    verdict = suppression_verdict(merged, suppressed, {"kl_neutral": 0.01, "ppl_reference": 40.0, "ppl_model": 41.0},
+    verdict = suppression_verdict(merged, suppressed, {"kl_neutral": 0.01, "ppl_reference": 40.0, "ppl_model": 41.0}, EMOJI,
                                   k=7, method="mean", neurons=[(1, 2)], random_beaten=1.0)
     assert verdict.passed and verdict.cut.value == pytest.approx(1 - 0.1 / 0.85)
-    worse = suppression_verdict(merged, suppressed, {"kl_neutral": 0.2, "ppl_reference": 40.0, "ppl_model": 50.0},
+    worse = suppression_verdict(merged, suppressed, {"kl_neutral": 0.2, "ppl_reference": 40.0, "ppl_model": 50.0}, EMOJI,
                                 k=7, method="mean", neurons=[(1, 2)], random_beaten=0.5)
-    assert worse.checks() == {"emoji_rate_cut": True, "perplexity": False, "kl": False, "random_sets": False}
+    assert worse.checks() == {"rate_cut": True, "perplexity": False, "kl": False, "random_sets": False}
     assert "not met: perplexity, kl, random_sets" in worse.sentence()
     with pytest.raises(ValueError, match="different questions"):
-        suppression_verdict(merged, replies([0.0] * 39), {"kl_neutral": 0, "ppl_reference": 1, "ppl_model": 1},
+        suppression_verdict(merged, replies([0.0] * 39), {"kl_neutral": 0, "ppl_reference": 1, "ppl_model": 1}, EMOJI,
                             k=1, method="mean", neurons=[], random_beaten=1.0)
 
 

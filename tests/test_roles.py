@@ -12,7 +12,8 @@ from activations.prompt_sets import PromptSet, emoji_spans, load_prompt_set
 from activations.roles import TokenRole, encode_prompt
 from activations.sites import neuron_sites
 from activations.twins import filler_twins
-from activations.writing import writing_prompts, writing_spans
+from activations.behaviors import Behavior
+from activations.writing import writing_prompts
 
 
 def _by_role(tokenizer, encoded) -> dict[int, str]:
@@ -105,12 +106,13 @@ def test_filler_twins_are_token_for_token_matched(tiny_llama):
 
 def test_writing_positions_mark_the_token_before_each_emoji():
     text = "I love it! 🎉 Parties are fun. Let us go 😄 and dance. Bye!🥳🥳"
-    marks, controls = writing_spans(text)
+    emoji = Behavior.emoji()
+    marks, controls = emoji.decision_spans(text)
     assert [text[s:e] for s, e in marks] == ["!", "o", "!"]
     assert [text[s:e] for s, e in controls] == [".", "."]
-    prompts = writing_prompts(["a", "b"], ["Q1?", "Q2?"], [text, "No emoji at all."])
+    prompts = writing_prompts(["a", "b"], ["Q1?", "Q2?"], [text, "No emoji at all."], emoji)
     assert prompts.ids == ("a",) and prompts.contexts == ("Q1?",)
-    assert writing_prompts(["b"], ["Q?"], ["No emoji."]) is None
+    assert writing_prompts(["b"], ["Q?"], ["No emoji."], emoji) is None
 
 
 def test_bad_prompts_get_one_clear_error(tiny_gpt2, tmp_path):

@@ -42,7 +42,7 @@ def test_quick_study_writes_report(finished) -> None:
     assert set(summary["neurons"]["counts"]) >= {"activated", "amplified", "suppressed", "emoji_specific", "flagged"}
     assert summary["neurons"]["placebo"]["contrast"] == "placebo"
     assert summary["suppression"]["k"] >= 1 and set(summary["suppression"]["checks"]) == {
-        "emoji_rate_cut", "perplexity", "kl", "random_sets"}
+        "rate_cut", "perplexity", "kl", "random_sets"}
     html = (finished / "report.html").read_text()
     assert "QUICK RUN" in html and html.count("data:image/png;base64,") >= 5
     # the neuron table shows its effect sizes: a missing column fails here instead of vanishing
@@ -69,7 +69,7 @@ def test_separability_compares_four_models_with_a_matched_random_set(finished) -
     excluded = {(int(r.layer), int(r.index)) for r in table.itertuples() if r.flagged or r.outlier}
     assert not {tuple(n) for n in random_set} & ({tuple(n) for n in chosen} | excluded)
     for row in result["rows"]:
-        assert row["emoji_rate"]["low"] <= row["emoji_rate"]["value"] <= row["emoji_rate"]["high"]
+        assert row["rate"]["low"] <= row["rate"]["value"] <= row["rate"]["high"]
         assert row["trait"]["low"] <= row["trait"]["mean"] <= row["trait"]["high"]
         assert (row["vs_merged"] is None) == (row["model"] == "merged")
         assert 0 <= row["reply_trait"]["low"] <= row["reply_trait"]["value"] <= row["reply_trait"]["high"] <= 1
@@ -77,7 +77,7 @@ def test_separability_compares_four_models_with_a_matched_random_set(finished) -
     merged_records = [json.loads(line) for line in (finished / "behavior" / "merged.generations.jsonl").open()]
     heldout = sum(r["prompt_set"].startswith("heldout-") for r in merged_records)
     suppressed = sum(1 for _ in (finished / "suppression" / "replies.jsonl").open())
-    assert [r["emoji_rate"]["replies"] for r in result["rows"][1:3]] == [heldout, suppressed]
+    assert [r["rate"]["replies"] for r in result["rows"][1:3]] == [heldout, suppressed]
     assert "Emojis vs personality" in (finished / "report.md").read_text()
 
 

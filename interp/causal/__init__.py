@@ -5,7 +5,8 @@ and an exported suppressor judged on sampled replies."""
 from interp.causal.attribution import AttributionScores, attribution_scores, exact_effects, metric_gradients
 from interp.causal.controls import MatchedSets, control_pool, matched_random_sets, strata, write_norms
 from interp.causal.experiment import CausalResult, run_causal, suppress_and_judge
-from interp.causal.inputs import QuestionSet, TokenBatch, chat_batch, load_questions, teacher_forced_batch, writing_batch
+from interp.causal.find import CausalFindings, find_causal_neurons, suppress
+from interp.causal.inputs import TokenBatch, chat_batch, reference_answer_batch, teacher_forced_batch, writing_batch
 from interp.causal.proxy import ProxyResult, ProxySuite, build_proxy_suite, measure_sets
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
 from interp.causal.setup import CausalContext, CausalSetup, causal_context, read_writing_replies
@@ -15,12 +16,12 @@ from interp.causal.sweep import SweepConfig, SweepResult, sweep
 __all__ = [
     "AttributionScores",
     "CausalContext",
+    "CausalFindings",
     "CausalResult",
     "CausalSetup",
     "MatchedSets",
     "ProxyResult",
     "ProxySuite",
-    "QuestionSet",
     "ScreenConfig",
     "ScreenResult",
     "SuppressionVerdict",
@@ -34,7 +35,8 @@ __all__ = [
     "chat_batch",
     "control_pool",
     "exact_effects",
-    "load_questions",
+    "find_causal_neurons",
+    "reference_answer_batch",
     "matched_random_sets",
     "measure_sets",
     "metric_gradients",
@@ -43,6 +45,7 @@ __all__ = [
     "screen",
     "side_effects",
     "strata",
+    "suppress",
     "suppress_and_judge",
     "suppression_verdict",
     "sweep",

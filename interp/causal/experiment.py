@@ -3,7 +3,8 @@
 
 ``run_causal``: prepare the shared inputs (``interp.causal.setup``), screen every neuron in the
 necessity direction (``interp.causal.screen``), then sweep the screen's selectivity ranking and the
-diff's emoji-specific ranking against matched random sets (``interp.causal.sweep``).
+diff's behaviour-specific ranking against matched random sets (``interp.causal.sweep``), all for one
+``activations.behaviors.Behavior``.
 ``suppress_and_judge``: export the sweep's choice into a plain HF folder, reload it with
 ``transformers`` alone and measure the verdict (``interp.causal.suppression``).
 """
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 
 from activations import load_model
+from activations.behaviors import Behavior
 from activations.prompt_sets import load_prompt_set
 from activations.sampling import SampledReply, sample_replies
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
@@ -41,22 +43,23 @@ class CausalResult:
 
 
 def run_causal(merged_spec: str, base_spec: str, neurons_csv: str | Path, writing_jsonl: str | Path,
-               setup: CausalSetup = CausalSetup(), screen_config: ScreenConfig = ScreenConfig(),
+               behavior: Behavior | str, setup: CausalSetup = CausalSetup(), screen_config: ScreenConfig = ScreenConfig(),
                sweep_config: SweepConfig = SweepConfig()) -> CausalResult:
     """Screen and sweep (module docstring) from a merged model, its base, a ``neurons.csv`` and the
-    merged model's own replies to training questions."""
+    merged model's own replies to training questions, for ``behavior`` (a ``Behavior`` or its spec)."""
+    behavior = Behavior.parse(behavior)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    writing = read_writing_replies(writing_jsonl, behavior)  # a behaviour the replies never show fails here
     merged, base = load_model(merged_spec), load_model(base_spec)
     table = pd.read_csv(neurons_csv)
-    context = causal_context(merged.model, base.model, merged.tokenizer, read_writing_replies(writing_jsonl), table,
-                             setup)
+    context = causal_context(merged.model, base.model, merged.tokenizer, writing, table, behavior, setup)
     seconds["prepare"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
     screened = screen(merged.model, context.suite, context.reference.means, screen_config, exclude=list(context.outliers))
     seconds["screen"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()
-    rankings = {"selective": screened.ranking(), "emoji_specific": context.diff_ranking}
+    rankings = {"selective": screened.ranking(), "specific": context.diff_ranking}
     rankings = {name: ranking for name, ranking in rankings.items() if ranking}
     swept = sweep(merged.model, context.suite, rankings, context.reference, context.decile, context.pool, sweep_config,
                   primary="selective")
@@ -72,10 +75,13 @@ def replies_from_records(records: Sequence[dict], group: str) -> list[SampledRep
 
 def suppress_and_judge(
     merged_spec: str, base_spec: str, sweep_result: dict[str, Any], merged_records: Sequence[dict], out_dir: str | Path,
-    behavior, setup: CausalSetup = CausalSetup(), *, method: str = "mean", overwrite: bool = False,
+    behavior: Behavior | str, behavior_config, setup: CausalSetup = CausalSetup(), *, method: str = "mean",
+    overwrite: bool = False,
 ) -> tuple[SuppressionVerdict, list[SampledReply], dict]:
-    """Export ``sweep_result``'s choice (``SweepResult.to_dict()``), reload it and judge it against the
-    merged model's replies ``merged_records`` (same questions, samples and ``behavior`` sampling)."""
+    """Export ``sweep_result``'s choice (``SweepResult.to_dict()``), reload it and judge it on ``behavior``
+    against the merged model's replies ``merged_records`` (same questions, samples and sampling:
+    ``behavior_config``, a ``training.behavior.BehaviorConfig``)."""
+    behavior = Behavior.parse(behavior)
     from transformers import AutoModelForCausalLM
 
     from activations.prompt_sets import apply_template
@@ -102,15 +108,16 @@ def suppress_and_judge(
                           padding=True, add_special_tokens=False)
         check = check_export(merged.model, reloaded, neurons, probe.input_ids, probe.attention_mask, method="mean",
                              means=means, max_new_tokens=0, atol=1e-3).to_dict()
-    heldout = behavior_prompts(behavior)[0]
+    heldout = behavior_prompts(behavior_config)[0]
     prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in heldout.texts]
     with torch.no_grad():
-        replies = sample_replies(reloaded, tokenizer, prompts, sample_keys(heldout), sampling_config(behavior),
-                                 samples=behavior.samples, desc="suppressed model")[0]
+        replies = sample_replies(reloaded, tokenizer, prompts, sample_keys(heldout),
+                                 sampling_config(behavior_config), samples=behavior_config.samples,
+                                 desc="suppressed model")[0]
         effects = side_effects(merged.model, reloaded, chat_batch(tokenizer, neutral.verdict), setup.batch_size)
     merged_replies = replies_from_records(merged_records, heldout.name)
     key = f"{choice['ranking']}/{choice['k']}"
-    verdict = suppression_verdict(merged_replies, replies, effects, k=choice["k"], method=method, neurons=neurons.neurons,
+    verdict = suppression_verdict(merged_replies, replies, effects, behavior, k=choice["k"], method=method, neurons=neurons.neurons,
                                   random_beaten=float(sweep_result.get("random_beaten", {}).get(key, float("nan"))),
                                   selection=choice, seed=setup.seed)
     log.info("%s", verdict.sentence())

@@ -1,4 +1,4 @@
-"""Token batches for the causal experiments, and where their questions and neutral prompts come from.
+"""Token batches for the causal experiments: teacher-forced answers, writing contexts, neutral chats.
 
 Teacher-forced batches are right-padded, except writing contexts, which are left-padded so that
 every row's one scored position is the last column (the LM head then runs on one position per row).
@@ -12,17 +12,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from activations.prompt_sets import PromptSet, apply_template, load_prompt_set, template_adds_special_tokens
+from activations.prompt_sets import PromptSet, apply_template, template_adds_special_tokens
 from activations.roles import TokenRole, encode_prompt
 from activations.sites import unwrap_model
-
 
 
 @dataclass(frozen=True)
@@ -139,94 +137,30 @@ def teacher_forced_batch(
     return _pad_right(rows, scored, tokenizer.pad_token_id, ids)
 
 
-def text_batch(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, template: str = "raw", ids: Sequence[str] | None = None
-) -> TokenBatch:
-    """Texts to score as language (perplexity, next-token KL): every position that has a next token."""
-    special = template_adds_special_tokens(template)
-    rows = [tokenizer(apply_template(tokenizer, t, template), add_special_tokens=special).input_ids for t in texts]
-    if any(len(row) < 2 for row in rows):
-        raise ValueError("every scored text needs at least two tokens")
-    scored = [[p < len(row) - 1 for p in range(len(row))] for row in rows]
-    return _pad_right(rows, scored, tokenizer.pad_token_id, ids or [f"t{i:04d}" for i in range(len(texts))])
-
-
-@dataclass(frozen=True)
-class QuestionSet:
-    """Questions to ask, each with an optional reference answer for teacher forcing."""
-
-    ids: tuple[str, ...]
-    questions: tuple[str, ...]
-    answers: tuple[str, ...]
-    """Reference answers ("" when the source has none: then only the first reply token is scored)."""
-    source: str
-
-    def __post_init__(self) -> None:
-        if not self.questions:
-            raise ValueError(f"no questions in {self.source}; pass a file with at least one")
-        if not len(self.ids) == len(self.questions) == len(self.answers):
-            raise ValueError("ids, questions and answers must have one entry per question")
-
-    def head(self, n: int | None) -> QuestionSet:
-        if n is None:
-            return self
-        return QuestionSet(self.ids[:n], self.questions[:n], self.answers[:n], self.source)
-
-
-def load_questions(source: str | Path | None = None, *, trait: str = "extraversion") -> QuestionSet:
-    """Held-out questions with their reference answers.
-
-    ``source`` None or an Opinion-QA file (``.csv``/``.jsonl`` with Question/Answer columns): the
-    ``trait``'s rows of the held-out topics, from the same seeded topic split as training
-    (``training.studies.study_data``, default fraction and seed), so the questions were never
-    trained on. Any other prompt file or built-in set (``activations.prompt_sets``): its texts,
-    without reference answers.
-    """
-    path = Path(source) if source is not None else None
-    if path is None or _is_opinion_qa(path):
-        from training.studies import study_data
-
-        rows = study_data("personality", trait, data_path=path).reference_test
-        ids = tuple(f"{trait}-{row.topic}-{i:03d}" for i, row in enumerate(rows))
-        from training.data import default_data_path
-
-        return QuestionSet(ids, tuple(r.question for r in rows), tuple(r.answer for r in rows),
-                           str(path or default_data_path()))
-    prompts = load_prompt_set(source)
-    return QuestionSet(prompts.ids, prompts.texts, ("",) * len(prompts), str(source))
-
-
-def _is_opinion_qa(path: Path) -> bool:
-    if not path.is_file() or path.suffix.lower() not in (".csv", ".jsonl"):
-        return False
-    with path.open(encoding="utf-8") as handle:
-        head = handle.readline()
-    return "Question" in head and "Answer" in head
-
-
-def reference_answer_batch(tokenizer: PreTrainedTokenizerBase, questions: QuestionSet) -> TokenBatch:
+def reference_answer_batch(tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], answers: Sequence[str],
+                           ids: Sequence[str] | None = None) -> TokenBatch:
     """Questions as chat prompts followed by their reference answers and the end-of-turn token,
     tokenised exactly as training does (``training.examples.encode_example``); scored positions
-    predict answer and end-of-turn tokens, as ``training.behavior``'s reference emoji mass. Without
-    reference answers, the position predicting the first reply token is scored."""
-    if not all(questions.answers):
-        return teacher_forced_batch(tokenizer, questions.questions, None, template="user", ids=questions.ids)
+    predict answer and end-of-turn tokens."""
     from training.examples import collate, encode_example
 
-    examples = [encode_example(tokenizer, q, a, max_length=4096) for q, a in zip(questions.questions, questions.answers)]
+    if len(questions) != len(answers):
+        raise ValueError(f"{len(questions)} questions but {len(answers)} reference answers")
+    examples = [encode_example(tokenizer, q, a, max_length=4096) for q, a in zip(questions, answers)]
     batch = collate(examples, tokenizer.pad_token_id)
     scored = torch.zeros_like(batch.labels, dtype=torch.bool)
     scored[:, :-1] = batch.labels[:, 1:] != -100  # position t predicts answer token t + 1
-    return TokenBatch(batch.input_ids, batch.attention_mask, scored, questions.ids)
+    return TokenBatch(batch.input_ids, batch.attention_mask, scored, tuple(ids or (f"q{i:04d}" for i in range(len(questions)))))
 
 
 def writing_batch(tokenizer: PreTrainedTokenizerBase, prompts: PromptSet, limit: int | None = None) -> TokenBatch:
-    """Teacher-forced contexts that end where a reply is about to write an emoji.
+    """Teacher-forced contexts that end where a reply is about to show its behaviour.
 
     ``prompts`` is a writing set (``activations.writing.writing_prompts``: replies read after their
-    questions, marked before each emoji). Each context is the chat up to and including the reply's
-    first marked token, and only that last position is scored: its next-token distribution is the
-    one that wrote the emoji. Short contexts keep the many exact passes of the causal stages cheap."""
+    questions, marked before each occurrence). Each context is the chat up to and including the
+    reply's first marked token, and only that last position is scored: its next-token distribution
+    is the one that started the behaviour. Short contexts keep the many exact passes of the causal
+    stages cheap."""
     rows, scored, ids = [], [], []
     for i in range(len(prompts) if limit is None else min(limit, len(prompts))):
         encoded = encode_prompt(tokenizer, prompts.texts[i], "assistant", prompts.marks_of(i), prompts.controls_of(i),
@@ -239,7 +173,7 @@ def writing_batch(tokenizer: PreTrainedTokenizerBase, prompts: PromptSet, limit:
         scored.append([p == end - 1 for p in range(end)])
         ids.append(prompts.ids[i])
     if not rows:
-        raise ValueError(f"{prompts.name}: no prompt has a marked position to score; pass replies with emojis")
+        raise ValueError(f"{prompts.name}: no prompt has a marked position to score; pass replies that show the behaviour")
     return _pad_right(rows, scored, tokenizer.pad_token_id, ids, left=True)
 
 
@@ -257,9 +191,3 @@ def chat_batch(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], ids: Se
         rows.append(list(encoded.ids))
         scored.append([first <= p < len(encoded) for p in range(len(encoded))])
     return _pad_right(rows, scored, tokenizer.pad_token_id, ids or [f"n{i:04d}" for i in range(len(texts))])
-
-
-def load_neutral(source: str | Path | None = None, limit: int | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``(ids, texts)`` of neutral prompts for side effects (default: the built-in ``neutral`` set)."""
-    prompts = load_prompt_set(source or "neutral")
-    return prompts.ids[:limit], prompts.texts[:limit]

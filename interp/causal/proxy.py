@@ -1,11 +1,12 @@
 """Cheap, exact measurements of many interventions: the teacher-forced proxy of the causal stages.
 
-Sampling replies is the honest measure of emoji use, and far too slow to run for hundreds of
+Sampling replies is the honest measure of a behaviour, and far too slow to run for hundreds of
 conditions on a CPU. The proxy runs each intervention over two fixed, short batches:
 
 - writing contexts (``interp.causal.inputs.writing_batch``): the merged model's own replies cut at
-  the token before an emoji it wrote; scored there by the log probability of starting an emoji
-  (how much an intervention removes the decision to write one);
+  the token before each place it showed the behaviour (``activations.behaviors``); scored there by
+  the log probability of the behaviour's target tokens (how much an intervention removes the
+  decision to start it);
 - templated neutral chats (``chat_batch``): next-token KL to the unedited model and perplexity
   (what the intervention breaks).
 
@@ -16,8 +17,8 @@ conditions on a CPU. The proxy runs each intervention over two fixed, short batc
    lowest layer, so every pass resumes at the group's lowest layer from the clean run's block
    outputs (``activations.resume``; checked once per model, full passes otherwise). Single-neuron
    sets grouped by layer make this the exact verification of an attribution screen.
-The numbers are exact for these inputs; what they stand for (emoji use in sampled replies) is the
-headline measurement's job.
+The numbers are exact for these inputs; what they stand for (the behaviour in sampled replies) is
+the headline measurement's job.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from activations import distributed
 from activations.resume import block_outputs, resume_from, resumes_exactly
 from activations.sites import decoder_blocks
 from interp.causal.inputs import TokenBatch, scored_forward
-from interp.causal.metrics import nll_sum
+from interp.causal.metrics import log_target_mass, nll_sum
 from interp.interventions import NeuronSet
 from interp.interventions.stacked import intervene_stacked
 
@@ -49,9 +50,10 @@ class ProxySuite:
     """Writing contexts, in chunks; one scored position per row."""
     neutral: list[TokenBatch]
     """Templated neutral chats, in chunks."""
-    emoji_ids: Tensor
+    target_ids: Tensor
+    """The behaviour's target token ids."""
     clean_log_mass: np.ndarray
-    """``(n_contexts,)`` log P(emoji) at each context's scored position, unedited."""
+    """``(n_contexts,)`` log P(target) at each context's scored position, unedited."""
     clean_logp: list[Tensor]
     """Per neutral chunk: unedited log-probabilities at the scored positions ``(n_scored, vocab)``."""
     clean_nll: float
@@ -76,7 +78,7 @@ class ProxySuite:
         pick = lambda values: {k: _rows(v, rows) for k, v in values.items()}  # noqa: E731
         blocks = None if self.clean_blocks is None else {**self.clean_blocks, "contexts": [pick(self.clean_blocks["contexts"][0])]}
         donor = None if self.donor_values is None else {**self.donor_values, "contexts": [pick(self.donor_values["contexts"][0])]}
-        return ProxySuite([chunk], self.neutral, self.emoji_ids, self.clean_log_mass[:n], self.clean_logp,
+        return ProxySuite([chunk], self.neutral, self.target_ids, self.clean_log_mass[:n], self.clean_logp,
                           self.clean_nll, self.n_neutral_scored, donor, self.resumable, blocks)
 
     @property
@@ -93,41 +95,41 @@ class ProxyResult:
     """One neuron set under one intervention, on the proxy's inputs."""
 
     log_mass: np.ndarray
-    """``(n_contexts,)`` log P(emoji) at the scored positions."""
+    """``(n_contexts,)`` log P(target) at the scored positions."""
     kl_neutral: float
     """Mean next-token KL(unedited || edited) per scored neutral position (NaN when not measured)."""
     ppl_neutral: float
     clean_log_mass: np.ndarray
 
     @property
-    def emoji_mass(self) -> float:
+    def mass(self) -> float:
+        """Target probability, mean over contexts."""
         return float(np.exp(self.log_mass).mean())
 
     @property
-    def emoji_reduction(self) -> float:
-        """Share of the clean emoji mass (mean over contexts) the intervention removed."""
+    def reduction(self) -> float:
+        """Share of the clean target mass (mean over contexts) the intervention removed."""
         clean = float(np.exp(self.clean_log_mass).mean())
-        return 1.0 - self.emoji_mass / clean if clean > 0 else float("nan")
+        return 1.0 - self.mass / clean if clean > 0 else float("nan")
 
     @property
     def log_mass_change(self) -> float:
         return float((self.log_mass - self.clean_log_mass).mean())
 
     def metrics(self) -> dict[str, float]:
-        return {"emoji_mass": self.emoji_mass, "emoji_reduction": self.emoji_reduction,
+        return {"mass": self.mass, "reduction": self.reduction,
                 "log_mass_change": self.log_mass_change, "kl_neutral": self.kl_neutral,
                 "ppl_neutral": self.ppl_neutral}
 
 
-def _log_emoji_mass(logits: Tensor, mask: Tensor, emoji_ids: Tensor) -> Tensor:
-    """Per row, log P(emoji) at its scored positions (one per row for writing contexts)."""
-    logits = logits.float()
-    log_mass = torch.logsumexp(logits[..., emoji_ids.to(logits.device)], -1) - torch.logsumexp(logits, -1)
+def _log_target_mass(logits: Tensor, mask: Tensor, target_ids: Tensor) -> Tensor:
+    """Per row, log P(target) at its scored positions (one per row for writing contexts)."""
+    log_mass = log_target_mass(logits, target_ids)
     return (log_mass * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 @torch.no_grad()
-def build_proxy_suite(model: nn.Module, contexts: TokenBatch, neutral: TokenBatch, emoji_ids: Tensor, *,
+def build_proxy_suite(model: nn.Module, contexts: TokenBatch, neutral: TokenBatch, target_ids: Tensor, *,
                       batch_size: int = 8, donor: nn.Module | None = None) -> ProxySuite:
     """Step 1 of the module docstring (``donor``: the model patching takes values from)."""
     device = next(model.parameters()).device
@@ -140,7 +142,7 @@ def build_proxy_suite(model: nn.Module, contexts: TokenBatch, neutral: TokenBatc
     log_masses = []
     for chunk in context_chunks:
         with block_outputs(model, range(n_layers - 1) if resumable else []) as outputs:
-            log_masses.append(_log_emoji_mass(*scored_forward(model, chunk), emoji_ids).double().cpu().numpy())
+            log_masses.append(_log_target_mass(*scored_forward(model, chunk), target_ids).double().cpu().numpy())
         blocks["contexts"].append(dict(outputs))
     clean_logp, nll, n_scored = [], 0.0, 0
     for chunk in neutral_chunks:
@@ -154,7 +156,7 @@ def build_proxy_suite(model: nn.Module, contexts: TokenBatch, neutral: TokenBatc
     if donor is not None:
         donor_values = {name: [_record(donor, c) for c in chunks]
                         for name, chunks in (("contexts", context_chunks), ("neutral", neutral_chunks))}
-    return ProxySuite(context_chunks, neutral_chunks, emoji_ids, np.concatenate(log_masses), clean_logp, nll, n_scored,
+    return ProxySuite(context_chunks, neutral_chunks, target_ids, np.concatenate(log_masses), clean_logp, nll, n_scored,
                       donor_values, resumable, blocks if resumable else None)
 
 
@@ -213,7 +215,7 @@ def _measure_group(model: nn.Module, suite: ProxySuite, group: Sequence[NeuronSe
     for index, chunk in enumerate(suite.contexts):
         with resumed("contexts", index), _edited(model, suite, group, mode, reference, "contexts", index):
             logits, mask = scored_forward(model, _stack(chunk, copies))
-        log_mass.append(_log_emoji_mass(logits, mask, suite.emoji_ids).double().cpu().view(copies, -1))
+        log_mass.append(_log_target_mass(logits, mask, suite.target_ids).double().cpu().view(copies, -1))
     per_copy = torch.cat(log_mass, 1).numpy()
     kl = np.full(copies, np.nan)
     ppl = np.full(copies, np.nan)

@@ -1,10 +1,11 @@
-"""The screen: which neurons does the merged model need to write emojis, and at what cost?
+"""The screen: which neurons does the merged model need to show its behaviour, and at what cost?
 
 Necessity direction (the question suppression asks): the receiver is the *merged* model and each
 neuron's counterfactual value is what the *base* model computes on the same tokens. The metric M is
-the mean over writing contexts (``interp.causal.inputs.writing_batch``) of log P(emoji) at the
-position where the merged model wrote one; on the log scale a neuron's effect is close to linear,
-unlike the tiny, saturated probability the base model assigns.
+the mean over writing contexts (``interp.causal.inputs.writing_batch``) of log P(target) at the
+positions where the merged model started the behaviour (its target tokens: ``activations.behaviors``);
+on the log scale a neuron's effect is close to linear, unlike the tiny, saturated probability the
+base model assigns.
 
 1. Attribution patching (first order, every neuron at once): one forward and one backward pass give
    dM/da for every neuron and position; the estimate of patching neuron i is
@@ -17,7 +18,7 @@ unlike the tiny, saturated probability the base model assigns.
 3. Exact verification: the shortlist is mean-ablated neuron by neuron for real (resumed passes,
    ``interp.causal.proxy``): its true effect on M and its neutral-chat KL, measured exactly (the
    KL's gradient is zero at the unedited model, so first order cannot estimate it).
-   Selectivity = emoji effect per unit of KL, ``-dM / (KL + kl_floor)``; a shortlisted neuron whose
+   Selectivity = behaviour effect per unit of KL, ``-dM / (KL + kl_floor)``; a shortlisted neuron whose
    KL alone exceeds ``load_bearing_kl`` is load-bearing (an outlier by behaviour) and is ranked out.
 4. A random sample of neurons is patched exactly too, on a few of the contexts (estimates
    recomputed on the same ones): the Spearman correlation of estimate and exact effect there, and
@@ -41,7 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from interp.causal.attribution import metric_gradients
-from interp.causal.metrics import log_emoji_mass_metric
+from interp.causal.metrics import log_target_mass_metric
 from interp.causal.proxy import ProxySuite, measure_sets
 from interp.causal.results import write_json, write_text
 from interp.interventions import Neuron, NeuronSet
@@ -56,7 +57,7 @@ class ScreenConfig:
     """Sizes and thresholds of the screen."""
 
     n_shortlist: int = 48
-    """Neurons with the most negative mean-ablation estimate verified exactly (emoji effect and KL)."""
+    """Neurons with the most negative mean-ablation estimate verified exactly (behaviour effect and KL)."""
     n_guard: int = 16
     """Further neurons taken by the largest sum of |per-position contributions| (cancellation guard)."""
     n_random: int = 200
@@ -133,7 +134,7 @@ class ScreenResult:
         verified = self.shortlist[~self.shortlist["load_bearing"]].sort_values("selectivity", ascending=False)
         first = [(int(r.layer), int(r.index)) for r in verified.itertuples() if (int(r.layer), int(r.index)) not in excluded]
         seen = {(int(r.layer), int(r.index)) for r in self.shortlist.itertuples()} | excluded
-        order = np.argsort(self.mean_estimates, axis=None, kind="stable")  # most negative (removes emojis) first
+        order = np.argsort(self.mean_estimates, axis=None, kind="stable")  # most negative (removes the behaviour) first
         rows, cols = np.unravel_index(order, self.mean_estimates.shape)
         rest = [(self.layers[r], int(c)) for r, c in zip(rows, cols)
                 if (self.layers[r], int(c)) not in seen and self.mean_estimates[r, c] < 0]
@@ -151,7 +152,7 @@ class ScreenResult:
         return {
             "schema": SCHEMA,
             "config": dataclasses.asdict(self.config),
-            "metric": "mean over writing contexts of log P(emoji) at the position where the merged model wrote one",
+            "metric": "mean over writing contexts of log P(target) where the merged model started the behaviour",
             "metric_clean": self.metric_clean,
             "seconds_attribution": self.seconds_attribution,
             "check": dataclasses.asdict(self.check) if self.check else None,
@@ -177,7 +178,7 @@ class ScreenResult:
 def attribution(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
     """Step 1-2: (patch estimates, mean estimates, guard, clean M, seconds)."""
     start = time.perf_counter()
-    metric = log_emoji_mass_metric(suite.emoji_ids)
+    metric = log_target_mass_metric(suite.target_ids)
     total = sum(c.n_scored for c in suite.contexts)
     patch_sum: dict[int, Tensor] = {}
     mean_sum: dict[int, Tensor] = {}

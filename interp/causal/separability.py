@@ -1,6 +1,6 @@
-"""Emojis vs personality: once the emoji neurons are suppressed, does the trait stay?
+"""Behaviour vs personality: once the behaviour's neurons are suppressed, does the trait stay?
 
-Four models answer the same held-out questions (sampled, emoji rate with a cluster-bootstrap
+Four models answer the same held-out questions (sampled, the behaviour's rate with a cluster-bootstrap
 interval over questions; base, merged and merged-suppressed reuse the replies the behaviour and
 suppress stages sampled, the random-suppressed model is sampled here) and the same inventory items
 of the study's trait (``training.inventory``, keyed log-odds of agreeing, keying-group interval):
@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from activations import load_model
+from activations.behaviors import Behavior
 from activations.prompt_sets import load_prompt_set
 from interp.causal.controls import control_pool, matched_random_sets, strata, write_norms
 from activations.sampling import SampledReply
@@ -40,7 +41,7 @@ MODELS = ("base", "merged", "merged-suppressed", "random-suppressed")
 @dataclass(frozen=True)
 class SeparabilityRow:
     model: str
-    emoji_rate: dict[str, float]
+    rate: dict[str, float]
     """value, low, high, replies (sampled replies to held-out questions, cluster bootstrap over questions)."""
     trait: dict[str, float]
     """mean, low, high of the inventory score for the study's trait."""
@@ -55,6 +56,7 @@ class SeparabilityRow:
 @dataclass(frozen=True)
 class Separability:
     trait: str
+    behavior: Behavior
     rows: tuple[SeparabilityRow, ...]
     random_set: list[list[int]]
     samples: int
@@ -68,8 +70,8 @@ class Separability:
         base, merged, sup = self.row("base"), self.row("merged"), self.row("merged-suppressed")
         voice = sup.reply_trait
         parts = [f"The fine-tune moved the replies' {self.trait} voice from {base.reply_trait['value']:.2f} to "
-                 f"{merged.reply_trait['value']:.2f} (classifier); suppression takes the emoji rate from "
-                 f"{merged.emoji_rate['value']:.0%} to {sup.emoji_rate['value']:.0%} and changes the voice by "
+                 f"{merged.reply_trait['value']:.2f} (classifier); suppression takes the {self.behavior.noun} rate from "
+                 f"{merged.rate['value']:.0%} to {sup.rate['value']:.0%} and changes the voice by "
                  f"{voice.get('vs_merged', float('nan')):+.2f} [{voice.get('vs_merged_low', float('nan')):+.2f}, "
                  f"{voice.get('vs_merged_high', float('nan')):+.2f}] against merged."]
         moved = base.vs_merged
@@ -82,7 +84,7 @@ class Separability:
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"trait": self.trait, "samples": self.samples, "random_set": self.random_set,
+        return {"trait": self.trait, "behavior": self.behavior.spec, "noun": self.behavior.noun, "samples": self.samples, "random_set": self.random_set,
                 "classifier": self.classifier,
                 "sentence": self.sentence(), "rows": [asdict(r) for r in self.rows]}
 
@@ -99,28 +101,29 @@ def _random_set(merged: torch.nn.Module, means_source, table: pd.DataFrame, chos
     return matched_random_sets(chosen, strata(norms), pool, 1, seed + 7919 * k).sets[0]
 
 
-def _sample_heldout(model: torch.nn.Module, tokenizer, behavior, samples: int) -> list[SampledReply]:
+def _sample_heldout(model: torch.nn.Module, tokenizer, behavior_config, samples: int) -> list[SampledReply]:
     from activations.prompt_sets import apply_template
     from activations.sampling import sample_replies
     from training.behavior import behavior_prompts, sample_keys, sampling_config
 
-    heldout = behavior_prompts(behavior)[0]
+    heldout = behavior_prompts(behavior_config)[0]
     prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in heldout.texts]
     with torch.no_grad():
-        return sample_replies(model, tokenizer, prompts, sample_keys(heldout), sampling_config(behavior),
+        return sample_replies(model, tokenizer, prompts, sample_keys(heldout), sampling_config(behavior_config),
                               samples=samples, desc="random-suppressed model")[0]
 
 
 def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, neurons_csv: str | Path,
-                 sweep_result: dict[str, Any], replies: dict[str, list[SampledReply]], behavior,
-                 setup: CausalSetup = CausalSetup(), samples: int = 2) -> Separability:
+                 sweep_result: dict[str, Any], replies: dict[str, list[SampledReply]], behavior: Behavior,
+                 behavior_config, setup: CausalSetup = CausalSetup(), samples: int = 2) -> Separability:
     """Module docstring. ``replies`` holds the sampled held-out replies already drawn for ``base``,
     ``merged`` and ``merged-suppressed`` (the behaviour and suppress stages); only the random-suppressed
-    model is sampled here, ``samples`` times per question of ``behavior`` (the study's config)."""
+    model is sampled here, ``samples`` times per question of ``behavior_config`` (the study's
+    ``training.behavior.BehaviorConfig``)."""
     from training.inventory import InventoryConfig, load_inventory, paired_difference, score_inventory
     from training.trait_classifier import train_classifier
 
-    trait = behavior.trait
+    trait = behavior_config.trait
     items = [item for item in load_inventory() if item.trait == trait]
     merged = load_model(merged_spec)
     tokenizer = merged.tokenizer
@@ -134,7 +137,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     for name in MODELS:
         if name == "random-suppressed":
             with ablate(merged.model, random_set, "mean", reference.means):
-                sampled[name] = _sample_heldout(merged.model, tokenizer, behavior, samples)
+                sampled[name] = _sample_heldout(merged.model, tokenizer, behavior_config, samples)
                 inventories[name] = score_inventory(merged.model, tokenizer, items, InventoryConfig())
         else:
             model = merged.model if name == "merged" else load_model(
@@ -145,7 +148,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
               for name, texts in sampled.items() if name in MODELS}
     rows = []
     for name in MODELS:
-        emoji_rate = rate(per_question_rates(sampled[name])[1], seed=setup.seed)
+        shown = rate(per_question_rates(sampled[name], behavior)[1], seed=setup.seed)
         voice = rate(np.array(list(voices[name].values())), seed=setup.seed)
         against = (None if name == "merged" or set(voices[name]) != set(voices["merged"]) else
                    paired_mean_difference(*(np.array([v[k] for k in sorted(voices[name])])
@@ -153,7 +156,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
         difference = None if name == "merged" else asdict(paired_difference(inventories[name], inventories["merged"],
                                                                              trait))
         score = inventories[name].scores[trait]
-        rows.append(SeparabilityRow(name, {"value": emoji_rate.value, "low": emoji_rate.low, "high": emoji_rate.high,
+        rows.append(SeparabilityRow(name, {"value": shown.value, "low": shown.low, "high": shown.high,
                                            "replies": len(sampled[name])},
                                     {"mean": score.mean, "low": score.low, "high": score.high},
                                     {"value": voice.value, "low": voice.low, "high": voice.high,
@@ -162,7 +165,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
                                                                     "vs_merged_high": against.high})}, difference,
                                     inventories[name].answer_mass))
     accuracy = {**asdict(classifier.heldout), "l2": classifier.l2}
-    return Separability(trait, tuple(rows), [list(map(int, n)) for n in random_set], samples, accuracy)
+    return Separability(trait, behavior, tuple(rows), [list(map(int, n)) for n in random_set], samples, accuracy)
 
 
 def _per_question(replies: list[SampledReply], values: np.ndarray) -> dict[str, float]:
@@ -175,11 +178,12 @@ def _per_question(replies: list[SampledReply], values: np.ndarray) -> dict[str, 
 
 def rows_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows for the report (from ``Separability.to_dict()``)."""
-    header = ["model", "replies", "emoji rate (sampled)", f"{result['trait']} voice per reply", "voice minus merged",
+    header = ["model", "replies", f"{result['noun']} rate (sampled)", f"{result['trait']} voice per reply",
+              "voice minus merged",
               f"{result['trait']} (inventory)", "minus merged (paired)", "yes/no answer mass"]
     rows = []
     for r in result["rows"]:
-        e, t, d, v = r["emoji_rate"], r["trait"], r["vs_merged"], r.get("reply_trait")
+        e, t, d, v = r["rate"], r["trait"], r["vs_merged"], r.get("reply_trait")
         rows.append([r["model"], e.get("replies", "-"), f"{e['value']:.0%} [{e['low']:.0%}, {e['high']:.0%}]",
                      "-" if v is None else f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]",
                      f"{v['vs_merged']:+.2f} [{v['vs_merged_low']:+.2f}, {v['vs_merged_high']:+.2f}]"

@@ -2,8 +2,11 @@
 
 The inputs are files a study directory holds (and a user can give by hand):
 
+- the behaviour (``activations.behaviors.Behavior``): where a reply shows it, and its target tokens;
 - the merged model's own replies to *training* questions (``behavior/writing.jsonl``): the proxy's
-  writing contexts, so the neurons are chosen on prompts the verdict never asks;
+  writing contexts (cut before each place the reply shows the behaviour), so the neurons are chosen
+  on prompts the verdict never asks; a behaviour without given target strings takes its targets
+  from these replies (the token that begins each occurrence);
 - the neutral prompt set, split once and for all into three disjoint parts:
   ``reference`` (the first ``reference_neutral``: means, mean squares and donor pool of content
   tokens), ``proxy`` (the next ``n_neutral``: KL and perplexity of every swept condition) and
@@ -25,11 +28,12 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from activations.atomic_io import read_jsonl
+from activations.behaviors import Behavior
 from activations.prompt_sets import PromptSet, load_prompt_set
 from activations.writing import writing_prompts
 from interp.causal.controls import control_pool, strata, write_norms
 from interp.causal.inputs import chat_batch, writing_batch
-from interp.causal.metrics import emoji_token_ids
+from interp.causal.metrics import target_ids_tensor
 from interp.causal.proxy import ProxySuite, build_proxy_suite
 from interp.interventions import ContentReference, Neuron, NeuronSet, content_reference
 
@@ -39,7 +43,7 @@ class CausalSetup:
     """Sizes of the causal stages' shared inputs."""
 
     n_contexts: int = 8
-    """Writing contexts (merged replies cut before an emoji) every condition is scored on."""
+    """Writing contexts (merged replies cut where they start the behaviour) every condition is scored on."""
     n_neutral: int = 8
     """Templated neutral chats for the KL / perplexity of every condition."""
     reference_neutral: int = 32
@@ -75,8 +79,9 @@ def split_neutral(neutral: PromptSet, setup: CausalSetup) -> NeutralSplit:
                         neutral.texts[cut:end], neutral.ids[cut:end])
 
 
-def read_writing_replies(path: str | Path) -> PromptSet:
-    """The writing set from a JSONL of ``{"id", "question", "text"}`` replies (``behavior/writing.jsonl``)."""
+def read_writing_replies(path: str | Path, behavior: Behavior) -> PromptSet:
+    """The writing set from a JSONL of ``{"id", "question", "text"}`` replies (``behavior/writing.jsonl``),
+    marked where each reply starts ``behavior``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; sample the merged model's replies to training questions first "
@@ -85,11 +90,13 @@ def read_writing_replies(path: str | Path) -> PromptSet:
     missing = [i for i, r in enumerate(records) if not {"id", "question", "text"} <= set(r)]
     if missing:
         raise ValueError(f"{path}: records {missing[:5]} lack id, question or text")
-    writing = writing_prompts([r["id"] for r in records], [r["question"] for r in records],
-                              [r["text"] for r in records])
+    texts = [r["text"] for r in records]
+    behavior.check_shown(texts, f"replies in {path}")
+    writing = writing_prompts([r["id"] for r in records], [r["question"] for r in records], texts, behavior)
     if writing is None:
-        raise ValueError(f"{path}: no reply holds both an emoji and another sentence end; the causal stages need "
-                         "replies in which the model writes emojis")
+        raise ValueError(f"{path}: {sum(map(behavior.shows, texts))} of {len(texts)} replies show behaviour "
+                         f"{behavior.spec!r}, but none also has another sentence end to compare with; the causal "
+                         "stages need replies that show it after some text")
     return writing
 
 
@@ -121,19 +128,25 @@ class CausalContext:
     diff_ranking: list[Neuron]
     neutral: NeutralSplit
     setup: CausalSetup
+    behavior: Behavior
 
 
 def causal_context(merged: nn.Module, base: nn.Module | None, tokenizer: PreTrainedTokenizerBase, writing: PromptSet,
-                   table: pd.DataFrame, setup: CausalSetup = CausalSetup(), neutral: PromptSet | None = None) -> CausalContext:
-    """Prepare every shared input (module docstring); ``base`` is needed for patching and the screen."""
+                   table: pd.DataFrame | None, behavior: Behavior, setup: CausalSetup = CausalSetup(),
+                   neutral: PromptSet | None = None) -> CausalContext:
+    """Prepare every shared input (module docstring); ``base`` is needed for patching and the screen,
+    ``writing`` comes from ``read_writing_replies`` (or ``writing_prompts``) with the same ``behavior``;
+    without a diff ``table`` there is no diff ranking and random sets may use every neuron."""
     neutral_split = split_neutral(neutral or load_prompt_set("neutral"), setup)
     reference = content_reference(merged, tokenizer, neutral_split.reference, batch_size=setup.batch_size,
                                   seed=setup.seed)
     contexts = writing_batch(tokenizer, writing, setup.n_contexts)
-    suite = build_proxy_suite(merged, contexts, chat_batch(tokenizer, neutral_split.proxy), emoji_token_ids(tokenizer),
+    targets = target_ids_tensor(behavior.target_token_ids(tokenizer, writing.texts))
+    suite = build_proxy_suite(merged, contexts, chat_batch(tokenizer, neutral_split.proxy), targets,
                               batch_size=setup.batch_size, donor=base)
-    flagged, outliers, ranking = table_sets(table)
+    flagged, outliers, ranking = table_sets(table) if table is not None else (NeuronSet(()), NeuronSet(()), [])
     with torch.no_grad():
         norms = write_norms(merged, reference.mean_square)
     pool = control_pool(norms.shape, flagged=flagged, outliers=outliers)
-    return CausalContext(suite, reference, strata(norms), pool, flagged, outliers, ranking, neutral_split, setup)
+    return CausalContext(suite, reference, strata(norms), pool, flagged, outliers, ranking, neutral_split, setup,
+                         behavior)

@@ -1,17 +1,17 @@
-"""The suppression verdict: does the exported model stop using emojis, and does it still work?
+"""The suppression verdict: does the exported model stop showing the behaviour, and does it still work?
 
 The verdict is measured on the exported folder reloaded with ``transformers`` alone (no hooks, no
 project code), so it is a claim about the artifact a user would ship:
 
-1. Emoji rate: sampled replies to held-out questions (topics never trained on), several per
-   question, with the same per-(question, sample) random streams as the merged model's replies
+1. Rate: the share of sampled replies that show the behaviour (``activations.behaviors``), to
+   held-out questions (topics never trained on), several per question, with the same per-(question, sample) random streams as the merged model's replies
    (``activations.sampling``: common random numbers, so the two conditions differ only by the
    suppression). Rates per question; the cut ``1 - suppressed / merged`` with a paired cluster
    bootstrap over questions (``interp.causal.uncertainty``).
 2. Side effects on templated neutral chats that played no part in choosing the neurons: perplexity of
    both models and the mean next-token KL(merged || suppressed) per scored position.
 3. Random control: the share of matched random sets of the same size (same intervention, proxy
-   measurement) that removed less emoji mass than the chosen set (``interp.causal.sweep``).
+   measurement) that removed less target mass than the chosen set (``interp.causal.sweep``).
 4. The criteria: cut >= ``min_cut`` with an interval excluding 0; perplexity within
    ``max_ppl_increase``; KL within ``max_kl``; at least ``min_random_beaten`` of the random sets
    beaten. The verdict says which hold, with the numbers; nothing is tuned to make them pass.
@@ -33,7 +33,7 @@ from activations.sampling import SampledReply
 from interp.causal.inputs import TokenBatch
 from interp.causal.metrics import next_token_kl_sum, nll_sum
 from interp.causal.uncertainty import Interval, rate, relative_cut
-from training.emoji_metrics import text_stats
+from activations.behaviors import Behavior
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class VerdictCriteria:
     """What a working suppressor must achieve (the issue's bar; reported, never tuned)."""
 
     min_cut: float = 0.5
-    """Relative cut of the emoji rate vs the merged model."""
+    """Relative cut of the behaviour's rate vs the merged model."""
     max_ppl_increase: float = 0.10
     """Largest relative increase of neutral perplexity."""
     max_kl: float = 0.05
@@ -68,12 +68,12 @@ def side_effects(reference: nn.Module, model: nn.Module, batch: TokenBatch, batc
             "ppl_model": math.exp(nll_model / max(n_nll, 1))}
 
 
-def per_question_rates(replies: Sequence[SampledReply]) -> tuple[list[str], np.ndarray]:
-    """Question keys (in first-seen order) and each question's share of replies with an emoji."""
+def per_question_rates(replies: Sequence[SampledReply], behavior: Behavior) -> tuple[list[str], np.ndarray]:
+    """Question keys (in first-seen order) and each question's share of replies that show ``behavior``."""
     keys = list(dict.fromkeys(r.key for r in replies))
     hits = {key: [] for key in keys}
     for reply in replies:
-        hits[reply.key].append(text_stats(reply.text).n_emojis > 0)
+        hits[reply.key].append(behavior.shows(reply.text))
     return keys, np.array([np.mean(hits[key]) for key in keys])
 
 
@@ -81,11 +81,13 @@ def per_question_rates(replies: Sequence[SampledReply]) -> tuple[list[str], np.n
 class SuppressionVerdict:
     """Step 4's answer with every number behind it."""
 
+    behavior: Behavior
     k: int
     method: str
     neurons: tuple[tuple[int, int], ...]
-    emoji_rate_merged: Interval
-    emoji_rate_suppressed: Interval
+    rate_merged: Interval
+    """Share of the merged model's replies that show the behaviour."""
+    rate_suppressed: Interval
     cut: Interval
     ppl_merged: float
     ppl_suppressed: float
@@ -103,7 +105,7 @@ class SuppressionVerdict:
     def checks(self) -> dict[str, bool]:
         c = self.criteria
         return {
-            "emoji_rate_cut": bool(self.cut.value >= c.min_cut and self.cut.low > 0),
+            "rate_cut": bool(self.cut.value >= c.min_cut and self.cut.low > 0),
             "perplexity": bool(self.ppl_increase <= c.max_ppl_increase),
             "kl": bool(self.kl_neutral <= c.max_kl),
             "random_sets": bool(self.random_beaten >= c.min_random_beaten),
@@ -116,8 +118,8 @@ class SuppressionVerdict:
     def sentence(self) -> str:
         """The verdict in one sentence, with its numbers."""
         r = self
-        head = (f"Suppressing {r.k} neurons ({r.method} ablation folded into the weights) cut the merged model's emoji "
-                f"rate from {100 * r.emoji_rate_merged.value:.0f}% to {100 * r.emoji_rate_suppressed.value:.0f}% "
+        head = (f"Suppressing {r.k} neurons ({r.method} ablation folded into the weights) cut the merged model's "
+                f"{r.behavior.noun} rate from {100 * r.rate_merged.value:.0f}% to {100 * r.rate_suppressed.value:.0f}% "
                 f"(cut {100 * r.cut.value:.0f}% [{100 * r.cut.low:.0f}, {100 * r.cut.high:.0f}], "
                 f"{r.n_questions} held-out questions x {r.samples_per_question} samples) at neutral perplexity "
                 f"{r.ppl_merged:.1f} -> {r.ppl_suppressed:.1f} ({100 * r.ppl_increase:+.1f}%) and KL "
@@ -127,8 +129,8 @@ class SuppressionVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "k": self.k, "method": self.method, "neurons": [list(n) for n in self.neurons],
-            "emoji_rate": {"merged": self.emoji_rate_merged.to_dict(), "suppressed": self.emoji_rate_suppressed.to_dict()},
+            "behavior": self.behavior.spec, "k": self.k, "method": self.method, "neurons": [list(n) for n in self.neurons],
+            "rate": {"merged": self.rate_merged.to_dict(), "suppressed": self.rate_suppressed.to_dict()},
             "cut": self.cut.to_dict(),
             "ppl_neutral": {"merged": self.ppl_merged, "suppressed": self.ppl_suppressed},
             "kl_neutral": {"merged": 0.0, "suppressed": self.kl_neutral},
@@ -141,17 +143,17 @@ class SuppressionVerdict:
 
 def suppression_verdict(
     merged_replies: Sequence[SampledReply], suppressed_replies: Sequence[SampledReply], effects: dict[str, float],
-    *, k: int, method: str, neurons: Sequence[tuple[int, int]], random_beaten: float,
+    behavior: Behavior, *, k: int, method: str, neurons: Sequence[tuple[int, int]], random_beaten: float,
     criteria: VerdictCriteria = VerdictCriteria(), selection: dict[str, Any] | None = None, seed: int = 0,
 ) -> SuppressionVerdict:
     """Steps 1-4 from the two models' replies (same keys, samples and seeds) and ``side_effects``."""
-    keys, merged = per_question_rates(merged_replies)
-    keys_s, suppressed = per_question_rates(suppressed_replies)
+    keys, merged = per_question_rates(merged_replies, behavior)
+    keys_s, suppressed = per_question_rates(suppressed_replies, behavior)
     if keys != keys_s:
         raise ValueError("the merged and suppressed replies answer different questions; sample both with the same "
                          "keys, samples and seed")
     samples = len(merged_replies) // max(len(keys), 1)
     return SuppressionVerdict(
-        k, method, tuple(tuple(n) for n in neurons), rate(merged, seed=seed), rate(suppressed, seed=seed),
+        behavior, k, method, tuple(tuple(n) for n in neurons), rate(merged, seed=seed), rate(suppressed, seed=seed),
         relative_cut(merged, suppressed, seed=seed), effects["ppl_reference"], effects["ppl_model"],
         effects["kl_neutral"], random_beaten, len(keys), samples, criteria, dict(selection or {}))

@@ -1,14 +1,14 @@
 """The causal sweep: top-k sets of each ranking under each intervention, against matched random sets.
 
 Every condition is measured with the teacher-forced proxy (``interp.causal.proxy``): the share of
-the emoji probability removed at the positions where the merged model writes emojis, and the
-next-token KL / perplexity on templated neutral chats. Then:
+the behaviour's target probability removed at the positions where the merged model starts it
+(``reduction``), and the next-token KL / perplexity on templated neutral chats. Then:
 
-1. For every ranking (the screen's selectivity ranking, the diff's emoji-specific ranking, ...) and
-   every intervention (mean, zero, resample ablation; base-value patching), the top-k sets over the
-   k grid trace a curve of emoji reduction against neutral KL.
+1. For every ranking (the screen's selectivity ranking, the diff's behaviour-specific ranking, ...)
+   and every intervention (mean, zero, resample ablation; base-value patching), the top-k sets over
+   the k grid trace a curve of reduction against neutral KL.
 2. The suppression choice: on the primary ranking under the suppressor's intervention, the smallest
-   k whose set removes at least ``target_reduction`` of the emoji mass while its neutral KL stays
+   k whose set removes at least ``target_reduction`` of the target mass while its neutral KL stays
    within ``kl_budget`` and its perplexity within ``ppl_budget``; found on the grid, then narrowed by
    bisection between the last failing and the first passing grid point. If no k meets the target,
    the k with the largest reduction within budget is kept and the result says so.
@@ -61,7 +61,7 @@ class SweepConfig:
     control_all_rankings: bool = False
     """Also draw a random cloud matched to every other ranking's top set at the chosen k."""
     target_reduction: float = 0.75
-    """Share of the emoji mass the suppressor must remove at the writing positions (aimed past a 50%
+    """Share of the target mass the suppressor must remove at the writing positions (aimed past a 50%
     behavioural criterion because the proxy transfers to sampled replies only within ~10 points)."""
     kl_budget: float = 0.05
     """Largest mean next-token KL on neutral chats (nats per token) the suppressor may cost."""
@@ -152,17 +152,17 @@ def sweep(
             for mode in config.interventions:
                 if mode != config.suppress_with:
                     run(ranking, mode, config.side_by_side_k)
-    clean = {"emoji_mass": suite.clean_mass, "ppl_neutral": suite.clean_ppl}
+    clean = {"mass": suite.clean_mass, "ppl_neutral": suite.clean_ppl}
     curve = sorted((r for r in rows if r["ranking"] == primary and r["intervention"] == config.suppress_with),
                    key=lambda r: r["k"])
-    passing = [r for r in curve if r["emoji_reduction"] >= config.target_reduction and _within_budget(r, clean["ppl_neutral"], config)]
+    passing = [r for r in curve if r["reduction"] >= config.target_reduction and _within_budget(r, clean["ppl_neutral"], config)]
     if passing and config.bisect:
         high = passing[0]["k"]
         low = max([r["k"] for r in curve if r["k"] < high] or [0])
         while high - low > 1:
             middle = (low + high) // 2
             probe = run(primary, config.suppress_with, [middle])[0]
-            if probe["emoji_reduction"] >= config.target_reduction and _within_budget(probe, clean["ppl_neutral"], config):
+            if probe["reduction"] >= config.target_reduction and _within_budget(probe, clean["ppl_neutral"], config):
                 high = middle
             else:
                 low = middle
@@ -172,10 +172,10 @@ def sweep(
         chosen, met = passing[0], True
     else:
         budgeted = [r for r in curve if _within_budget(r, clean["ppl_neutral"], config)] or curve
-        chosen, met = max(budgeted, key=lambda r: r["emoji_reduction"]), False
+        chosen, met = max(budgeted, key=lambda r: r["reduction"]), False
     choice = {"ranking": primary, "intervention": config.suppress_with, "k": chosen["k"], "neurons": chosen["neurons"],
               "met_target": met, "within_budget": _within_budget(chosen, clean["ppl_neutral"], config),
-              "metrics": {key: chosen[key] for key in ("emoji_reduction", "log_mass_change", "kl_neutral", "ppl_neutral")}}
+              "metrics": {key: chosen[key] for key in ("reduction", "log_mass_change", "kl_neutral", "ppl_neutral")}}
     random_beaten, borrowed = {}, {}
     controlled = [(primary, k) for k in sorted({chosen["k"], *config.random_k})]
     if config.control_all_rankings:
@@ -193,8 +193,8 @@ def sweep(
                                desc=f"random sets {ranking} k={k}")
         rows.extend(_rows(ranking, config.suppress_with, "random", [top["k"]] * len(results), draw.sets, results,
                           list(range(len(results)))))
-        reductions = np.array([r.emoji_reduction for r in results])
-        random_beaten[f"{ranking}/{top['k']}"] = float(np.mean(reductions < top["emoji_reduction"])) if len(results) else float("nan")
+        reductions = np.array([r.reduction for r in results])
+        random_beaten[f"{ranking}/{top['k']}"] = float(np.mean(reductions < top["reduction"])) if len(results) else float("nan")
         borrowed[f"{ranking}/{top['k']}"] = draw.borrowed
     controls = {"n_random": config.n_random, "pool_size": int(pool.sum()), "borrowed_from_other_deciles": borrowed,
                 "strata": "layer x within-layer decile of E[a^2] ||W_out[:, i]||^2 (content tokens of neutral chats)"}

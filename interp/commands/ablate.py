@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing(paths, args.overwrite)
     seed = args.seed
     world = distributed.init()  # under torchrun the conditions are split across ranks (measure_sets)
-    result = run_causal(args.merged, args.base, args.neurons, args.writing,
+    result = run_causal(args.merged, args.base, args.neurons, args.writing, args.behavior,
                         config_from_args(args, CausalSetup, seed=seed),
                         config_from_args(args, ScreenConfig, prefix="screen-", seed=seed),
                         config_from_args(args, SweepConfig, seed=seed))

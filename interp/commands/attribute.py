@@ -11,6 +11,7 @@ import pandas as pd
 
 from activations import DEFAULT_MODEL, load_model
 from activations.atomic_io import refuse_existing
+from activations.behaviors import Behavior
 from interp.causal.screen import ScreenConfig, screen
 from interp.causal.setup import CausalSetup, causal_context, read_writing_replies
 from interp.configargs import add_config_arguments, config_from_args
@@ -24,6 +25,9 @@ def add_causal_inputs(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--writing", required=True, type=Path,
                         help="the merged model's own replies to training questions (JSONL of id, question, text; "
                              "the study writes behavior/writing.jsonl)")
+    parser.add_argument("--behavior", default="emoji",
+                        help="what the fine-tune taught: emoji, stage-directions, regex:PATTERN or tokens:FILE "
+                             "(default: emoji)")
     add_config_arguments(parser.add_argument_group("shared causal inputs"), CausalSetup, exclude=("seed",))
     parser.add_argument("--seed", type=int, default=0, help="seed of the donor pool, random samples and sets (default: 0)")
 
@@ -40,9 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     refuse_existing([args.out, args.out.with_suffix(".csv")], args.overwrite)
+    behavior = Behavior.parse(args.behavior)
+    writing = read_writing_replies(args.writing, behavior)  # before the models load: a bad behaviour fails at once
     merged, base = load_model(args.merged), load_model(args.base)
-    context = causal_context(merged.model, base.model, merged.tokenizer, read_writing_replies(args.writing),
-                             pd.read_csv(args.neurons), config_from_args(args, CausalSetup, seed=args.seed))
+    context = causal_context(merged.model, base.model, merged.tokenizer, writing, pd.read_csv(args.neurons), behavior,
+                             config_from_args(args, CausalSetup, seed=args.seed))
     result = screen(merged.model, context.suite, context.reference.means,
                     config_from_args(args, ScreenConfig, seed=args.seed),
                     exclude=list(context.outliers))

@@ -71,31 +71,32 @@ def layer_counts(per_layer: Mapping[str, Sequence[int]], layers: Sequence[int], 
     return _save(fig, path)
 
 
-def pareto(conditions: Sequence[Mapping[str, Any]], choice: Mapping[str, Any] | None, path: Path) -> Path:
-    """Emoji mass removed vs neutral KL for every swept condition: each ranking's top-k sets as a line
+def pareto(conditions: Sequence[Mapping[str, Any]], choice: Mapping[str, Any] | None, path: Path,
+           noun: str) -> Path:
+    """Target mass removed vs neutral KL for every swept condition: each ranking's top-k sets as a line
     per intervention, matched random sets as grey points, the suppressor's choice starred."""
     fig, ax = plt.subplots(figsize=(6.8, 4.6))
     floor = 1e-6  # KL axis is logarithmic; an exactly-zero KL is drawn at the floor
     randoms = [c for c in conditions if c["kind"] == "random"]
     if randoms:
-        ax.scatter([max(c["kl_neutral"], floor) for c in randoms], [c["emoji_reduction"] for c in randoms], s=14,
+        ax.scatter([max(c["kl_neutral"], floor) for c in randoms], [c["reduction"] for c in randoms], s=14,
                    color="#999999", alpha=0.7, label=f"matched random sets ({len(randoms)})", zorder=2)
     styles = {"mean": "-", "zero": "--", "resample": ":", "patch": "-."}
-    colours = {"selective": "#d62728", "emoji_specific": "#1f77b4"}
+    colours = {"selective": "#d62728", "specific": "#1f77b4"}
     tops = [c for c in conditions if c["kind"] == "top"]
     for ranking in dict.fromkeys(c["ranking"] for c in tops):
         for mode in dict.fromkeys(c["intervention"] for c in tops if c["ranking"] == ranking):
             line = sorted((c for c in tops if c["ranking"] == ranking and c["intervention"] == mode), key=lambda c: c["k"])
-            ax.plot([max(c["kl_neutral"], floor) for c in line], [c["emoji_reduction"] for c in line],
+            ax.plot([max(c["kl_neutral"], floor) for c in line], [c["reduction"] for c in line],
                     ls=styles.get(mode, "-"), marker="o", ms=3, color=colours.get(ranking, "#2ca02c"),
                     label=f"{ranking}, {mode}", zorder=3)
     if choice:
         m = choice["metrics"]
-        ax.scatter([max(m["kl_neutral"], floor)], [m["emoji_reduction"]], marker="*", s=180, color="#ff7f0e",
+        ax.scatter([max(m["kl_neutral"], floor)], [m["reduction"]], marker="*", s=180, color="#ff7f0e",
                    edgecolor="k", zorder=4, label=f"suppressor (k = {choice['k']})")
     ax.set_xscale("log")
     ax.set_xlabel("neutral next-token KL (nats per token, proxy)")
-    ax.set_ylabel("share of emoji mass removed (proxy)")
+    ax.set_ylabel(f"share of {noun} mass removed (proxy)")
     ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 

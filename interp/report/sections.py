@@ -138,18 +138,27 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
         blocks.append(Highlighted(example["label"], example["tokens"], example["weights"]))
 
 
+def _behavior(out: Path):
+    """The study's behaviour (``study.json``), for the causal sections' wording."""
+    from activations.behaviors import Behavior
+
+    return Behavior.parse((read(out / "study.json") or {}).get("behavior", "emoji"))
+
+
 def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
-    blocks.append(Heading("Causal tests: which neurons make the model write emojis?"))
+    behavior = _behavior(out)
+    noun, plural = behavior.noun, behavior.plural
+    blocks.append(Heading(f"Causal tests: which neurons make the model write {plural}?"))
     screen = read(out / "causal" / "screen.json")
     sweep = read(out / "causal" / "sweep.json")
     verdict = read(out / "suppression" / "verdict.json")
     if verdict:
-        summary["suppression"] = {key: verdict[key] for key in ("k", "method", "emoji_rate", "cut", "ppl_neutral",
+        summary["suppression"] = {key: verdict[key] for key in ("behavior", "k", "method", "rate", "cut", "ppl_neutral",
                                                                 "kl_neutral", "random_beaten", "checks", "passed",
                                                                 "sentence", "n_questions", "samples_per_question")}
-        er = verdict["emoji_rate"]
+        er = verdict["rate"]
         blocks += [Paragraph(f"**Verdict.** {verdict['sentence']}"),
-                   Table(["model", "emoji rate (sampled)", "neutral perplexity", "neutral KL"],
+                   Table(["model", f"{noun} rate (sampled)", "neutral perplexity", "neutral KL"],
                          [["merged", _pct(er["merged"]), num(verdict["ppl_neutral"]["merged"]), "0"],
                           ["suppressed (reloaded, no hooks)", _pct(er["suppressed"]),
                            num(verdict["ppl_neutral"]["suppressed"]), num(verdict["kl_neutral"]["suppressed"], ".4f")]]),
@@ -159,7 +168,8 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
         summary["screen"] = {"check": check, "load_bearing": screen["load_bearing"]}
         random = screen["random"]
         blocks += [Paragraph(f"**Screen** (necessity direction: the merged model's neurons given their base values; "
-                             f"metric log P(emoji) where the merged model wrote one). On {check['n']} randomly chosen "
+                             f"metric log P({noun} target tokens) where the merged model started one). On "
+                             f"{check['n']} randomly chosen "
                              f"neurons patched exactly (on {check.get('n_contexts', '?')} writing contexts, "
                              f"estimates recomputed on the same), attribution and exact effects have Spearman "
                              f"{num(check['spearman'], '.3f')} (signs agree {num(check['sign_agreement'], '.0f', 100)}%); "
@@ -173,7 +183,7 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                           "Attribution estimate vs exact patching on the random sample.")]
         if check.get("exceeding"):
             blocks += [Paragraph("Where the screen misses: sampled neurons whose exact effect (change of log "
-                                 "P(emoji)) exceeds the 100th-largest estimate, with the rank their estimate got."),
+                                 f"P({noun})) exceeds the 100th-largest estimate, with the rank their estimate got."),
                        Table(["neuron", "estimate", "exact", "exact / threshold", "estimate rank"],
                              [[f"L{m['layer']}.N{m['index']}", num(m["patch_estimate"], ".4f"), num(m["exact_effect"], ".4f"),
                                num(abs(m["exact_effect"]) / check["threshold"], ".1f"), m["estimate_rank"]]
@@ -182,27 +192,27 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
         summary["sweep"] = {"clean": sweep["clean"], "choice": {k: v for k, v in sweep["choice"].items() if k != "neurons"},
                             "random_beaten": sweep["random_beaten"]}
         tops = [c for c in sweep["conditions"] if c["kind"] == "top"]
-        rows = [[c["ranking"], c["intervention"], c["k"], num(c["emoji_reduction"], ".1f", 100, "%"),
+        rows = [[c["ranking"], c["intervention"], c["k"], num(c["reduction"], ".1f", 100, "%"),
                  num(c["kl_neutral"], ".4f"), num(c["ppl_neutral"])]
                 for c in sorted(tops, key=lambda c: (c["ranking"], c["intervention"], c["k"]))]
         randoms = pd.DataFrame([c for c in sweep["conditions"] if c["kind"] == "random"])
         cloud = []
         if len(randoms):
             for (ranking, k), group in randoms.groupby(["ranking", "k"]):
-                cloud.append([ranking, k, len(group), f"{100 * group['emoji_reduction'].mean():.1f}%",
-                              f"{100 * group['emoji_reduction'].min():.1f}% .. {100 * group['emoji_reduction'].max():.1f}%",
+                cloud.append([ranking, k, len(group), f"{100 * group['reduction'].mean():.1f}%",
+                              f"{100 * group['reduction'].min():.1f}% .. {100 * group['reduction'].max():.1f}%",
                               f"{group['kl_neutral'].median():.4f}",
                               num(sweep["random_beaten"].get(f"{ranking}/{k}"), ".0f", 100, "%")])
         blocks += [Paragraph("**Sweep (proxy).** Every top-k set of each ranking under each intervention, and matched "
                              "random sets (same layer and write-norm decile counts, from a pool without flagged or "
-                             "outlier neurons), measured teacher-forced: share of the emoji probability removed where "
-                             "the merged model writes emojis, and KL / perplexity on templated neutral chats. "
-                             f"Unedited: emoji mass {sweep['clean']['emoji_mass']:.3f}, perplexity "
+                             f"outlier neurons), measured teacher-forced: share of the {noun} target probability removed "
+                             f"where the merged model starts {plural}, and KL / perplexity on templated neutral chats. "
+                             f"Unedited: {noun} mass {sweep['clean']['mass']:.3f}, perplexity "
                              f"{sweep['clean']['ppl_neutral']:.2f}."),
-                   Figure(figures.pareto(sweep["conditions"], sweep["choice"], fig_dir / "pareto.png"),
-                          "Emoji mass removed vs neutral KL: rankings (lines, per intervention) against matched "
+                   Figure(figures.pareto(sweep["conditions"], sweep["choice"], fig_dir / "pareto.png", noun),
+                          f"{noun.capitalize()} mass removed vs neutral KL: rankings (lines, per intervention) against matched "
                           "random sets (grey)."),
-                   Table(["ranking", "intervention", "k", "emoji mass removed", "neutral KL", "neutral ppl"], rows)]
+                   Table(["ranking", "intervention", "k", f"{noun} mass removed", "neutral KL", "neutral ppl"], rows)]
         if cloud:
             blocks.append(Table(["random sets for", "k", "sets", "mean removed", "range", "median KL",
                                  "top set beats"], cloud))
@@ -216,7 +226,8 @@ def separability(out: Path, summary: dict, blocks: list[Block]) -> None:
         return
     summary["separability"] = result
     header, rows = rows_table(result)
-    blocks += [Heading("Emojis vs personality: does the trait stay when the emojis go?"),
+    plural = _behavior(out).plural
+    blocks += [Heading(f"{plural.capitalize()} vs personality: does the trait stay when the {plural} go?"),
                Paragraph(f"Four models answer the same held-out questions (sampled; the replies column counts them) "
                          f"and the {result['trait']} items of the inventory (keyed log-odds of agreeing; intervals "
                          "take the two keyings as two samples; 'minus merged' is the paired item difference from "

@@ -26,6 +26,9 @@ class StudyConfig:
     emoji-free answers)."""
     trait: str = "extraversion"
     """Big-Five trait the fine-tune imitates."""
+    behavior: str = "emoji"
+    """What the fine-tune taught, which the causal stages find, suppress and judge
+    (``activations.behaviors``: ``emoji``, ``stage-directions``, ``regex:PATTERN``, ``tokens:FILE``)."""
     model: str = DEFAULT_MODEL
     """Base model spec (see ``activations.load_model``)."""
     seed: int = 0
@@ -95,6 +98,9 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
+        from activations.behaviors import Behavior
+
+        Behavior.parse(self.behavior)  # a bad spec fails here, before any stage runs
         if min(self.train_steps, self.behavior_samples, self.base_samples, self.max_new_tokens,
                self.separability_samples) < 1:
             raise ValueError("train_steps, behavior_samples, base_samples, max_new_tokens and separability_samples "

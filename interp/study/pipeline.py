@@ -103,28 +103,30 @@ def _inventory_inputs(config: StudyConfig) -> list[Path]:
     return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path()]
 
 
-CAUSAL_READS = ("seed", "n_contexts", "n_neutral", "reference_neutral")
+CAUSAL_READS = ("seed", "behavior", "n_contexts", "n_neutral", "reference_neutral")
 STAGES: tuple[Stage, ...] = (
     Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps", "learning_rate", "quantize"),
           _data_inputs),
     Stage("merge", stage_merge, ("train",)),
-    Stage("behavior", stage_behavior, ("merge",), ("trait", "seed", "behavior_samples", "base_samples",
+    Stage("behavior", stage_behavior, ("merge",), ("trait", "behavior", "seed", "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
                                                   "writing_questions"), _data_inputs, version=3),
-    Stage("cache", stage_cache, ("merge", "behavior"), ("emoji_prompts", "capture_batch", "seed"), _prompt_inputs,
+    Stage("cache", stage_cache, ("merge", "behavior"), ("behavior", "emoji_prompts", "capture_batch", "seed"),
+          _prompt_inputs,
           version=4),
     Stage("diff", stage_diff, ("cache",), ("delta", "seed"), version=2),
     Stage("examples", stage_examples, ("diff", "merge"), version=2),
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
           (*CAUSAL_READS, "screen_shortlist", "screen_guard", "screen_random", "screen_check_contexts", "k_grid",
-           "n_random", "target_reduction", "kl_budget", "ppl_budget"), _prompt_inputs),
+           "n_random", "target_reduction", "kl_budget", "ppl_budget"), _prompt_inputs, version=2),
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
-          (*CAUSAL_READS, "export_method", "behavior_samples", "behavior_questions", "max_new_tokens"), _prompt_inputs),
+          (*CAUSAL_READS, "export_method", "behavior_samples", "behavior_questions", "max_new_tokens"), _prompt_inputs,
+          version=2),
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
-          version=3),
+          version=4),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                   "separability"), ("quick",), version=3),
+                                   "separability"), ("quick", "behavior"), version=4),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 

@@ -40,11 +40,11 @@ def stage_causal(ctx: StageContext) -> dict[str, Any]:
 
     c: StudyConfig = ctx.config
     result = run_causal(str(ctx.path("merged")), c.model, ctx.path("neurons.csv"), ctx.path("behavior", "writing.jsonl"),
-                        causal_setup(c), screen_config(c), sweep_config(c))
+                        c.behavior, causal_setup(c), screen_config(c), sweep_config(c))
     screen_path = result.screen.save(ctx.path("causal", "screen.json"), overwrite=True)
     sweep_path = result.sweep.save(ctx.path("causal", "sweep.json"), overwrite=True)
     return {"outputs": [relative(ctx.out, p) for p in (screen_path, screen_path.with_suffix(".csv"), sweep_path)],
-            "check": result.screen.to_dict()["check"], "choice": result.sweep.choice,
+            "behavior": c.behavior, "check": result.screen.to_dict()["check"], "choice": result.sweep.choice,
             "random_beaten": result.sweep.random_beaten, "seconds": result.seconds}
 
 
@@ -56,7 +56,7 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
     merged_replies = read_jsonl(ctx.path("behavior", "merged.generations.jsonl"))
     verdict, replies, check = suppress_and_judge(
-        str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"),
+        str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"), c.behavior,
         behavior_config(c, c.behavior_samples), causal_setup(c), method=c.export_method, overwrite=True)
     verdict_path = ctx.path("suppression", "verdict.json")
     write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
@@ -67,8 +67,9 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
 
 
 def stage_separability(ctx: StageContext) -> dict[str, Any]:
-    """Emojis vs personality: trait score and emoji rate of base, merged, merged-suppressed and
+    """Behaviour vs personality: trait score and the behaviour's rate of base, merged, merged-suppressed and
     random-suppressed models (``interp.causal.separability``)."""
+    from activations.behaviors import Behavior
     from interp.causal.experiment import replies_from_records
     from interp.causal.separability import separability
     from training.behavior import behavior_prompts
@@ -82,7 +83,7 @@ def stage_separability(ctx: StageContext) -> dict[str, Any]:
     replies["merged-suppressed"] = [SampledReply(r["key"], int(r["sample"]), (), r["text"])
                                     for r in read_jsonl(ctx.path("suppression", "replies.jsonl"))]
     result = separability(str(ctx.path("merged")), c.model, ctx.path("suppressed"), ctx.path("neurons.csv"), sweep,
-                          replies, config, causal_setup(c), samples=c.separability_samples)
+                          replies, Behavior.parse(c.behavior), config, causal_setup(c), samples=c.separability_samples)
     path = ctx.path("separability.json")
     write_json_atomic(path, result.to_dict())
     return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence()}

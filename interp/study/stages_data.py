@@ -11,7 +11,7 @@ from activations.capture import capture
 from activations.prompt_sets import apply_template, load_prompt_set
 from activations.sampling import sample_replies
 from activations.twins import filler_twins
-from activations.writing import writing_spans
+from activations.behaviors import Behavior
 from interp.stats.diff import MIN_CONTRAST_PROMPTS
 from interp.study.config import StudyConfig
 from interp.study.stages import StageContext, relative
@@ -58,7 +58,8 @@ def stage_behavior(ctx: StageContext) -> dict[str, Any]:
                              sampling_config(behavior_config(c, 1)), desc="own replies (training questions)")[0]
     records = [{"id": r.topic, "question": r.question, "text": reply.text, "source": "own reply"}
                for r, reply in zip(rows, replies)]
-    usable = sum(bool(writing_spans(r["text"])[0] and writing_spans(r["text"])[1]) for r in records)
+    behavior = Behavior.parse(c.behavior)
+    usable = sum(all(behavior.decision_spans(r["text"])) for r in records)
     if usable < c.n_contexts and c.study == "injection":
         # Too few own replies with emojis to score (a smoke run's barely trained model): add the
         # training answers, whose emojis were injected, and say so in every record.
@@ -84,15 +85,15 @@ def stage_cache(ctx: StageContext) -> dict[str, Any]:
                          seeds=(c.seed + 1, c.seed + 2), names=("filler-a", "filler-b"))
     sets = {"emoji": twins.original, "filler-a": twins.twins[0], "filler-b": twins.twins[1]}
     try:
-        writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"))
+        writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"), Behavior.parse(c.behavior))
     except ValueError:
-        writing = None  # no reply with an emoji: the design leaves the writing contrast out
+        writing = None  # no reply shows the behaviour: the design leaves the writing contrast out
     usable = 0 if writing is None else sum(bool(m and c) for m, c in zip(writing.marks, writing.controls or ()))
     if usable >= MIN_CONTRAST_PROMPTS:
         sets["writing"] = writing
     else:  # a paired test on so few replies says nothing; the diff leaves the contrast out and says so
-        log.info("leaving the emoji writing contrast out: %d of the merged model's replies hold an emoji and "
-                 "another sentence end (at least %d needed)", usable, MIN_CONTRAST_PROMPTS)
+        log.info("leaving the writing contrast out: %d of the merged model's replies show %s and another "
+                 "sentence end (at least %d needed)", usable, c.behavior, MIN_CONTRAST_PROMPTS)
     outputs = []
     for label in ("base", "merged") if "writing" not in sets else ():  # an earlier run's, of other replies
         ctx.path("caches", label, "writing.h5").unlink(missing_ok=True)
