@@ -1,16 +1,10 @@
 """Record what every MLP neuron of a model does: model loading, neuron sites, hooks, capture, store."""
 
-from activations.models import DEFAULT_MODEL, LoadedModel, ModelSpecError, load_model, weights_fingerprint
-from activations.sites import NeuronSite, UnsupportedArchitectureError, neuron_inventory, neuron_sites
+from activations.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "LoadedModel",
-    "ModelSpecError",
-    "NeuronSite",
-    "UnsupportedArchitectureError",
-    "load_model",
-    "neuron_inventory",
-    "neuron_sites",
-    "weights_fingerprint",
-]
+# Modules load on first use of one of their names (activations.lazy), so the CLI starts without torch.
+__all__ = lazy_exports(__name__, {
+    "activations.config": ("DEFAULT_MODEL",),
+    "activations.models": ("LoadedModel", "ModelSpecError", "load_model", "weights_fingerprint"),
+    "activations.sites": ("NeuronSite", "UnsupportedArchitectureError", "neuron_inventory", "neuron_sites"),
+})

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 from contextlib import ExitStack
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -34,57 +33,19 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from activations.backends import BACKENDS, ModelBatch, open_backend
+from activations.backends import ModelBatch, open_backend
+from activations.config import CaptureConfig
 from activations.models import LoadedModel, weights_fingerprint
 from activations.prefix import MIN_PREFIX, prefixed_runner, shared_prefix
-from activations.prompt_sets import DEFAULT_TEMPLATE, TEMPLATES, PromptSet, load_prompt_set
+from activations.prompt_sets import PromptSet, load_prompt_set
 from activations.reader import ActivationCache, open_cache
-from activations.reduce import DEFAULT_REDUCTIONS, PADDING, REDUCTIONS, reduce_batch
+from activations.reduce import PADDING, reduce_batch
 from activations.roles import EncodedPrompt, encode_prompt_set
 from activations.sites import neuron_sites, unwrap_model
 from activations.atomic_io import refuse_existing
 from activations.store import SCHEMA, CacheLayout, open_writer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CaptureConfig:
-    """What to record and how; stored in the file (attr ``capture_config``) for provenance and resume."""
-
-    layers: tuple[int, ...] | None = None
-    """Layers to record, in this order; None records all of them."""
-    reductions: tuple[str, ...] = DEFAULT_REDUCTIONS
-    """Per-prompt reductions (``activations.reduce.REDUCTIONS``): a scope (all, content, marked,
-    control, context) and a statistic, e.g. ``content_mean``, ``marked_mean``, ``last``."""
-    batch_size: int = 16
-    """Prompts per forward pass; also the HDF5 chunk height and the resume granularity."""
-    template: str = DEFAULT_TEMPLATE
-    """``raw`` | ``user`` | ``assistant`` (see ``activations.prompt_sets.apply_template``)."""
-    backend: str = "native"
-    """``native`` (our hooks) | ``tlens`` (TransformerLens bridge) | ``nnsight``."""
-    store_tokens: bool = False
-    """Also keep every token's activations (float16, ``/tokens/acts``); files grow with prompt length."""
-    histogram: bool = True
-    """Keep a histogram of |a| over content tokens per neuron (firing rates; ~9 MB per 46k neurons)."""
-    shared_prefix: bool = True
-    """Run the token prefix every prompt shares (the chat template's head) once and reuse its keys and
-    values (``activations.prefix``; native backend only; results equal to float rounding)."""
-
-    def __post_init__(self) -> None:
-        if not self.reductions or len(set(self.reductions)) != len(self.reductions):
-            raise ValueError(f"reductions {self.reductions} must be a non-empty list without repeats")
-        unknown = [name for name in self.reductions if name not in REDUCTIONS]
-        if unknown:
-            raise ValueError(f"unknown reductions {unknown}; choose from {', '.join(REDUCTIONS)}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.template not in TEMPLATES:
-            raise ValueError(f"unknown template {self.template!r}; choose one of {', '.join(TEMPLATES)}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
-        if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
-            raise ValueError(f"layers {self.layers} must be a non-empty list without repeats (or None for all)")
 
 
 def as_prompt_set(prompts: PromptSet | str | Path | list[str]) -> PromptSet:

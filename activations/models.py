@@ -27,13 +27,13 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from activations.embedded import EMBEDDED_NAME, embedded_model, embedded_tokenizer
+from activations.config import DEFAULT_MODEL, EMBEDDED_NAME
+from activations.embedded import embedded_model, embedded_tokenizer
 from activations.placement import DeviceMap, MaxMemory, check_dispatched, offloaded_tensor, placement_kwargs
 from activations.tiny import TINY_BUILDERS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = EMBEDDED_NAME
 SPEC_FORMS = (
     f"'{EMBEDDED_NAME}', 'tiny-random-llama', 'tiny-random-gpt2', a local HF model directory, "
     "a local peft adapter directory, or a hub id 'org/name'"

@@ -24,10 +24,13 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import emoji
 from jinja2.exceptions import TemplateError
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # a prompt file is read and checked without loading transformers
+    from transformers import PreTrainedTokenizerBase
 
 BUILTIN_SETS = ("emoji", "emoji-free", "neutral")
 FILE_SUFFIXES = (".txt", ".jsonl", ".csv")

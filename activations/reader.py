@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 from jaxtyping import Float
 
-from activations.reduce import REDUCTIONS
+from activations.config import REDUCTIONS
 from activations.running import TokenStats
 from activations.store import SCHEMA, decode_attr, read_moments, read_token_stats, scope_counts
 

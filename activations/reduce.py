@@ -27,26 +27,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from activations.config import REDUCTIONS, SCOPES
 from activations.roles import TokenRole
 from activations.running import RunningStats, TokenStats, abs_histogram
 
-SCOPES: tuple[str, ...] = ("all", "content", "marked", "control", "context")
-REDUCTIONS: dict[str, tuple[str, str]] = {
-    "mean": ("all", "mean"),
-    "max": ("all", "max"),
-    "last": ("all", "last"),
-    "content_mean": ("content", "mean"),
-    "content_absmean": ("content", "absmean"),
-    "content_max": ("content", "max"),
-    "marked_mean": ("marked", "mean"),
-    "control_mean": ("control", "mean"),
-    "context_mean": ("context", "mean"),
-}
-"""Reduction name -> (scope, statistic)."""
-DEFAULT_REDUCTIONS: tuple[str, ...] = ("content_mean", "content_absmean", "content_max", "marked_mean",
-                                       "context_mean", "last")
-"""What ``capture`` records unless told otherwise: content-scoped statistics (template-free) and the
-last token (the position that predicts a reply's first token)."""
 PADDING = -1
 """Role value of padded positions."""
 

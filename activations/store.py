@@ -46,7 +46,7 @@ import h5py
 import numpy as np
 
 from activations.atomic_io import refuse_existing
-from activations.reduce import REDUCTIONS
+from activations.config import REDUCTIONS
 from activations.roles import TokenRole
 from activations.running import N_ABS_BINS, RunningStats, TokenStats
 

@@ -7,8 +7,11 @@ The notebook API (``interp.api``)::
 
 __version__ = "0.1.0"
 
-from activations.models import load_model  # noqa: E402
-from interp.api import diff, record  # noqa: E402
-from interp.interventions import NeuronSet, ablate, patch, scale  # noqa: E402
+from activations.lazy import lazy_exports  # noqa: E402
 
-__all__ = ["NeuronSet", "ablate", "diff", "load_model", "patch", "record", "scale", "__version__"]
+# Modules load on first use of one of their names (activations.lazy), so ``interp --help`` needs no torch.
+__all__ = [*lazy_exports(__name__, {
+    "activations.models": ("load_model",),
+    "interp.api": ("diff", "record"),
+    "interp.interventions": ("NeuronSet", "ablate", "patch", "scale"),
+}), "__version__"]

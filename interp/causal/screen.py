@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from interp.causal.attribution import metric_gradients
+from interp.causal.config import ScreenConfig
 from interp.causal.metrics import log_target_mass_metric
 from interp.causal.proxy import ProxySuite, measure_sets
 from interp.causal.results import write_json, write_text
@@ -50,35 +51,6 @@ from interp.interventions import Neuron, NeuronSet
 log = logging.getLogger(__name__)
 
 SCHEMA = "neurodiff.screen/1"
-
-
-@dataclass(frozen=True)
-class ScreenConfig:
-    """Sizes and thresholds of the screen."""
-
-    n_shortlist: int = 48
-    """Neurons with the most negative mean-ablation estimate verified exactly (behaviour effect and KL)."""
-    n_guard: int = 16
-    """Further neurons taken by the largest sum of |per-position contributions| (cancellation guard)."""
-    n_random: int = 200
-    """Randomly sampled neurons patched exactly, to check the screen for false negatives."""
-    check_contexts: int = 3
-    """Writing contexts of that check (attribution is recomputed on the same ones): it tests the
-    first-order approximation, which needs the same inputs on both sides, not many of them."""
-    kl_floor: float = 1e-4
-    """Added to a neuron's KL in the selectivity ratio (nats per token), so near-zero KLs do not explode it."""
-    load_bearing_kl: float = 0.01
-    """A neuron whose mean ablation alone costs more neutral KL than this is load-bearing."""
-    max_copies: int = 8
-    """Neurons verified side by side in one stacked pass."""
-    seed: int = 0
-    """Seed of the random sample."""
-
-    def __post_init__(self) -> None:
-        if self.n_shortlist < 1 or self.n_random < 0 or self.n_guard < 0 or self.check_contexts < 1:
-            raise ValueError("n_shortlist and check_contexts must be >= 1, n_random and n_guard >= 0")
-        if self.kl_floor <= 0 or self.load_bearing_kl <= 0:
-            raise ValueError("kl_floor and load_bearing_kl must be > 0")
 
 
 @dataclass(frozen=True)

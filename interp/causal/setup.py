@@ -31,33 +31,12 @@ from activations.atomic_io import read_jsonl
 from activations.behaviors import Behavior
 from activations.prompt_sets import PromptSet, load_prompt_set
 from activations.writing import writing_prompts
+from interp.causal.config import CausalSetup
 from interp.causal.controls import control_pool, strata, write_norms
 from interp.causal.inputs import chat_batch, writing_batch
 from interp.causal.metrics import target_ids_tensor
 from interp.causal.proxy import ProxySuite, build_proxy_suite
 from interp.interventions import ContentReference, Neuron, NeuronSet, content_reference
-
-
-@dataclass(frozen=True)
-class CausalSetup:
-    """Sizes of the causal stages' shared inputs."""
-
-    n_contexts: int = 8
-    """Writing contexts (merged replies cut where they start the behaviour) every condition is scored on."""
-    n_neutral: int = 8
-    """Templated neutral chats for the KL / perplexity of every condition."""
-    reference_neutral: int = 32
-    """Neutral chats whose content tokens give the means, mean squares and donor pool."""
-    verdict_neutral: int = 40
-    """Neutral chats, none of them used before, on which the exported suppressor's side effects are measured."""
-    batch_size: int = 8
-    """Rows per forward pass."""
-    seed: int = 0
-    """Seeds the donor pool."""
-
-    def __post_init__(self) -> None:
-        if min(self.n_contexts, self.n_neutral, self.reference_neutral, self.verdict_neutral, self.batch_size) < 1:
-            raise ValueError("every causal setup size must be at least 1")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interp.causal.config import INTERVENTIONS, SweepConfig
 from interp.causal.controls import matched_random_sets
 from interp.causal.proxy import ProxyResult, ProxySuite, measure_sets
 from interp.causal.results import write_json
@@ -39,49 +40,6 @@ from interp.interventions.references import ContentReference
 log = logging.getLogger(__name__)
 
 SCHEMA = "neurodiff.causal_sweep/1"
-INTERVENTIONS: tuple[str, ...] = ("mean", "zero", "resample", "patch")
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """What the sweep measures and what the suppressor must achieve (proxy units)."""
-
-    k_grid: tuple[int, ...] = (1, 3, 10, 30, 100, 300)
-    """Top-k sizes of every ranking."""
-    interventions: tuple[str, ...] = INTERVENTIONS
-    """Interventions shown side by side for the primary ranking (others get only ``suppress_with``)."""
-    side_by_side_k: tuple[int, ...] = (3, 10, 30)
-    """k values at which the other interventions are measured (the suppressor's runs the whole grid)."""
-    suppress_with: str = "mean"
-    """The suppressor's intervention (``mean`` folds into the output bias of an exported model)."""
-    n_random: int = 20
-    """Matched random sets per controlled k."""
-    random_k: tuple[int, ...] = ()
-    """Further k values of the primary ranking that get a random cloud (the chosen k always does)."""
-    control_all_rankings: bool = False
-    """Also draw a random cloud matched to every other ranking's top set at the chosen k."""
-    target_reduction: float = 0.75
-    """Share of the target mass the suppressor must remove at the writing positions (aimed past a 50%
-    behavioural criterion because the proxy transfers to sampled replies only within ~10 points)."""
-    kl_budget: float = 0.05
-    """Largest mean next-token KL on neutral chats (nats per token) the suppressor may cost."""
-    ppl_budget: float = 0.10
-    """Largest relative increase of neutral perplexity the suppressor may cost."""
-    bisect: bool = True
-    """Narrow the chosen k between grid points."""
-    max_copies: int = 8
-    """Sets measured side by side in one stacked pass."""
-    seed: int = 0
-    """Seeds the random sets."""
-
-    def __post_init__(self) -> None:
-        if not self.k_grid or min(self.k_grid) < 1:
-            raise ValueError(f"k_grid needs positive sizes, got {self.k_grid}")
-        unknown = [i for i in (*self.interventions, self.suppress_with) if i not in INTERVENTIONS]
-        if unknown:
-            raise ValueError(f"unknown interventions {unknown}; choose from {', '.join(INTERVENTIONS)}")
-        if self.n_random < 0 or not 0 < self.target_reduction <= 1 or self.kl_budget <= 0 or self.ppl_budget <= 0:
-            raise ValueError("need n_random >= 0, 0 < target_reduction <= 1, kl_budget > 0 and ppl_budget > 0")
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,20 +15,20 @@ from interp.study.stages_data import behavior_config
 
 
 def causal_setup(c: StudyConfig):
-    from interp.causal.setup import CausalSetup
+    from interp.causal.config import CausalSetup
 
     return CausalSetup(n_contexts=c.n_contexts, n_neutral=c.n_neutral, reference_neutral=c.reference_neutral, seed=c.seed)
 
 
 def screen_config(c: StudyConfig):
-    from interp.causal.screen import ScreenConfig
+    from interp.causal.config import ScreenConfig
 
     return ScreenConfig(n_shortlist=c.screen_shortlist, n_guard=c.screen_guard, n_random=c.screen_random,
                         check_contexts=c.screen_check_contexts, seed=c.seed)
 
 
 def sweep_config(c: StudyConfig):
-    from interp.causal.sweep import SweepConfig
+    from interp.causal.config import SweepConfig
 
     return SweepConfig(k_grid=c.k_grid, n_random=c.n_random, target_reduction=c.target_reduction,
                        kl_budget=c.kl_budget, ppl_budget=c.ppl_budget, seed=c.seed)
@@ -40,11 +40,11 @@ def stage_causal(ctx: StageContext) -> dict[str, Any]:
 
     c: StudyConfig = ctx.config
     result = run_causal(str(ctx.path("merged")), c.model, ctx.path("neurons.csv"), ctx.path("behavior", "writing.jsonl"),
-                        c.behavior, causal_setup(c), screen_config(c), sweep_config(c))
+                        c.target_behavior, causal_setup(c), screen_config(c), sweep_config(c))
     screen_path = result.screen.save(ctx.path("causal", "screen.json"), overwrite=True)
     sweep_path = result.sweep.save(ctx.path("causal", "sweep.json"), overwrite=True)
     return {"outputs": [relative(ctx.out, p) for p in (screen_path, screen_path.with_suffix(".csv"), sweep_path)],
-            "behavior": c.behavior, "check": result.screen.to_dict()["check"], "choice": result.sweep.choice,
+            "behavior": c.target_behavior, "check": result.screen.to_dict()["check"], "choice": result.sweep.choice,
             "random_beaten": result.sweep.random_beaten, "seconds": result.seconds}
 
 
@@ -56,7 +56,7 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
     merged_replies = read_jsonl(ctx.path("behavior", "merged.generations.jsonl"))
     verdict, replies, check = suppress_and_judge(
-        str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"), c.behavior,
+        str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"), c.target_behavior,
         behavior_config(c, c.behavior_samples), causal_setup(c), method=c.export_method, overwrite=True)
     verdict_path = ctx.path("suppression", "verdict.json")
     write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
@@ -83,7 +83,7 @@ def stage_separability(ctx: StageContext) -> dict[str, Any]:
     replies["merged-suppressed"] = [SampledReply(r["key"], int(r["sample"]), (), r["text"])
                                     for r in read_jsonl(ctx.path("suppression", "replies.jsonl"))]
     result = separability(str(ctx.path("merged")), c.model, ctx.path("suppressed"), ctx.path("neurons.csv"), sweep,
-                          replies, Behavior.parse(c.behavior), config, causal_setup(c), samples=c.separability_samples)
+                          replies, Behavior.parse(c.target_behavior), config, causal_setup(c), samples=c.separability_samples)
     path = ctx.path("separability.json")
     write_json_atomic(path, result.to_dict())
     return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence()}

@@ -1,0 +1,105 @@
+"""The causal stages' settings: shared inputs (``CausalSetup``), the screen and the sweep.
+
+Frozen dataclasses with their validation and nothing heavy imported, so ``interp attribute --help``
+and a bad flag are answered before torch loads; the stages that use them live beside this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INTERVENTIONS: tuple[str, ...] = ("mean", "zero", "resample", "patch")
+"""The sweep's interventions: mean, zero and resample ablation, and base-value patching."""
+
+
+@dataclass(frozen=True)
+class CausalSetup:
+    """Sizes of the causal stages' shared inputs."""
+
+    n_contexts: int = 8
+    """Writing contexts (merged replies cut where they start the behaviour) every condition is scored on."""
+    n_neutral: int = 8
+    """Templated neutral chats for the KL / perplexity of every condition."""
+    reference_neutral: int = 32
+    """Neutral chats whose content tokens give the means, mean squares and donor pool."""
+    verdict_neutral: int = 40
+    """Neutral chats, none of them used before, on which the exported suppressor's side effects are measured."""
+    batch_size: int = 8
+    """Rows per forward pass."""
+    seed: int = 0
+    """Seeds the donor pool."""
+
+    def __post_init__(self) -> None:
+        if min(self.n_contexts, self.n_neutral, self.reference_neutral, self.verdict_neutral, self.batch_size) < 1:
+            raise ValueError("every causal setup size must be at least 1")
+
+
+@dataclass(frozen=True)
+class ScreenConfig:
+    """Sizes and thresholds of the screen."""
+
+    n_shortlist: int = 48
+    """Neurons with the most negative mean-ablation estimate verified exactly (behaviour effect and KL)."""
+    n_guard: int = 16
+    """Further neurons taken by the largest sum of |per-position contributions| (cancellation guard)."""
+    n_random: int = 200
+    """Randomly sampled neurons patched exactly, to check the screen for false negatives."""
+    check_contexts: int = 3
+    """Writing contexts of that check (attribution is recomputed on the same ones): it tests the
+    first-order approximation, which needs the same inputs on both sides, not many of them."""
+    kl_floor: float = 1e-4
+    """Added to a neuron's KL in the selectivity ratio (nats per token), so near-zero KLs do not explode it."""
+    load_bearing_kl: float = 0.01
+    """A neuron whose mean ablation alone costs more neutral KL than this is load-bearing."""
+    max_copies: int = 8
+    """Neurons verified side by side in one stacked pass."""
+    seed: int = 0
+    """Seed of the random sample."""
+
+    def __post_init__(self) -> None:
+        if self.n_shortlist < 1 or self.n_random < 0 or self.n_guard < 0 or self.check_contexts < 1:
+            raise ValueError("n_shortlist and check_contexts must be >= 1, n_random and n_guard >= 0")
+        if self.kl_floor <= 0 or self.load_bearing_kl <= 0:
+            raise ValueError("kl_floor and load_bearing_kl must be > 0")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What the sweep measures and what the suppressor must achieve (proxy units)."""
+
+    k_grid: tuple[int, ...] = (1, 3, 10, 30, 100, 300)
+    """Top-k sizes of every ranking."""
+    interventions: tuple[str, ...] = INTERVENTIONS
+    """Interventions shown side by side for the primary ranking (others get only ``suppress_with``)."""
+    side_by_side_k: tuple[int, ...] = (3, 10, 30)
+    """k values at which the other interventions are measured (the suppressor's runs the whole grid)."""
+    suppress_with: str = "mean"
+    """The suppressor's intervention (``mean`` folds into the output bias of an exported model)."""
+    n_random: int = 20
+    """Matched random sets per controlled k."""
+    random_k: tuple[int, ...] = ()
+    """Further k values of the primary ranking that get a random cloud (the chosen k always does)."""
+    control_all_rankings: bool = False
+    """Also draw a random cloud matched to every other ranking's top set at the chosen k."""
+    target_reduction: float = 0.75
+    """Share of the target mass the suppressor must remove at the writing positions (aimed past a 50%
+    behavioural criterion because the proxy transfers to sampled replies only within ~10 points)."""
+    kl_budget: float = 0.05
+    """Largest mean next-token KL on neutral chats (nats per token) the suppressor may cost."""
+    ppl_budget: float = 0.10
+    """Largest relative increase of neutral perplexity the suppressor may cost."""
+    bisect: bool = True
+    """Narrow the chosen k between grid points."""
+    max_copies: int = 8
+    """Sets measured side by side in one stacked pass."""
+    seed: int = 0
+    """Seeds the random sets."""
+
+    def __post_init__(self) -> None:
+        if not self.k_grid or min(self.k_grid) < 1:
+            raise ValueError(f"k_grid needs positive sizes, got {self.k_grid}")
+        unknown = [i for i in (*self.interventions, self.suppress_with) if i not in INTERVENTIONS]
+        if unknown:
+            raise ValueError(f"unknown interventions {unknown}; choose from {', '.join(INTERVENTIONS)}")
+        if self.n_random < 0 or not 0 < self.target_reduction <= 1 or self.kl_budget <= 0 or self.ppl_budget <= 0:
+            raise ValueError("need n_random >= 0, 0 < target_reduction <= 1, kl_budget > 0 and ppl_budget > 0")
