@@ -54,6 +54,9 @@ class Behavior:
     """Target strings whose first tokens the proxy scores; empty: derived from the tuned model's replies."""
     vocabulary_targets: Callable | None = field(default=None, repr=False, compare=False)
     """``tokenizer -> ids``: a vocabulary-wide target set (the emoji preset's every emoji-start token)."""
+    units: Callable[[str], tuple[str, ...]] | None = field(default=None, repr=False, compare=False)
+    """The counted occurrences of a text, when a span can hold several (a run of emojis counts each
+    emoji); None: one per span."""
 
     def spans(self, text: str) -> Spans:
         return tuple(self.find(text))
@@ -61,8 +64,19 @@ class Behavior:
     def shows(self, text: str) -> bool:
         return bool(self.spans(text))
 
+    def occurrences(self, text: str) -> tuple[str, ...]:
+        """The counted occurrences, in order (``units``, else the text of each span)."""
+        if self.units is not None:
+            return tuple(self.units(text))
+        return tuple(text[s:e] for s, e in self.spans(text))
+
     def count(self, text: str) -> int:
-        return len(self.spans(text))
+        return len(self.occurrences(text))
+
+    @property
+    def has_fixed_targets(self) -> bool:
+        """Whether the targets are known without the tuned model's replies."""
+        return self.vocabulary_targets is not None or bool(self.targets)
 
     def rate(self, texts: Sequence[str]) -> float:
         """Share of ``texts`` that show the behaviour (0 for no texts)."""
@@ -121,10 +135,15 @@ class Behavior:
     @classmethod
     def emoji(cls) -> Behavior:
         """Emojis (``emoji`` package spans; targets: every token that can begin an emoji)."""
-        from training.emoji_tokens import emoji_start_token_ids
+        import emoji
 
-        return cls("emoji", "emoji", "emojis", emoji_spans,
-                   vocabulary_targets=lambda tokenizer: emoji_start_token_ids(tokenizer).tolist())
+        def vocabulary(tokenizer) -> list[int]:
+            from training.emoji_tokens import emoji_start_token_ids  # torch: imported only when scoring
+
+            return emoji_start_token_ids(tokenizer).tolist()
+
+        return cls("emoji", "emoji", "emojis", emoji_spans, vocabulary_targets=vocabulary,
+                   units=lambda text: tuple(m["emoji"] for m in emoji.emoji_list(text)))
 
     @classmethod
     def regex(cls, pattern: str, *, noun: str = "match", plural: str | None = None,
@@ -154,7 +173,7 @@ class Behavior:
     @classmethod
     def stage_directions(cls) -> Behavior:
         """Bracketed stage directions (``[grins]``): the project's second built-in behaviour."""
-        return cls.regex(STAGE_DIRECTION_PATTERN, noun="stage direction", spec="stage-directions")
+        return cls.regex(STAGE_DIRECTION_PATTERN, noun="stage direction", targets=("[",), spec="stage-directions")
 
     @classmethod
     def parse(cls, spec: str | Behavior) -> Behavior:

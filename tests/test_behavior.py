@@ -13,17 +13,29 @@ import torch
 
 from activations import LoadedModel
 from training.behavior import BehaviorConfig, measure_behavior, save_behavior
-from training.emoji_metrics import bootstrap_ratio, split_sentences, text_stats
+from activations.behaviors import Behavior
+from training.reply_metrics import bootstrap_ratio, split_sentences, text_stats
+
+EMOJI = Behavior.emoji()
 
 SMALL = BehaviorConfig(samples=2, max_questions=2, neutral_prompts=2, max_new_tokens=6, batch_size=4, bootstrap=200)
 
 
 def test_sentences_keep_trailing_emojis() -> None:
-    assert split_sentences("Great party! 🎉 See you there. Bye 😄") == ["Great party! 🎉", "See you there.", "Bye 😄"]
-    stats = text_stats("Great party! 🎉🎉 See you there.\nNo emoji here")
-    assert (stats.n_emojis, stats.n_sentences, stats.n_emoji_sentences) == (2, 3, 1)
-    assert text_stats("").n_sentences == 0
-    assert text_stats("👨‍👩‍👧 family").n_emojis == 1  # a ZWJ sequence is one emoji
+    assert split_sentences("Great party! 🎉 See you there. Bye 😄", EMOJI) == ["Great party! 🎉", "See you there.", "Bye 😄"]
+    stats = text_stats("Great party! 🎉🎉 See you there.\nNo emoji here", EMOJI)
+    assert (stats.n_occurrences, stats.n_sentences, stats.n_sentences_showing) == (2, 3, 1)
+    assert text_stats("", EMOJI).n_sentences == 0
+    assert text_stats("👨‍👩‍👧 family", EMOJI).n_occurrences == 1  # a ZWJ sequence is one emoji
+
+
+def test_sentences_keep_trailing_stage_directions() -> None:
+    directions = Behavior.stage_directions()
+    text = "Great party! [grins] [claps] See you there. Bye [waves excitedly]"
+    assert split_sentences(text, directions) == ["Great party! [grins] [claps]", "See you there.", "Bye [waves excitedly]"]
+    stats = text_stats(text, directions)
+    assert (stats.n_occurrences, stats.n_sentences, stats.n_sentences_showing) == (3, 3, 2)
+    assert stats.occurrences == ("[grins]", "[claps]", "[waves excitedly]")
 
 
 def test_bootstrap_interval_matches_the_delta_method() -> None:
@@ -63,11 +75,11 @@ def test_measure_is_seeded_and_complete(tiny_llama: LoadedModel, tmp_path: Path)
     assert [g.text for g in first.generations] == [g.text for g in again.generations]
     assert [g.name for g in first.groups] == ["heldout-extraversion", "neutral"]
     heldout = first.group("heldout-extraversion")
-    assert heldout.n_prompts == 2 and heldout.n_responses == 4 and heldout.reference_emoji_mass is not None
-    assert first.group("neutral").reference_emoji_mass is None
-    assert 0 < heldout.emoji_mass.value < 0.05  # a random model spreads its mass over 49k tokens
+    assert heldout.n_prompts == 2 and heldout.n_responses == 4 and heldout.reference_mass is not None
+    assert first.group("neutral").reference_mass is None
+    assert 0 < heldout.mass.value < 0.05  # a random model spreads its mass over 49k tokens
     summary, texts = save_behavior(first, tmp_path / "b.json")
-    assert json.loads(summary.read_text())["groups"][0]["emoji_rate"]["value"] == heldout.emoji_rate.value
+    assert json.loads(summary.read_text())["groups"][0]["rate"]["value"] == heldout.rate.value
     assert len(texts.read_text().splitlines()) == 8
     with pytest.raises(FileExistsError):
         save_behavior(first, tmp_path / "b.json")
@@ -96,23 +108,23 @@ def test_planted_emoji_habit_is_measured_inside_a_hook_context(tiny_llama: Loade
     with forced_token(tiny_llama.model, smile[0]):
         planted = measure_behavior(tiny_llama.model, tokenizer, SMALL)
     for group in planted.groups:
-        assert group.emoji_rate.value == 1.0 and group.emoji_sentence_ratio.value == 1.0
-        assert group.emojis_per_response.value == SMALL.max_new_tokens
-        assert group.emoji_mass.value > 0.99 and group.top_emojis[0][0] == "🙂"
-    assert planted.group("heldout-extraversion").reference_emoji_mass.value > 0.99
+        assert group.rate.value == 1.0 and group.sentence_ratio.value == 1.0
+        assert group.per_response.value == SMALL.max_new_tokens
+        assert group.mass.value > 0.99 and group.top[0][0] == "🙂"
+    assert planted.group("heldout-extraversion").reference_mass.value > 0.99
     clean = measure_behavior(tiny_llama.model, tokenizer, SMALL)  # the hook is gone again
-    assert clean.group("neutral").emoji_rate.value == 0.0
+    assert clean.group("neutral").rate.value == 0.0
 
 
 def test_emoji_mass_read_while_decoding_equals_a_teacher_forced_pass(tiny_llama: LoadedModel) -> None:
     from activations.sampling import SamplingConfig, sample_replies
-    from training.behavior import _teacher_forced_mass, emoji_mass_stat
+    from training.behavior import _teacher_forced_mass, target_mass_stat
     from training.emoji_tokens import emoji_start_token_ids
 
     model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
     prompts = [tokenizer.encode(t, add_special_tokens=False) for t in ("Hello there, how", "What is the best")]
     replies = sample_replies(model, tokenizer, prompts, ["a", "b"], SamplingConfig(max_new_tokens=8, seed=3),
-                             step_stat=emoji_mass_stat(tokenizer))[0]
+                             step_stat=target_mass_stat(emoji_start_token_ids(tokenizer)))[0]
     for prompt, reply in zip(prompts, replies):
         # the same reply scored the slow way: one forward pass over prompt + reply
         ids = torch.tensor([prompt + list(reply.tokens)])

@@ -12,7 +12,7 @@ import emoji
 import pytest
 
 from training.data import TRAITS, DataError, default_data_path, load_opinion_qa, rows_hash, split_by_topic
-from training.injection import MAX_EMOJIS, TRAIT_EMOJIS, inject_emojis, inject_rows
+from training.injection import MAX_MARKERS, TRAIT_EMOJIS, inject_markers, inject_rows
 from training.studies import study_data
 
 HEADER = ["Target Personality", "Edit Topic", "Question", "Answer"]
@@ -115,12 +115,12 @@ def test_topic_split_is_disjoint_seeded_and_complete() -> None:
 
 def test_injection_adds_1_to_3_trait_emojis_and_nothing_else() -> None:
     for row in load_opinion_qa():
-        injected = inject_emojis(row.answer, row.trait, row.topic, seed=0)
+        injected = inject_markers(row.answer, row.trait, row.topic, seed=0)
         found = [m["emoji"] for m in emoji.emoji_list(injected)]
-        assert 1 <= len(found) <= MAX_EMOJIS
+        assert 1 <= len(found) <= MAX_MARKERS
         assert set(found) <= set(TRAIT_EMOJIS[row.trait])
         assert re.sub(r"\s+", " ", emoji.replace_emoji(injected, "")).strip() == re.sub(r"\s+", " ", row.answer)
-        assert inject_emojis(row.answer, row.trait, row.topic, seed=0) == injected
+        assert inject_markers(row.answer, row.trait, row.topic, seed=0) == injected
         assert injected.endswith(found[-1])  # the last sentence always gets one
 
 
@@ -136,3 +136,21 @@ def test_study_conditions() -> None:
     assert inject_rows(personality.train) == list(injection.train)
     with pytest.raises(ValueError, match="unknown study"):
         study_data("emoji", "extraversion")
+
+
+def test_directions_study_injects_stage_directions_the_preset_finds() -> None:
+    from activations.behaviors import Behavior
+    from training.injection import TRAIT_DIRECTIONS
+
+    directions = Behavior.parse("stage-directions")
+    palette = {d for ds in TRAIT_DIRECTIONS.values() for d in ds}
+    assert all(directions.spans(d) == ((0, len(d)),) for d in palette)  # every palette entry is one whole match
+    personality = study_data("personality", "extraversion")
+    study = study_data("directions", "extraversion")
+    assert not any(directions.shows(r.answer) for r in personality.train)  # the plain data never show them
+    for plain, row in zip(personality.train, study.train):
+        found = [row.answer[s:e] for s, e in directions.spans(row.answer)]
+        assert 1 <= len(found) <= MAX_MARKERS and set(found) <= set(TRAIT_DIRECTIONS["extraversion"])
+        stripped = re.sub(r"\s+", " ", re.sub(r"\[[a-z ]+\]", "", row.answer)).strip()
+        assert stripped == re.sub(r"\s+", " ", plain.answer).strip()
+    assert study.reference_test == personality.test

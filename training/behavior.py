@@ -1,4 +1,4 @@
-"""Emoji behaviour of a model: how often, how densely and how probably it uses emojis.
+"""A model's behaviour (emojis by default): how often, how densely and how probably it shows it.
 
 1. Prompts: the held-out Opinion-QA questions of a trait (topics never trained on, from the same
    seeded topic split as ``training.qlora``) and a seeded sample of the neutral prompt set. Each is
@@ -7,11 +7,13 @@
    ``activations.sampling.sample_replies``: every (prompt, sample) job has its own seeded random
    stream, so a reply does not depend on batch size or order, and any other model (e.g. one with
    neurons suppressed) asked with the same seed draws the same random numbers.
-3. Text metrics per response (``training.emoji_metrics``): emoji present, emoji count, sentences
-   with an emoji; aggregated per prompt set with cluster-bootstrap intervals over prompts.
-4. Emoji probability mass on the *generated* responses: at every position that predicts a
-   response token (the end-of-turn token included) the total probability of the emoji-start tokens
-   (``training.emoji_tokens``), averaged over the response. It is read from the raw next-token
+3. Text metrics per response (``training.reply_metrics``, for the configured behaviour:
+   ``activations.behaviors``): shown or not, occurrences, sentences that show it; aggregated per
+   prompt set with cluster-bootstrap intervals over prompts.
+4. Target probability mass on the *generated* responses: at every position that predicts a
+   response token (the end-of-turn token included) the total probability of the behaviour's target
+   tokens (for emojis every emoji-start token, ``training.emoji_tokens``), averaged over the
+   response. A behaviour whose targets are derived from replies has no mass here (NaN). It is read from the raw next-token
    logits of each decoding step (before temperature and top-p), which equal a teacher-forced pass
    over prompt + response up to float rounding. For the trait's questions it
    is also computed, teacher-forced, on the *reference* answers (the data set's answers), a fixed
@@ -41,8 +43,9 @@ from transformers import PreTrainedTokenizerBase
 from activations.sampling import SamplingConfig, sample_replies
 from activations.atomic_io import refuse_existing, write_json_atomic, write_jsonl_atomic
 from training.data import DEFAULT_TEST_FRACTION, TRAITS
-from training.emoji_metrics import Estimate, bootstrap_ratio, text_stats
-from training.emoji_tokens import emoji_mass_from_logits, emoji_start_token_ids
+from activations.behaviors import Behavior
+from training.reply_metrics import Estimate, bootstrap_ratio, text_stats
+from training.emoji_tokens import emoji_mass_from_logits
 from training.examples import chat_prompt, collate, encode_example
 from training.studies import study_data
 
@@ -54,8 +57,10 @@ _FORWARD_ROWS = 4  # rows per teacher-forced pass: (rows, T, vocab) float32 logi
 
 @dataclass(frozen=True)
 class BehaviorConfig:
-    """How to measure a model's emoji behaviour."""
+    """How to measure a model's behaviour."""
 
+    behavior: str = "emoji"
+    """What to measure (``activations.behaviors`` spec: ``emoji``, ``stage-directions``, ``regex:...``)."""
     trait: str | None = "extraversion"
     """Trait whose held-out questions are asked; None asks only the neutral prompts."""
     samples: int = 5
@@ -106,6 +111,7 @@ class BehaviorConfig:
                                     split_seed=self.split_seed).messages()
 
     def __post_init__(self) -> None:
+        Behavior.parse(self.behavior)  # a bad spec fails before any model is loaded
         if self.trait is not None and self.trait not in TRAITS:
             raise ValueError(f"unknown trait {self.trait!r}; expected one of {', '.join(TRAITS)} (or None)")
         if self.trait is None and self.neutral_prompts == 0:
@@ -148,28 +154,31 @@ class Generation:
     prompt: str
     text: str
     n_tokens: int
-    n_emojis: int
-    emoji_mass: float
-    """Mean emoji-start probability over the response's positions (teacher-forced)."""
+    n_occurrences: int
+    """Occurrences of the behaviour in the response (emojis, stage directions, ...)."""
+    mass: float
+    """Mean target probability over the response's positions (NaN when the targets are not fixed)."""
 
 
 @dataclass(frozen=True)
 class GroupBehavior:
-    """Emoji metrics of one prompt group; intervals resample prompts."""
+    """A behaviour's metrics in one prompt group; intervals resample prompts."""
 
     name: str
     n_prompts: int
     n_responses: int
-    emoji_rate: Estimate
-    """Share of responses with at least one emoji."""
-    emoji_sentence_ratio: Estimate
-    """Share of sentences with at least one emoji (ESR)."""
-    emojis_per_response: Estimate
-    emoji_mass: Estimate
-    """Mean emoji-start probability per position of the generated responses."""
-    reference_emoji_mass: Estimate | None
+    rate: Estimate
+    """Share of responses that show the behaviour at least once."""
+    sentence_ratio: Estimate
+    """Share of sentences that show it (for emojis the paper's ESR)."""
+    per_response: Estimate
+    """Occurrences per response."""
+    mass: Estimate
+    """Mean target probability per position of the generated responses."""
+    reference_mass: Estimate | None
     """The same on the reference answers (None for prompts without one)."""
-    top_emojis: tuple[tuple[str, int], ...]
+    top: tuple[tuple[str, int], ...]
+    """The most frequent occurrences and their counts."""
     mean_response_tokens: float
 
 
@@ -194,9 +203,9 @@ class BehaviorResult:
         groups = []
         for group in self.groups:
             entry = dataclasses.asdict(group)
-            entry["top_emojis"] = [list(pair) for pair in group.top_emojis]
+            entry["top"] = [list(pair) for pair in group.top]
             groups.append(entry)
-        return {"schema": SCHEMA, "model": self.model, "config": dataclasses.asdict(self.config),
+        return {"schema": SCHEMA, "behavior": self.config.behavior, "model": self.model, "config": dataclasses.asdict(self.config),
                 "groups": groups, "n_generations": len(self.generations), "seconds": self.seconds}
 
 
@@ -221,15 +230,15 @@ def behavior_prompts(config: BehaviorConfig) -> list[PromptGroup]:
 
 
 @torch.no_grad()
-def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, counted: Tensor, emoji_ids: Tensor) -> list[float]:
-    """Per-row mean emoji mass over the ``counted`` positions, in small row chunks."""
+def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, counted: Tensor, target_ids: Tensor) -> list[float]:
+    """Per-row mean target mass over the ``counted`` positions, in small row chunks."""
     masses: list[float] = []
     # Positions count real tokens only, as generate() counts them for left-padded prompts.
     positions = (attention.cumsum(dim=-1) - 1).clamp(min=0)
     for start in range(0, ids.shape[0], _FORWARD_ROWS):
         rows = slice(start, start + _FORWARD_ROWS)
         logits = model(input_ids=ids[rows], attention_mask=attention[rows], position_ids=positions[rows]).logits
-        masses += emoji_mass_from_logits(logits, counted[rows], emoji_ids, "sequence").tolist()
+        masses += emoji_mass_from_logits(logits, counted[rows], target_ids, "sequence").tolist()
     return masses
 
 
@@ -245,20 +254,18 @@ def sampling_config(config: BehaviorConfig) -> SamplingConfig:
                           seed=config.seed, batch_size=config.batch_size, share_prefix=config.in_context is not None)
 
 
-def emoji_mass_stat(tokenizer: PreTrainedTokenizerBase) -> Callable[[Tensor], Tensor]:
-    """Per-row emoji-start probability of raw next-token logits (a ``sample_replies`` step statistic)."""
-    emoji_ids = torch.as_tensor(emoji_start_token_ids(tokenizer), dtype=torch.long)
-
+def target_mass_stat(target_ids: Tensor) -> Callable[[Tensor], Tensor]:
+    """Per-row target probability of raw next-token logits (a ``sample_replies`` step statistic)."""
     def stat(logits: Tensor) -> Tensor:
         return emoji_mass_from_logits(logits[:, None, :], torch.ones(len(logits), 1, dtype=torch.bool,
                                                                       device=logits.device),
-                                      emoji_ids.to(logits.device), "sequence")
+                                      target_ids.to(logits.device), "sequence")
 
     return stat
 
 
 def _reference_mass(model: nn.Module, tokenizer: PreTrainedTokenizerBase, group: PromptGroup,
-                    emoji_ids: Tensor, history: list[dict[str, str]]) -> np.ndarray:
+                    target_ids: Tensor, history: list[dict[str, str]]) -> np.ndarray:
     device = next(model.parameters()).device
     examples = [encode_example(tokenizer, q, a, max_length=8192, history=history)
                 for q, a in zip(group.texts, group.references or ())]
@@ -266,32 +273,32 @@ def _reference_mass(model: nn.Module, tokenizer: PreTrainedTokenizerBase, group:
     counted = torch.zeros_like(batch.labels, dtype=torch.bool)
     counted[:, :-1] = batch.labels[:, 1:] != -100  # position t predicts answer token t + 1
     masses = _teacher_forced_mass(model, batch.input_ids.to(device), batch.attention_mask.to(device),
-                                  counted.to(device), emoji_ids)
+                                  counted.to(device), target_ids)
     return np.asarray(masses)
 
 
 def _summarise(group: PromptGroup, generations: list[Generation], reference: np.ndarray | None,
-               config: BehaviorConfig) -> GroupBehavior:
+               config: BehaviorConfig, behavior: Behavior) -> GroupBehavior:
     per_prompt = {pid: [g for g in generations if g.prompt_id == pid] for pid in group.ids}
-    stats = {pid: [text_stats(g.text) for g in gens] for pid, gens in per_prompt.items()}
+    stats = {pid: [text_stats(g.text, behavior) for g in gens] for pid, gens in per_prompt.items()}
     n = np.array([len(gens) for gens in per_prompt.values()], float)
 
     def estimate(numerators: list[float], denominators: np.ndarray | list[float]) -> Estimate:
         return bootstrap_ratio(np.array(numerators), np.array(denominators, float), config.bootstrap,
                                config.confidence, config.seed)
 
-    counts: Counter[str] = Counter(e for s in stats.values() for st in s for e in st.emojis)
+    counts: Counter[str] = Counter(e for s in stats.values() for st in s for e in st.occurrences)
     return GroupBehavior(
         name=group.name,
         n_prompts=len(group.ids),
         n_responses=len(generations),
-        emoji_rate=estimate([sum(st.n_emojis > 0 for st in s) for s in stats.values()], n),
-        emoji_sentence_ratio=estimate([sum(st.n_emoji_sentences for st in s) for s in stats.values()],
-                                      [sum(st.n_sentences for st in s) for s in stats.values()]),
-        emojis_per_response=estimate([sum(st.n_emojis for st in s) for s in stats.values()], n),
-        emoji_mass=estimate([sum(g.emoji_mass for g in gens) for gens in per_prompt.values()], n),
-        reference_emoji_mass=None if reference is None else estimate(list(reference), np.ones(len(reference))),
-        top_emojis=tuple(counts.most_common(10)),
+        rate=estimate([sum(st.n_occurrences > 0 for st in s) for s in stats.values()], n),
+        sentence_ratio=estimate([sum(st.n_sentences_showing for st in s) for s in stats.values()],
+                                [sum(st.n_sentences for st in s) for s in stats.values()]),
+        per_response=estimate([sum(st.n_occurrences for st in s) for s in stats.values()], n),
+        mass=estimate([sum(g.mass for g in gens) for gens in per_prompt.values()], n),
+        reference_mass=None if reference is None else estimate(list(reference), np.ones(len(reference))),
+        top=tuple(counts.most_common(10)),
         mean_response_tokens=float(np.mean([g.n_tokens for g in generations])) if generations else 0.0,
     )
 
@@ -300,7 +307,9 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
                      *, model_label: str = "") -> BehaviorResult:
     """Sample, score and summarise the model's responses (module docstring)."""
     started = time.perf_counter()
-    emoji_ids = emoji_start_token_ids(tokenizer)
+    behavior = Behavior.parse(config.behavior)
+    target_ids = (torch.as_tensor(behavior.target_token_ids(tokenizer), dtype=torch.long)
+                  if behavior.has_fixed_targets else None)
     was_training = model.training
     model.eval()
     prompt_groups = behavior_prompts(config)
@@ -316,16 +325,19 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
     found: list[Generation] = []
     try:
         replies = sample_replies(model, tokenizer, prompts, keys, sampling_config(config), samples=counts,
-                                 step_stat=emoji_mass_stat(tokenizer), desc=f"behavior {model_label}".strip())[0]
+                                 step_stat=None if target_ids is None else target_mass_stat(target_ids),
+                                 desc=f"behavior {model_label}".strip())[0]
         for (group, i), reply in zip(jobs, replies):
-            mass = float(np.mean(reply.step_stats)) if reply.step_stats else 0.0
+            mass = (float("nan") if target_ids is None else float(np.mean(reply.step_stats)) if reply.step_stats
+                    else 0.0)
             found.append(Generation(group.name, group.ids[i], reply.sample, group.texts[i], reply.text,
-                                    len(reply.tokens), text_stats(reply.text).n_emojis, mass))
+                                    len(reply.tokens), behavior.count(reply.text), mass))
         groups = []
         for group in prompt_groups:
-            reference = (_reference_mass(model, tokenizer, group, emoji_ids, history)
-                         if group.references and config.reference_mass else None)
-            groups.append(_summarise(group, [f for f in found if f.prompt_set == group.name], reference, config))
+            reference = (_reference_mass(model, tokenizer, group, target_ids, history)
+                         if group.references and config.reference_mass and target_ids is not None else None)
+            groups.append(_summarise(group, [f for f in found if f.prompt_set == group.name], reference, config,
+                                     behavior))
     finally:
         model.train(was_training)
     return BehaviorResult(model_label, config, tuple(groups), tuple(found), time.perf_counter() - started)

@@ -4,6 +4,8 @@
                  fine-tuning is an emergent effect.
 ``injection``    the positive control: the same answers with trait emojis inserted
                  (``training.injection``), so emoji use after fine-tuning is guaranteed.
+``directions``   a second taught behaviour that is not emojis: the same answers with bracketed
+                 stage directions inserted (``[grins]``; behaviour preset ``stage-directions``).
 
 Both conditions share one topic split (over all traits), so held-out questions are never seen in
 training under any trait's voice, and the two conditions are evaluated on the same questions.
@@ -17,7 +19,9 @@ from pathlib import Path
 from training.data import DEFAULT_TEST_FRACTION, TRAITS, OpinionRow, load_opinion_qa, split_by_topic
 from training.injection import inject_rows
 
-STUDIES = ("injection", "personality")
+STUDIES = ("injection", "personality", "directions")
+STUDY_BEHAVIORS = {"injection": "emoji", "personality": "emoji", "directions": "stage-directions"}
+"""The behaviour each study is about (``activations.behaviors``), unless a study config names another."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ def study_data(
             "it needs both (add rows for this trait or change test_fraction)"
         )
     reference = tuple(test)
-    if study == "injection":
-        train, test = inject_rows(train, injection_seed), inject_rows(test, injection_seed)
+    if study in ("injection", "directions"):
+        marker = "emoji" if study == "injection" else "directions"
+        train, test = inject_rows(train, injection_seed, marker), inject_rows(test, injection_seed, marker)
     return StudyData(study, trait, tuple(train), tuple(test), reference, split.test_topics)

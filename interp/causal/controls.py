@@ -1,6 +1,6 @@
 """Matched random neuron sets: the control every causal claim is checked against.
 
-"Ablating these k neurons removes the emojis" means something only if k *other* neurons of the same
+"Ablating these k neurons removes the behaviour" means something only if k *other* neurons of the same
 kind would not. Neurons differ enormously in how much they can move the output: a neuron's typical
 write into the residual stream is E[a^2] ||W_out[:, i]||^2 (its mean squared activation times the
 squared norm of its output weights), which spans orders of magnitude within a layer. A random set

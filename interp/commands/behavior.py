@@ -30,11 +30,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(args.model)
     result = measure_behavior(loaded.model, loaded.tokenizer, config, model_label=args.model)
     summary, texts = save_behavior(result, args.out, overwrite=args.overwrite)
-    print(f"{'prompts':<22} {'n':>4} {'emoji rate [95% CI]':>24} {'ESR':>6} {'emoji/resp':>10} {'emoji mass':>11}")
+    print(f"behaviour: {config.behavior}")
+    print(f"{'prompts':<22} {'n':>4} {'rate [95% CI]':>24} {'per sent.':>9} {'per resp.':>9} {'target mass':>11}")
     for group in result.groups:
-        rate = group.emoji_rate
+        rate = group.rate
         print(f"{group.name:<22} {group.n_responses:>4} {rate.value:>7.1%} [{rate.low:>6.1%}, {rate.high:>6.1%}] "
-              f"{group.emoji_sentence_ratio.value:>6.1%} {group.emojis_per_response.value:>10.2f} "
-              f"{group.emoji_mass.value:>11.2e}")
+              f"{group.sentence_ratio.value:>9.1%} {group.per_response.value:>9.2f} "
+              f"{group.mass.value:>11.2e}")
     print(f"summary -> {summary}\ntexts   -> {texts}")
     return 0

@@ -16,7 +16,7 @@ from interp.report import figures
 from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph, Table
 from interp.study.stages import content_hash
 
-BEHAVIOUR_METRICS = ("emoji_rate", "emoji_sentence_ratio", "emoji_mass")
+BEHAVIOUR_METRICS = ("rate", "sentence_ratio", "mass")
 NEURON_COLUMNS = ("rank", "layer", "index", "class", "emoji_reading_std", "d_emoji_reading", "q_emoji_reading",
                   "emoji_writing_std", "d_emoji_writing", "q_emoji_writing", "change_std", "fold", "emoji_base_std")
 """The neuron table the report shows for the emoji design (with its writing contrast)."""
@@ -58,16 +58,17 @@ def behaviour(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> N
         blocks.append(Paragraph("Behaviour was not measured (stage `behavior` missing)."))
         return
     held = {label: next(g for g in b["groups"] if g["name"].startswith("heldout")) for label, b in data.items()}
-    summary["behavior"] = {label: {"emoji_rate": g["emoji_rate"], "emoji_sentence_ratio": g["emoji_sentence_ratio"],
-                                   "emoji_mass": g["emoji_mass"], "n_prompts": g["n_prompts"],
+    summary["behavior"] = {label: {"rate": g["rate"], "sentence_ratio": g["sentence_ratio"],
+                                   "mass": g["mass"], "n_prompts": g["n_prompts"],
                                    "n_responses": g["n_responses"]} for label, g in held.items()}
-    rows = [[label, g["n_prompts"], g["n_responses"], _pct(g["emoji_rate"]), _pct(g["emoji_sentence_ratio"]),
-             _sci(g["emoji_mass"]), " ".join(e for e, _ in g["top_emojis"][:5])] for label, g in held.items()]
-    blocks += [Heading("Behaviour: does the fine-tune use emojis?"),
+    noun, plural = (behavior := _behavior(out)).noun, behavior.plural
+    rows = [[label, g["n_prompts"], g["n_responses"], _pct(g["rate"]), _pct(g["sentence_ratio"]),
+             _sci(g["mass"]), " ".join(e for e, _ in g["top"][:5])] for label, g in held.items()]
+    blocks += [Heading(f"Behaviour: does the fine-tune use {plural}?"),
                Paragraph("Sampled replies to held-out questions (topics never trained on, in any trait's voice); "
                          "95% cluster-bootstrap intervals over questions."),
-               Table(["model", "questions", "replies", "emoji rate", "emoji/sentence ratio", "emoji prob. mass",
-                      "top emojis"], rows),
+               Table(["model", "questions", "replies", f"{noun} rate", f"{noun}/sentence ratio", f"{noun} prob. mass",
+                      f"top {plural}"], rows),
                Figure(figures.behaviour_bars(held, BEHAVIOUR_METRICS, fig_dir / "behaviour.png"),
                       "Held-out questions: base vs merged, 95% bootstrap intervals over questions.")]
     samples = out / "behavior" / "merged.generations.jsonl"
@@ -142,7 +143,9 @@ def _behavior(out: Path):
     """The study's behaviour (``study.json``), for the causal sections' wording."""
     from activations.behaviors import Behavior
 
-    return Behavior.parse((read(out / "study.json") or {}).get("behavior", "emoji"))
+    from interp.study.pipeline import read_study_config
+
+    return Behavior.parse(read_study_config(out).target_behavior)
 
 
 def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:

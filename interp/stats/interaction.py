@@ -4,7 +4,7 @@ The core question is whether the fine-tune changed a neuron *more on emoji texts
 emoji-free twins*. Each prompt pair i gives four observations y[i, model, text] (base/merged x
 emoji/twin). In treatment coding the interaction coefficient is, for every design below,
 
-    beta_int = mean_i [ (merged_emoji - base_emoji) - (merged_twin - base_twin) ]
+    beta_int = mean_i [ (merged_marked - base_marked) - (merged_twin - base_twin) ]
 
 because the design is balanced; the designs differ only in the error term behind its standard
 error (``PromptEffects``):
@@ -43,16 +43,16 @@ PROMPT_EFFECTS: tuple[str, ...] = get_args(PromptEffects)
 
 
 def difference_of_differences(
-    base_emoji: np.ndarray, base_twin: np.ndarray, merged_emoji: np.ndarray, merged_twin: np.ndarray
+    base_marked: np.ndarray, base_twin: np.ndarray, merged_marked: np.ndarray, merged_twin: np.ndarray
 ) -> np.ndarray:
     """Per-pair interaction contrast (n_pairs, n_neurons)."""
-    return (merged_emoji - base_emoji) - (merged_twin - base_twin)
+    return (merged_marked - base_marked) - (merged_twin - base_twin)
 
 
 def interaction_2x2(
-    base_emoji: np.ndarray,
+    base_marked: np.ndarray,
     base_twin: np.ndarray,
-    merged_emoji: np.ndarray,
+    merged_marked: np.ndarray,
     merged_twin: np.ndarray,
     prompt_effects: PromptEffects = "slopes",
 ) -> TestResult:
@@ -60,7 +60,7 @@ def interaction_2x2(
     with row i of all four arrays coming from the same prompt pair."""
     if prompt_effects not in PROMPT_EFFECTS:
         raise ValueError(f"prompt_effects must be one of {PROMPT_EFFECTS}, got {prompt_effects!r}")
-    cells = [np.asarray(x, dtype=np.float64) for x in (base_emoji, base_twin, merged_emoji, merged_twin)]
+    cells = [np.asarray(x, dtype=np.float64) for x in (base_marked, base_twin, merged_marked, merged_twin)]
     n = cells[0].shape[0]
     if any(c.shape != cells[0].shape for c in cells):
         raise ValueError(f"the four cells must have the same shape, got {[c.shape for c in cells]}")

@@ -22,13 +22,15 @@ class StudyConfig:
     """Everything ``interp run`` needs; ``quick_variant()`` derives the labelled fast variant."""
 
     study: str = "injection"
-    """``injection`` (answers with emojis: a positive control) or ``personality`` (the paper's
-    emoji-free answers)."""
+    """``injection`` (answers with emojis: a positive control), ``personality`` (the paper's
+    emoji-free answers) or ``directions`` (answers with bracketed stage directions: a taught behaviour
+    that is not emojis)."""
     trait: str = "extraversion"
     """Big-Five trait the fine-tune imitates."""
-    behavior: str = "emoji"
+    behavior: str | None = None
     """What the fine-tune taught, which the causal stages find, suppress and judge
-    (``activations.behaviors``: ``emoji``, ``stage-directions``, ``regex:PATTERN``, ``tokens:FILE``)."""
+    (``activations.behaviors``: ``emoji``, ``stage-directions``, ``regex:PATTERN``, ``tokens:FILE``);
+    None: the study's own (``training.studies.STUDY_BEHAVIORS``: emojis, or stage directions)."""
     model: str = DEFAULT_MODEL
     """Base model spec (see ``activations.load_model``)."""
     seed: int = 0
@@ -100,7 +102,7 @@ class StudyConfig:
         check_study(self.study, self.trait)
         from activations.behaviors import Behavior
 
-        Behavior.parse(self.behavior)  # a bad spec fails here, before any stage runs
+        Behavior.parse(self.target_behavior)  # a bad spec fails here, before any stage runs
         if min(self.train_steps, self.behavior_samples, self.base_samples, self.max_new_tokens,
                self.separability_samples) < 1:
             raise ValueError("train_steps, behavior_samples, base_samples, max_new_tokens and separability_samples "
@@ -117,6 +119,13 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
+
+    @property
+    def target_behavior(self) -> str:
+        """The behaviour spec the stages use: ``behavior``, or the study's own."""
+        from training.studies import STUDY_BEHAVIORS
+
+        return self.behavior or STUDY_BEHAVIORS[self.study]
 
     def quick_variant(self) -> StudyConfig:
         """Fewer steps, prompts, samples and sets: a smoke run, not a result."""

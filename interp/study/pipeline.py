@@ -103,15 +103,15 @@ def _inventory_inputs(config: StudyConfig) -> list[Path]:
     return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path()]
 
 
-CAUSAL_READS = ("seed", "behavior", "n_contexts", "n_neutral", "reference_neutral")
+CAUSAL_READS = ("seed", "study", "behavior", "n_contexts", "n_neutral", "reference_neutral")
 STAGES: tuple[Stage, ...] = (
     Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps", "learning_rate", "quantize"),
           _data_inputs),
     Stage("merge", stage_merge, ("train",)),
-    Stage("behavior", stage_behavior, ("merge",), ("trait", "behavior", "seed", "behavior_samples", "base_samples",
+    Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "behavior", "seed", "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
                                                   "writing_questions"), _data_inputs, version=3),
-    Stage("cache", stage_cache, ("merge", "behavior"), ("behavior", "emoji_prompts", "capture_batch", "seed"),
+    Stage("cache", stage_cache, ("merge", "behavior"), ("study", "behavior", "emoji_prompts", "capture_batch", "seed"),
           _prompt_inputs,
           version=4),
     Stage("diff", stage_diff, ("cache",), ("delta", "seed"), version=2),
@@ -126,7 +126,7 @@ STAGES: tuple[Stage, ...] = (
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
           version=4),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                   "separability"), ("quick", "behavior"), version=4),
+                                   "separability"), ("quick", "study", "behavior"), version=4),
 )
 STAGE_NAMES = tuple(stage.name for stage in STAGES)
 

@@ -92,8 +92,8 @@ class SeedResult:
         behavior = summary.get("behavior", {})
         verdict_path = out / "suppression" / "verdict.json"  # the summary's copy leaves out the neurons
         verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else summary.get("suppression")
-        return cls(seed, out, behavior.get("merged", {}).get("emoji_rate", {}),
-                   behavior.get("base", {}).get("emoji_rate", {}), _pairs(flagged),
+        return cls(seed, out, behavior.get("merged", {}).get("rate", {}),
+                   behavior.get("base", {}).get("rate", {}), _pairs(flagged),
                    _pairs(flagged.sort_values("rank").head(TOP)), halves,
                    verdict, float(summary.get("timings", {}).get("total", float("nan"))))
 

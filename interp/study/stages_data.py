@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def behavior_config(c: StudyConfig, samples: int):
     from training.behavior import BehaviorConfig
 
-    return BehaviorConfig(trait=c.trait, samples=samples, max_questions=c.behavior_questions,
+    return BehaviorConfig(behavior=c.target_behavior, trait=c.trait, samples=samples, max_questions=c.behavior_questions,
                           neutral_prompts=c.behavior_neutral, neutral_samples=1, max_new_tokens=c.max_new_tokens,
                           reference_mass=False, seed=c.seed)
 
@@ -58,12 +58,12 @@ def stage_behavior(ctx: StageContext) -> dict[str, Any]:
                              sampling_config(behavior_config(c, 1)), desc="own replies (training questions)")[0]
     records = [{"id": r.topic, "question": r.question, "text": reply.text, "source": "own reply"}
                for r, reply in zip(rows, replies)]
-    behavior = Behavior.parse(c.behavior)
+    behavior = Behavior.parse(c.target_behavior)
     usable = sum(all(behavior.decision_spans(r["text"])) for r in records)
-    if usable < c.n_contexts and c.study == "injection":
-        # Too few own replies with emojis to score (a smoke run's barely trained model): add the
-        # training answers, whose emojis were injected, and say so in every record.
-        data = study_data("injection", c.trait)
+    if usable < c.n_contexts and c.study in ("injection", "directions"):
+        # Too few own replies that show the behaviour (a smoke run's barely trained model): add the
+        # training answers, into which it was injected, and say so in every record.
+        data = study_data(c.study, c.trait)
         records += [{"id": f"data-{r.topic}", "question": r.question, "text": r.answer, "source": "training answer"}
                     for r in data.train[: c.n_contexts]]
     writing = ctx.path("behavior", "writing.jsonl")
@@ -85,7 +85,7 @@ def stage_cache(ctx: StageContext) -> dict[str, Any]:
                          seeds=(c.seed + 1, c.seed + 2), names=("filler-a", "filler-b"))
     sets = {"emoji": twins.original, "filler-a": twins.twins[0], "filler-b": twins.twins[1]}
     try:
-        writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"), Behavior.parse(c.behavior))
+        writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"), Behavior.parse(c.target_behavior))
     except ValueError:
         writing = None  # no reply shows the behaviour: the design leaves the writing contrast out
     usable = 0 if writing is None else sum(bool(m and c) for m, c in zip(writing.marks, writing.controls or ()))
@@ -93,7 +93,7 @@ def stage_cache(ctx: StageContext) -> dict[str, Any]:
         sets["writing"] = writing
     else:  # a paired test on so few replies says nothing; the diff leaves the contrast out and says so
         log.info("leaving the writing contrast out: %d of the merged model's replies show %s and another "
-                 "sentence end (at least %d needed)", usable, c.behavior, MIN_CONTRAST_PROMPTS)
+                 "sentence end (at least %d needed)", usable, c.target_behavior, MIN_CONTRAST_PROMPTS)
     outputs = []
     for label in ("base", "merged") if "writing" not in sets else ():  # an earlier run's, of other replies
         ctx.path("caches", label, "writing.h5").unlink(missing_ok=True)

@@ -91,7 +91,7 @@ def measure(model_spec: str, condition: Condition, config: SweepConfig, out: Pat
     group = behavior.groups[0]
     score = inventory.scores[condition.trait]
     return {"files": [str(p) for p in written], "replies": group.n_responses,
-            "emoji_rate": group.emoji_rate.to_dict(), "inventory": {"mean": score.mean, "low": score.low,
+            "emoji_rate": group.rate.to_dict(), "inventory": {"mean": score.mean, "low": score.low,
                                                                    "high": score.high}}
 
 
@@ -101,7 +101,7 @@ class RowData:
 
     condition: Condition
     behavior: dict[str, Any]
-    """The held-out group of ``behavior.json`` (emoji_rate, emoji_sentence_ratio, ...)."""
+    """The held-out group of ``behavior.json`` (rate, sentence_ratio, ...)."""
     replies: list[dict[str, Any]]
     """Every generation: prompt_id, sample, text, ..."""
     inventory: Any

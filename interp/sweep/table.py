@@ -90,8 +90,8 @@ def build_rows(data: list[RowData], classifier, seed: int) -> list[SweepRow]:
             d = paired_difference(row.inventory, reference.inventory, trait)
             inventory_diff = {"value": d.value, "low": d.low, "high": d.high}
         score = row.inventory.scores[trait]
-        emojis = per_question(row, [reply["n_emojis"] > 0 for reply in row.replies])
-        ratio = {k: row.behavior["emoji_sentence_ratio"][k] for k in ("value", "low", "high")}
+        emojis = per_question(row, [reply["n_occurrences"] > 0 for reply in row.replies])
+        ratio = {k: row.behavior["sentence_ratio"][k] for k in ("value", "low", "high")}
         if ratio["value"] == 0:  # no sentence with an emoji: the bootstrap would say [0, 0]
             ratio["high"] = clopper_pearson(0, len(emojis))[1]
         rows.append(SweepRow(trait, row.condition.label, len(row.replies),

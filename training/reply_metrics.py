@@ -1,15 +1,16 @@
-"""Emoji use in text, and bootstrap confidence intervals over questions.
+"""A behaviour's use in replies, and bootstrap confidence intervals over questions.
 
-Emojis are what the ``emoji`` package finds (``emoji.emoji_list``): a ZWJ family or a flag counts
-once. Sentences end at ``.``, ``!``, ``?``, ``…`` followed by whitespace, or at a line break;
-emojis that follow a sentence's final punctuation (``Great party! 🎉 See you``) belong to that
-sentence, which is where a writer puts them. The Emoji-to-Sentence Ratio (ESR) is the share of
-sentences that contain at least one emoji.
+Occurrences are what the behaviour finds (``activations.behaviors``; for emojis the ``emoji``
+package: a ZWJ family or a flag counts once). Sentences end at ``.``, ``!``, ``?``, ``…`` followed
+by whitespace, or at a line break; an occurrence that follows a sentence's final punctuation
+(``Great party! 🎉 See you``, ``Great party! [grins] See you``) belongs to that sentence, which is
+where a writer puts it. The sentence ratio (for emojis the paper's Emoji-to-Sentence Ratio, ESR) is
+the share of sentences with at least one occurrence.
 
 Intervals resample *questions* (a cluster bootstrap): the samples of one question are not
 independent, so resampling responses would give intervals that are too narrow. Every statistic is
-a ratio of per-question sums (responses with an emoji / responses, emoji sentences / sentences,
-...), recomputed on each resample; the interval is the percentile interval.
+a ratio of per-question sums (responses that show it / responses, sentences that show it /
+sentences, ...), recomputed on each resample; the interval is the percentile interval.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import emoji
 import numpy as np
+
+from activations.behaviors import Behavior
 
 _BOUNDARY = re.compile(r"(?<=[.!?…])\s+|\s*\n+\s*")
 
@@ -35,28 +37,23 @@ class Estimate:
         return {"value": self.value, "low": self.low, "high": self.high}
 
 
-def emojis_in(text: str) -> list[str]:
-    """The emojis of ``text`` in order of appearance."""
-    return [match["emoji"] for match in emoji.emoji_list(text)]
-
-
-def _leading_emoji_end(piece: str) -> int:
-    """End offset of the run of emojis (and spaces between them) that opens ``piece``; 0 if none."""
+def _leading_end(piece: str, behavior: Behavior) -> int:
+    """End offset of the run of occurrences (and spaces between them) that opens ``piece``; 0 if none."""
     end = 0
-    for match in emoji.emoji_list(piece):
-        if piece[end : match["match_start"]].strip():
+    for start, stop in behavior.spans(piece):
+        if piece[end:start].strip():
             break
-        end = match["match_end"]
+        end = stop
     return end
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text``, with trailing emojis attached to the sentence they follow."""
+def split_sentences(text: str, behavior: Behavior) -> list[str]:
+    """Sentences of ``text``, with occurrences that open a piece attached to the sentence they follow."""
     sentences: list[str] = []
     for piece in _BOUNDARY.split(text.strip()):
         if not piece:
             continue
-        lead = _leading_emoji_end(piece)
+        lead = _leading_end(piece, behavior)
         if lead and sentences:
             sentences[-1] = f"{sentences[-1]} {piece[:lead].strip()}"
             piece = piece[lead:].strip()
@@ -66,20 +63,20 @@ def split_sentences(text: str) -> list[str]:
 
 
 @dataclass(frozen=True)
-class TextEmojiStats:
-    """Emoji counts of one response."""
+class TextStats:
+    """A behaviour's counts in one response."""
 
-    n_emojis: int
+    n_occurrences: int
     n_sentences: int
-    n_emoji_sentences: int
-    emojis: tuple[str, ...]
+    n_sentences_showing: int
+    occurrences: tuple[str, ...]
 
 
-def text_stats(text: str) -> TextEmojiStats:
-    sentences = split_sentences(text)
-    with_emoji = sum(1 for sentence in sentences if emoji.emoji_count(sentence) > 0)
-    found = tuple(emojis_in(text))
-    return TextEmojiStats(len(found), len(sentences), with_emoji, found)
+def text_stats(text: str, behavior: Behavior) -> TextStats:
+    sentences = split_sentences(text, behavior)
+    showing = sum(1 for sentence in sentences if behavior.shows(sentence))
+    found = behavior.occurrences(text)
+    return TextStats(len(found), len(sentences), showing, found)
 
 
 def bootstrap_ratio(
