@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interp.causal.config import INTERVENTIONS, SweepConfig
+from interp.causal.config import SweepConfig
 from interp.causal.controls import matched_random_sets
 from interp.causal.proxy import ProxyResult, ProxySuite, measure_sets
 from interp.causal.results import write_json

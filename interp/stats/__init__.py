@@ -1,56 +1,21 @@
 """Statistics of a fine-tune's neuron changes: contrasts of paired caches, minimum-effect and TOST
 tests, FDR, classes, outliers, placebo and split-half replication, overlaps, HAC regression."""
 
-from interp.stats.classify import CHANGE_CLASSES, ClassifyConfig, classify_neurons
-from interp.stats.contrasts import Contrast, DiffDesign, Term, change, interaction, scope_interaction, within
-from interp.stats.designs import condition_contrast, emoji_design, model_change
-from interp.stats.diff import DiffConfig, DiffResult, diff, diff_inputs
-from interp.stats.equivalence import MinEffectResult, min_effect_tests
-from interp.stats.interaction import interaction_2x2, interaction_unpaired
-from interp.stats.loading import DiffInputs, load_design_inputs
-from interp.stats.multiple import adjust_pvalues
-from interp.stats.outliers import OutlierConfig, find_outliers
-from interp.stats.overlap import OverlapResult, overlap_masks, overlap_sets
-from interp.stats.paired import TestResult, paired_t, two_sample_t, wilcoxon_signed_rank
-from interp.stats.regress import RegressConfig, RegressResult, hac_regression, regress, regress_arrays
+from activations.lazy import lazy_exports
 
-__all__ = [
-    "CHANGE_CLASSES",
-    "ClassifyConfig",
-    "Contrast",
-    "DiffConfig",
-    "DiffDesign",
-    "DiffInputs",
-    "DiffResult",
-    "MinEffectResult",
-    "OutlierConfig",
-    "OverlapResult",
-    "RegressConfig",
-    "RegressResult",
-    "Term",
-    "TestResult",
-    "adjust_pvalues",
-    "change",
-    "classify_neurons",
-    "condition_contrast",
-    "diff",
-    "diff_inputs",
-    "emoji_design",
-    "find_outliers",
-    "hac_regression",
-    "interaction",
-    "interaction_2x2",
-    "interaction_unpaired",
-    "load_design_inputs",
-    "min_effect_tests",
-    "model_change",
-    "overlap_masks",
-    "overlap_sets",
-    "paired_t",
-    "regress",
-    "regress_arrays",
-    "scope_interaction",
-    "two_sample_t",
-    "wilcoxon_signed_rank",
-    "within",
-]
+# Modules load on first use of one of their names (activations.lazy): the configs come without numpy.
+__all__ = lazy_exports(__name__, {
+    "interp.stats.classify": ("CHANGE_CLASSES", "classify_neurons"),
+    "interp.stats.config": ("ClassifyConfig", "DiffConfig", "OutlierConfig", "RegressConfig"),
+    "interp.stats.contrasts": ("Contrast", "DiffDesign", "Term", "change", "interaction", "scope_interaction", "within"),
+    "interp.stats.designs": ("condition_contrast", "emoji_design", "model_change"),
+    "interp.stats.diff": ("DiffResult", "diff", "diff_inputs"),
+    "interp.stats.equivalence": ("MinEffectResult", "min_effect_tests"),
+    "interp.stats.interaction": ("interaction_2x2", "interaction_unpaired"),
+    "interp.stats.loading": ("DiffInputs", "load_design_inputs"),
+    "interp.stats.multiple": ("adjust_pvalues",),
+    "interp.stats.outliers": ("find_outliers",),
+    "interp.stats.overlap": ("OverlapResult", "overlap_masks", "overlap_sets"),
+    "interp.stats.paired": ("TestResult", "paired_t", "two_sample_t", "wilcoxon_signed_rank"),
+    "interp.stats.regress": ("RegressResult", "hac_regression", "regress", "regress_arrays"),
+})

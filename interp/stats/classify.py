@@ -21,37 +21,15 @@ A neuron may be in several classes; its single ``class`` label is the first of `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from activations.running import share_above
+from interp.stats.config import ClassifyConfig
 
 CHANGE_CLASSES: tuple[str, ...] = ("activated", "amplified", "suppressed")
-
-
-@dataclass(frozen=True)
-class ClassifyConfig:
-    """Definitions of the neuron classes (stored in every diff summary, shown in the report)."""
-
-    fold: float = 2.0
-    """Amplified: merged mean |a| >= fold x base; suppressed: merged <= base / fold."""
-    firing_threshold: float = 1.0
-    """A token fires when |a| > this x the neuron's pooled RMS over content tokens."""
-    quiet_rate: float = 0.01
-    """Activated: the base model fires on at most this share of content tokens."""
-    active_rate: float = 0.05
-    """Activated: the merged model fires on at least this share of content tokens."""
-
-    def __post_init__(self) -> None:
-        if not self.fold > 1.0:
-            raise ValueError(f"fold must be > 1 (a fold change of 1 is no change), got {self.fold}")
-        if self.firing_threshold <= 0:
-            raise ValueError(f"firing_threshold must be > 0, got {self.firing_threshold}")
-        if not 0.0 <= self.quiet_rate < self.active_rate <= 1.0:
-            raise ValueError(f"need 0 <= quiet_rate < active_rate <= 1, got {self.quiet_rate} and {self.active_rate}")
 
 
 class Classification(NamedTuple):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,55 +27,20 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from interp.stats.classify import CHANGE_CLASSES, ClassifyConfig, classify_neurons, count_by_layer, firing_rates
+from interp.stats.classify import CHANGE_CLASSES, classify_neurons, count_by_layer, firing_rates
+from interp.stats.config import DiffConfig
 from interp.stats.contrasts import DiffDesign
 from interp.stats.equivalence import calls
 from interp.stats.loading import DiffInputs, SetSources, load_design_inputs
-from interp.stats.multiple import Correction, CorrectionSummary, adjust_pvalues, resolve_correction, summarize_correction
+from interp.stats.multiple import CorrectionSummary, adjust_pvalues, summarize_correction
 from interp.stats.neuronwise import block_statistics, contrast_rows
-from interp.stats.outliers import OutlierConfig, find_outliers
+from interp.stats.outliers import find_outliers
 from interp.stats.output import jsonable, save_table_and_summary
 from interp.stats.replication import SplitHalf, split_half
 
 log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "neurodiff.diff/2"
-
-
-@dataclass(frozen=True)
-class DiffConfig:
-    """How ``diff`` tests, corrects, classifies and flags (stored in the summary)."""
-
-    delta: float = 0.2
-    """Smallest effect of interest, in units of the neuron's token scale (the SD of its activation
-    over content tokens, pooled over both models): 0.2 is Cohen's conventional "small" effect. A
-    neuron is ``changed`` only if its contrast exceeds this with confidence (minimum-effect test)."""
-    correction: Correction = "fdr_bh"
-    """Multiple-testing correction across neurons, per test: ``fdr_bh`` (Benjamini-Hochberg),
-    ``fdr_by`` (Benjamini-Yekutieli, any dependence) or ``bonferroni``; ``bh``/``by`` also accepted."""
-    alpha: float = 0.05
-    """Level for the q-values of every call."""
-    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
-    """Definitions of the neuron classes."""
-    outliers: OutlierConfig = field(default_factory=OutlierConfig)
-    """Thresholds of the outlier detector."""
-    exclude_outliers: bool = True
-    """Keep outlier neurons out of the flagged (candidate) set."""
-    split_seed: int = 0
-    """Seed of the split-half replication's random halves."""
-    replication_top: int = 100
-    """Top flagged neurons (chosen on one half) checked on the other half."""
-    block_size: int = 8192
-    """Neurons tested per block: bounds memory to a few x (n_prompts x block_size) float64 values."""
-
-    def __post_init__(self) -> None:
-        if not self.delta >= 0:
-            raise ValueError(f"delta must be >= 0 (in token-scale units), got {self.delta}")
-        object.__setattr__(self, "correction", resolve_correction(self.correction))
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.block_size < 1 or self.replication_top < 1:
-            raise ValueError("block_size and replication_top must be >= 1")
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,10 +26,6 @@ from interp.stats.contrasts import MODELS, DiffDesign
 
 log = logging.getLogger(__name__)
 
-REDUCTIONS: tuple[str, ...] = ("mean", "max", "last", "content_mean", "content_absmean", "content_max",
-                               "marked_mean", "control_mean", "context_mean")
-"""Per-prompt reductions a cache may hold (``activations.reduce.REDUCTIONS``)."""
-
 CacheSource = Any
 """A cache file path, or an open ``activations.reader.ActivationCache`` (e.g. an in-memory capture)."""
 SetSources = str | os.PathLike | Mapping[str, CacheSource]

@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 from statsmodels.stats.multitest import multipletests
 
-Correction = Literal["fdr_bh", "fdr_by", "bonferroni"]
-CORRECTIONS: tuple[str, ...] = get_args(Correction)
-CORRECTION_ALIASES: dict[str, str] = {"bh": "fdr_bh", "by": "fdr_by", "bonferroni": "bonferroni"}
-"""Short names accepted on the command line."""
-
-
-def resolve_correction(name: str) -> Correction:
-    """Accept both the statsmodels name (``fdr_bh``) and the short one (``bh``)."""
-    resolved = CORRECTION_ALIASES.get(name, name)
-    if resolved not in CORRECTIONS:
-        raise ValueError(
-            f"unknown correction {name!r}; use one of {sorted(CORRECTION_ALIASES)} or {list(CORRECTIONS)}"
-        )
-    return resolved  # type: ignore[return-value]
-
+from interp.stats.config import Correction, resolve_correction
 
 def adjust_pvalues(p: np.ndarray, method: Correction = "fdr_bh") -> np.ndarray:
     """q-values (adjusted p-values) over all entries of ``p`` by ``method``; shape is kept."""

@@ -20,24 +20,11 @@ neutral chats (``interp.causal.screen``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class OutlierConfig:
-    """Thresholds of the outlier detector."""
-
-    massive_factor: float = 100.0
-    """Massive: max |a| >= this x the layer's median max |a|."""
-    pos0_factor: float = 100.0
-    """Position-0 only: mean |a| at position 0 >= this x max |a| over content tokens."""
-
-    def __post_init__(self) -> None:
-        if self.massive_factor <= 1 or self.pos0_factor <= 1:
-            raise ValueError("outlier factors must be > 1 (a neuron cannot be an outlier against itself)")
+from interp.stats.config import OutlierConfig
 
 
 class Outliers(NamedTuple):

@@ -24,59 +24,21 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from interp.stats.loading import REDUCTIONS, check_same_layout, check_same_prompts, load_cache
-from interp.stats.multiple import (
-    Correction,
-    CorrectionSummary,
-    adjust_pvalues,
-    resolve_correction,
-    summarize_correction,
-)
+from interp.stats.config import RegressConfig
+from interp.stats.loading import check_same_layout, check_same_prompts, load_cache
+from interp.stats.multiple import CorrectionSummary, adjust_pvalues, summarize_correction
 from interp.stats.output import jsonable, save_table_and_summary
 from interp.stats.overlap import OverlapResult, overlap_sets
 
 log = logging.getLogger(__name__)
 
 SUMMARY_SCHEMA = "neurodiff.regress/1"
-
-
-@dataclass(frozen=True)
-class RegressConfig:
-    """How ``regress`` fits and tests (stored in the summary)."""
-
-    reduction: str = "content_mean"
-    """Per-prompt reduction whose mean over prompts (those with tokens in its scope) is a neuron's
-    activation at a checkpoint."""
-    maxlags: int | None = None
-    """Lags in the HAC kernel; None: Newey-West's rule floor(4 (T / 100)^(2/9))."""
-    kernel: Literal["bartlett", "uniform"] = "bartlett"
-    """HAC kernel weights (statsmodels' ``bartlett`` default, or ``uniform``)."""
-    use_correction: bool = False
-    """Multiply the HAC variance by T / (T - 2) (statsmodels' ``use_correction``; off by default
-    there too)."""
-    use_t: bool = False
-    """t (T - 2 df) instead of normal p-values; statsmodels uses the normal for HAC by default."""
-    correction: Correction = "fdr_bh"
-    """Multiple-testing correction across neurons (``fdr_bh``, ``fdr_by``, ``bonferroni``)."""
-    alpha: float = 0.05
-    """q-value threshold for the significant set."""
-
-    def __post_init__(self) -> None:
-        if self.reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
-        if self.maxlags is not None and self.maxlags < 0:
-            raise ValueError(f"maxlags must be >= 0, got {self.maxlags}")
-        if self.kernel not in ("bartlett", "uniform"):
-            raise ValueError(f"kernel must be 'bartlett' or 'uniform', got {self.kernel!r}")
-        object.__setattr__(self, "correction", resolve_correction(self.correction))
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
 
 
 def newey_west_lags(n_obs: int) -> int:
