@@ -1,4 +1,6 @@
-"""``TrainConfig``: everything that determines a QLoRA fine-tune, and named presets.
+"""The training package's settings: ``TrainConfig`` (a QLoRA fine-tune) and its named presets,
+``BehaviorConfig`` (how a model's behaviour is measured) and ``InventoryConfig`` (how its traits are
+scored). Nothing heavy is imported here, so the command line checks them before torch loads.
 
 The defaults are chosen for the embedded SmolLM2-135M-Instruct on 2 CPU cores: a full run
 (injection study, one trait, 62 training answers) takes under 8 minutes and the merged model uses
@@ -12,7 +14,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from activations import DEFAULT_MODEL
-from training.data import DEFAULT_TEST_FRACTION
+from activations.behaviors import Behavior
+from training.data import DEFAULT_TEST_FRACTION, TRAITS
 from training.studies import check_study
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -128,3 +131,117 @@ def preset_config(name: str, **overrides: object) -> TrainConfig:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
     fields = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
     return TrainConfig(**fields)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class BehaviorConfig:
+    """How to measure a model's behaviour."""
+
+    behavior: str = "emoji"
+    """What to measure (``activations.behaviors`` spec: ``emoji``, ``stage-directions``, ``regex:...``)."""
+    trait: str | None = "extraversion"
+    """Trait whose held-out questions are asked; None asks only the neutral prompts."""
+    samples: int = 5
+    """Sampled responses per held-out question."""
+    neutral_samples: int | None = None
+    """Sampled responses per neutral prompt (None: ``samples``)."""
+    reference_mass: bool = True
+    """Also score the reference answers teacher-forced (a second pass over every question)."""
+    max_questions: int | None = None
+    """Ask only the first N held-out questions (None = all)."""
+    neutral_prompts: int = 20
+    """Neutral prompts to ask (a seeded sample of the ``neutral`` set; 0 = none)."""
+    max_new_tokens: int = 96
+    """Tokens generated per response at most."""
+    temperature: float = 0.7
+    """Sampling temperature."""
+    top_p: float = 0.95
+    """Nucleus sampling threshold."""
+    batch_size: int = 64
+    """Responses decoded together (on a CPU a decoding step costs much less per row at 64 rows than
+    at 8; a reply does not depend on the batch)."""
+    seed: int = 0
+    """Seed of sampling, the neutral sample and the bootstrap."""
+    bootstrap: int = 2000
+    """Bootstrap resamples for the intervals."""
+    confidence: float = 0.95
+    """Confidence level of the intervals."""
+    data_path: str | None = None
+    """Opinion-QA file (None = the shipped one); must be the one the model was trained on."""
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    """Topic split of the training run (defaults agree with ``TrainConfig``)."""
+    split_seed: int = 0
+    """Seed of that topic split."""
+    in_context: str | None = None
+    """Show every prompt after in-context demonstrations (``training.in_context``): ``STUDY`` (the
+    trait's training rows of that study, e.g. ``personality``) or ``STUDY:TRAIT``; None: none."""
+    shots: int = 4
+    """Demonstrations shown with ``in_context``."""
+
+    def history(self) -> list[dict[str, str]]:
+        """The chat turns shown before every prompt (none without ``in_context``)."""
+        if self.in_context is None:
+            return []
+        from training.in_context import Demonstrations
+
+        return Demonstrations.parse(self.in_context, self.trait, shots=self.shots, seed=self.seed,
+                                    data_path=self.data_path, test_fraction=self.test_fraction,
+                                    split_seed=self.split_seed).messages()
+
+    def __post_init__(self) -> None:
+        Behavior.parse(self.behavior)  # a bad spec fails before any model is loaded
+        if self.trait is not None and self.trait not in TRAITS:
+            raise ValueError(f"unknown trait {self.trait!r}; expected one of {', '.join(TRAITS)} (or None)")
+        if self.trait is None and self.neutral_prompts == 0:
+            raise ValueError("nothing to ask: give a trait or neutral_prompts > 0")
+        if self.neutral_samples is not None and self.neutral_samples < 1:
+            raise ValueError(f"neutral_samples must be at least 1 (or None), got {self.neutral_samples}")
+        for name in ("samples", "max_new_tokens", "batch_size", "bootstrap"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_questions is not None and self.max_questions < 1:
+            raise ValueError(f"max_questions must be at least 1 when given, got {self.max_questions}")
+        if self.neutral_prompts < 0:
+            raise ValueError(f"neutral_prompts must be >= 0, got {self.neutral_prompts}")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("temperature must be > 0 and top_p in (0, 1]")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must lie strictly between 0 and 1, got {self.confidence}")
+        if self.in_context is not None:
+            self.history()  # a bad spec fails here, before any model is loaded
+
+
+RESPONSES = ("agree", "likert")
+
+
+@dataclass(frozen=True)
+class InventoryConfig:
+    response: str = "agree"
+    """``agree`` (yes/no log-odds) or ``likert`` (five lettered options, MPI); module docstring."""
+    persona: str | None = None
+    """System prompt the inventory is answered under (None: the model's default)."""
+    in_context: str | None = None
+    """Answer every item after in-context demonstrations (``training.in_context``): ``STUDY:TRAIT``, e.g.
+    ``personality:extraversion`` (None: none)."""
+    shots: int = 4
+    """Demonstrations shown with ``in_context``."""
+    seed: int = 0
+    """Seed of the demonstrations' sample of training rows."""
+    batch_size: int = 16
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.response not in RESPONSES:
+            raise ValueError(f"unknown response format {self.response!r}; choose one of {', '.join(RESPONSES)}")
+        if self.batch_size < 1 or not 0 < self.confidence < 1:
+            raise ValueError("batch_size must be at least 1 and confidence lie strictly between 0 and 1")
+        if self.in_context is not None:
+            self.history()  # a bad spec fails here, not after the model has loaded
+
+    def history(self) -> list[dict[str, str]]:
+        """The chat turns shown before every item (none without ``in_context``)."""
+        if self.in_context is None:
+            return []
+        from training.in_context import Demonstrations
+
+        return Demonstrations.parse(self.in_context, None, shots=self.shots, seed=self.seed).messages()

@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from training.config import InventoryConfig
 from training.data import TRAITS
 from training.examples import chat_prompt
 
@@ -86,42 +87,6 @@ def load_inventory(path: str | Path | None = None) -> tuple[InventoryItem, ...]:
     if not items:
         raise ValueError(f"{path} holds no items")
     return tuple(items)
-
-
-RESPONSES = ("agree", "likert")
-
-
-@dataclass(frozen=True)
-class InventoryConfig:
-    response: str = "agree"
-    """``agree`` (yes/no log-odds) or ``likert`` (five lettered options, MPI); module docstring."""
-    persona: str | None = None
-    """System prompt the inventory is answered under (None: the model's default)."""
-    in_context: str | None = None
-    """Answer every item after in-context demonstrations (``training.in_context``): ``STUDY:TRAIT``, e.g.
-    ``personality:extraversion`` (None: none)."""
-    shots: int = 4
-    """Demonstrations shown with ``in_context``."""
-    seed: int = 0
-    """Seed of the demonstrations' sample of training rows."""
-    batch_size: int = 16
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        if self.response not in RESPONSES:
-            raise ValueError(f"unknown response format {self.response!r}; choose one of {', '.join(RESPONSES)}")
-        if self.batch_size < 1 or not 0 < self.confidence < 1:
-            raise ValueError("batch_size must be at least 1 and confidence lie strictly between 0 and 1")
-        if self.in_context is not None:
-            self.history()  # a bad spec fails here, not after the model has loaded
-
-    def history(self) -> list[dict[str, str]]:
-        """The chat turns shown before every item (none without ``in_context``)."""
-        if self.in_context is None:
-            return []
-        from training.in_context import Demonstrations
-
-        return Demonstrations.parse(self.in_context, None, shots=self.shots, seed=self.seed).messages()
 
 
 @dataclass(frozen=True)
