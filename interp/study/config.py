@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from activations import DEFAULT_MODEL
 from training.studies import check_study
 
+STAGE_NAMES: tuple[str, ...] = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
+                                "separability", "report")
+"""The study's stages in order (``interp.study.pipeline.STAGES``), named here for ``--force``/``--until``."""
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -31,6 +35,9 @@ class StudyConfig:
     """What the fine-tune taught, which the causal stages find, suppress and judge
     (``activations.behaviors``: ``emoji``, ``stage-directions``, ``regex:PATTERN``, ``tokens:FILE``);
     None: the study's own (``training.studies.STUDY_BEHAVIORS``: emojis, or stage directions)."""
+    data: str | None = None
+    """Opinion-QA file (CSV or JSONL with the shipped file's columns) to fine-tune on and ask; None:
+    the shipped one. Its rows are used as given: the study's condition (e.g. injection) still applies."""
     model: str = DEFAULT_MODEL
     """Base model spec (see ``activations.load_model``)."""
     seed: int = 0
@@ -100,6 +107,12 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
+        if self.data is not None:
+            from pathlib import Path
+
+            if not Path(self.data).expanduser().is_file():
+                raise FileNotFoundError(f"--data {self.data}: no such file; give an Opinion-QA CSV or JSONL "
+                                        "(columns as the shipped training/data file)")
         from activations.behaviors import Behavior
 
         Behavior.parse(self.target_behavior)  # a bad spec fails here, before any stage runs

@@ -19,7 +19,7 @@ from typing import Any
 from activations import load_model
 from activations.atomic_io import write_json_atomic
 from interp.configargs import config_from_json
-from interp.study.config import StudyConfig
+from interp.study.config import STAGE_NAMES, StudyConfig
 from interp.study.stages import Stage, StageContext, relative, run_stages, stale_stages
 from interp.study.stages_causal import stage_causal, stage_report, stage_separability, stage_suppress
 from interp.study.stages_data import stage_behavior, stage_cache
@@ -37,7 +37,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
 
     c: StudyConfig = ctx.config
     out = ctx.path("adapter")
-    config = TrainConfig(study=c.study, trait=c.trait, model=c.model, steps=c.train_steps,
+    config = TrainConfig(study=c.study, trait=c.trait, model=c.model, data_path=c.data, steps=c.train_steps,
                          learning_rate=c.learning_rate, quantize=c.quantize, seed=c.seed)
     result = train_or_resume(config, out)
     return {"outputs": [_rel(ctx, out / name) for name in ("adapter_config.json", "adapter_model.safetensors",
@@ -88,7 +88,7 @@ def stage_examples(ctx: StageContext) -> dict[str, Any]:
 def _data_inputs(config: StudyConfig) -> list[Path]:
     from training.data import default_data_path
 
-    return [default_data_path()]
+    return [Path(config.data).expanduser() if config.data else default_data_path()]
 
 
 def _prompt_inputs(config: StudyConfig) -> list[Path]:
@@ -103,15 +103,16 @@ def _inventory_inputs(config: StudyConfig) -> list[Path]:
     return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path()]
 
 
-CAUSAL_READS = ("seed", "study", "behavior", "n_contexts", "n_neutral", "reference_neutral")
+CAUSAL_READS = ("seed", "study", "data", "behavior", "n_contexts", "n_neutral", "reference_neutral")
 STAGES: tuple[Stage, ...] = (
-    Stage("train", stage_train, (), ("study", "trait", "model", "seed", "train_steps", "learning_rate", "quantize"),
+    Stage("train", stage_train, (), ("study", "trait", "data", "model", "seed", "train_steps", "learning_rate",
+                                     "quantize"),
           _data_inputs),
     Stage("merge", stage_merge, ("train",)),
-    Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "behavior", "seed", "behavior_samples", "base_samples",
+    Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "data", "behavior", "seed", "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
                                                   "writing_questions"), _data_inputs, version=3),
-    Stage("cache", stage_cache, ("merge", "behavior"), ("study", "behavior", "emoji_prompts", "capture_batch", "seed"),
+    Stage("cache", stage_cache, ("merge", "behavior"), ("study", "data", "behavior", "emoji_prompts", "capture_batch", "seed"),
           _prompt_inputs,
           version=4),
     Stage("diff", stage_diff, ("cache",), ("delta", "seed"), version=2),
@@ -128,7 +129,6 @@ STAGES: tuple[Stage, ...] = (
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
                                    "separability"), ("quick", "study", "behavior"), version=4),
 )
-STAGE_NAMES = tuple(stage.name for stage in STAGES)
 
 
 def run_study(config: StudyConfig, out: str | Path, *, force: tuple[str, ...] = (),

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def behavior_config(c: StudyConfig, samples: int):
     from training.behavior import BehaviorConfig
 
-    return BehaviorConfig(behavior=c.target_behavior, trait=c.trait, samples=samples, max_questions=c.behavior_questions,
+    return BehaviorConfig(behavior=c.target_behavior, data_path=c.data, trait=c.trait, samples=samples, max_questions=c.behavior_questions,
                           neutral_prompts=c.behavior_neutral, neutral_samples=1, max_new_tokens=c.max_new_tokens,
                           reference_mass=False, seed=c.seed)
 
@@ -51,7 +51,7 @@ def stage_behavior(ctx: StageContext) -> dict[str, Any]:
         outputs += [relative(ctx.out, p) for p in save_behavior(result, ctx.path("behavior", f"{label}.json"),
                                                                  overwrite=True)]
         summary[label] = result.to_dict()
-    rows = list(study_data("personality", c.trait).train)[: c.writing_questions]
+    rows = list(study_data("personality", c.trait, data_path=c.data).train)[: c.writing_questions]
     tokenizer = loaded.tokenizer  # the merged model, loaded last
     prompts = [tokenizer(apply_template(tokenizer, r.question, "user"), add_special_tokens=False).input_ids for r in rows]
     replies = sample_replies(loaded.model, tokenizer, prompts, [f"train/{r.topic}" for r in rows],
@@ -63,7 +63,7 @@ def stage_behavior(ctx: StageContext) -> dict[str, Any]:
     if usable < c.n_contexts and c.study in ("injection", "directions"):
         # Too few own replies that show the behaviour (a smoke run's barely trained model): add the
         # training answers, into which it was injected, and say so in every record.
-        data = study_data(c.study, c.trait)
+        data = study_data(c.study, c.trait, data_path=c.data)
         records += [{"id": f"data-{r.topic}", "question": r.question, "text": r.answer, "source": "training answer"}
                     for r in data.train[: c.n_contexts]]
     writing = ctx.path("behavior", "writing.jsonl")
