@@ -10,12 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from activations import distributed
 from activations.atomic_io import refuse_existing
-from interp.causal.experiment import run_causal
-from interp.causal.screen import ScreenConfig
-from interp.causal.setup import CausalSetup
-from interp.causal.sweep import SweepConfig
+from activations.behaviors import Behavior
+from interp.causal.config import CausalSetup, ScreenConfig, SweepConfig
 from interp.commands.attribute import add_causal_inputs
 from interp.configargs import add_config_arguments, config_from_args
 
@@ -35,11 +32,15 @@ def run(args: argparse.Namespace) -> int:
     paths = [args.out / "screen.json", args.out / "screen.csv", args.out / "sweep.json"]
     refuse_existing(paths, args.overwrite)
     seed = args.seed
+    configs = (config_from_args(args, CausalSetup, seed=seed),
+               config_from_args(args, ScreenConfig, prefix="screen-", seed=seed),
+               config_from_args(args, SweepConfig, seed=seed))
+    Behavior.parse(args.behavior)  # a bad spec fails before torch loads
+    from activations import distributed
+    from interp.causal.experiment import run_causal
+
     world = distributed.init()  # under torchrun the conditions are split across ranks (measure_sets)
-    result = run_causal(args.merged, args.base, args.neurons, args.writing, args.behavior,
-                        config_from_args(args, CausalSetup, seed=seed),
-                        config_from_args(args, ScreenConfig, prefix="screen-", seed=seed),
-                        config_from_args(args, SweepConfig, seed=seed))
+    result = run_causal(args.merged, args.base, args.neurons, args.writing, args.behavior, *configs)
     if not world.is_main:  # every rank holds the same gathered results; one writes them
         return 0
     result.screen.save(paths[0], overwrite=args.overwrite)

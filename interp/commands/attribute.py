@@ -7,13 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
-from activations import DEFAULT_MODEL, load_model
 from activations.atomic_io import refuse_existing
 from activations.behaviors import Behavior
-from interp.causal.screen import ScreenConfig, screen
-from interp.causal.setup import CausalSetup, causal_context, read_writing_replies
+from activations.config import DEFAULT_MODEL
+from interp.causal.config import CausalSetup, ScreenConfig
 from interp.configargs import add_config_arguments, config_from_args
 
 
@@ -44,13 +41,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     refuse_existing([args.out, args.out.with_suffix(".csv")], args.overwrite)
-    behavior = Behavior.parse(args.behavior)
+    setup = config_from_args(args, CausalSetup, seed=args.seed)
+    screen_config = config_from_args(args, ScreenConfig, seed=args.seed)
+    behavior = Behavior.parse(args.behavior)  # the flags fail before torch loads
+    import pandas as pd
+
+    from activations import load_model
+    from interp.causal.screen import screen
+    from interp.causal.setup import causal_context, read_writing_replies
+
     writing = read_writing_replies(args.writing, behavior)  # before the models load: a bad behaviour fails at once
     merged, base = load_model(args.merged), load_model(args.base)
     context = causal_context(merged.model, base.model, merged.tokenizer, writing, pd.read_csv(args.neurons), behavior,
-                             config_from_args(args, CausalSetup, seed=args.seed))
-    result = screen(merged.model, context.suite, context.reference.means,
-                    config_from_args(args, ScreenConfig, seed=args.seed),
+                             setup)
+    result = screen(merged.model, context.suite, context.reference.means, screen_config,
                     exclude=list(context.outliers))
     result.save(args.out, overwrite=args.overwrite)
     if result.check:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 
-from activations import DEFAULT_MODEL
+from activations.config import DEFAULT_MODEL
 from interp.configargs import add_config_arguments, config_from_args
+from training.config import BehaviorConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from training.behavior import BehaviorConfig
-
     parser = subparsers.add_parser("behavior", help="measure emoji use on held-out questions and neutral prompts")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default: {DEFAULT_MODEL})")
     add_config_arguments(parser, BehaviorConfig)
@@ -23,10 +22,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from activations import load_model
-    from training.behavior import BehaviorConfig, measure_behavior, save_behavior
-
     config = config_from_args(args, BehaviorConfig)
+    from activations import load_model
+    from training.behavior import measure_behavior, save_behavior
+
     loaded = load_model(args.model)
     result = measure_behavior(loaded.model, loaded.tokenizer, config, model_label=args.model)
     summary, texts = save_behavior(result, args.out, overwrite=args.overwrite)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from activations import DEFAULT_MODEL, load_model
 from activations.atomic_io import refuse_existing
-from activations import distributed
-from activations.capture import CaptureConfig
-from activations.shards import distributed_capture
-from activations.prompt_sets import BUILTIN_SETS
+from activations.config import DEFAULT_MODEL, CaptureConfig
+from activations.prompt_sets import BUILTIN_SETS, load_prompt_set
 from interp.configargs import add_config_arguments, config_from_args
 
 
@@ -51,9 +48,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, CaptureConfig, layers=args.layers)
     refuse_existing(args.out, args.overwrite)  # before the model load, which is the slow part
+    prompts = load_prompt_set(args.prompts)  # an empty file or a missing column fails before torch loads
+    from activations import distributed, load_model
+    from activations.shards import distributed_capture
+
     world = distributed.init()  # world size 1 unless launched by torchrun / accelerate
     loaded = load_model(args.model, device=args.device or distributed.device_for(world))
-    with distributed_capture(loaded, None, args.prompts, args.out, config=config, overwrite=args.overwrite,
+    with distributed_capture(loaded, None, prompts, args.out, config=config, overwrite=args.overwrite,
                              keep_shards=args.keep_shards) as cache:
         if not world.is_main:
             return 0

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from interp.configargs import add_config_arguments, config_from_args
-from interp.stats.classify import ClassifyConfig
+from interp.stats.config import ClassifyConfig, DiffConfig, OutlierConfig
 from interp.stats.designs import condition_contrast, emoji_design, model_change
-from interp.stats.diff import DiffConfig, DiffResult, diff
-from interp.stats.outliers import OutlierConfig
-from interp.stats.output import refuse_existing
+
+if TYPE_CHECKING:
+    from interp.stats.diff import DiffResult
 
 DESIGNS = ("emoji", "model-change", "condition-contrast")
 
@@ -92,10 +94,13 @@ def _report(result: DiffResult, top: int) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, DiffConfig, classify=config_from_args(args, ClassifyConfig),
                               outliers=config_from_args(args, OutlierConfig))
-    refuse_existing(args.out, args.overwrite)  # fail before the computation, not after it
     base, merged = _sources(args, "base"), _sources(args, "merged")
     if base is None and merged is None:
         raise ValueError("no caches given; pass --base-dir/--merged-dir or --base/--merged CONDITION=PATH")
+    from interp.stats.diff import diff
+    from interp.stats.output import refuse_existing
+
+    refuse_existing(args.out, args.overwrite)  # fail before the computation, not after it
     result = diff(base, merged, _design(args, merged), config)
     csv_path, json_path = result.save(args.out, overwrite=args.overwrite)
     _report(result, args.top)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from activations import DEFAULT_MODEL, load_model, neuron_inventory, neuron_sites
+from activations.config import DEFAULT_MODEL
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from activations import load_model, neuron_inventory, neuron_sites
+
     loaded = load_model(args.model)
     summary = neuron_inventory(loaded.model)
     if args.json:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 
-from activations.shards import merge_shards
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("merge-shards", help="merge OUT.shard-R-of-N.h5 files into one cache OUT")
@@ -20,6 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from activations.shards import merge_shards
+
     with merge_shards(args.out, args.shards, overwrite=args.overwrite, keep_shards=args.keep_shards) as cache:
         print(f"wrote {cache.path}: {len(cache)} prompts x {len(cache.layers)} layers x {cache.d_mlp} neurons")
     return 0

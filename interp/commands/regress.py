@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import pandas as pd
-
-from interp.stats.loading import REDUCTIONS
-from interp.stats.multiple import CORRECTION_ALIASES
-from interp.stats.output import refuse_existing
-from interp.stats.regress import RegressConfig, read_manifest, regress
+from interp.stats.config import CORRECTION_ALIASES, REDUCTIONS, RegressConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +45,8 @@ def _checkpoints(args: argparse.Namespace) -> tuple[list[Path], list[float]]:
     if args.manifest is not None:
         if args.caches or args.metric:
             raise ValueError("pass either --manifest or --caches with --metric, not both")
+        from interp.stats.regress import read_manifest
+
         return read_manifest(args.manifest)
     if not args.caches or not args.metric:
         raise ValueError("pass --caches and --metric (one value per cache), or --manifest")
@@ -62,6 +59,8 @@ def diff_neurons(table_csv: Path, class_name: str) -> list[tuple[int, int]]:
     """``(layer, index)`` of the neurons of a diff table in ``class_name`` ("any": any class)."""
     if not table_csv.is_file():
         raise FileNotFoundError(f"neuron table {table_csv} does not exist; write it with `interp diff`")
+    import pandas as pd
+
     table = pd.read_csv(table_csv, keep_default_na=False)
     column = {"any": "class", "flagged": "flagged"}.get(class_name, f"is_{class_name}")
     missing = [name for name in ("layer", "index", column) if name not in table.columns]
@@ -73,10 +72,13 @@ def diff_neurons(table_csv: Path, class_name: str) -> list[tuple[int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    caches, metric = _checkpoints(args)
     config = RegressConfig(reduction=args.reduction, maxlags=args.maxlags, kernel=args.kernel,
                            use_correction=args.use_correction, use_t=args.use_t,
                            correction=args.correction, alpha=args.alpha)
+    caches, metric = _checkpoints(args)
+    from interp.stats.output import refuse_existing
+    from interp.stats.regress import regress
+
     refuse_existing(args.out, args.overwrite)
     result = regress(caches, metric, config)
     if args.compare is not None:

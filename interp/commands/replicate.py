@@ -10,9 +10,7 @@ import argparse
 
 from interp.commands.run import study_config
 from interp.configargs import add_config_arguments
-from interp.study.config import StudyConfig
-from interp.study.pipeline import STAGE_NAMES
-from interp.study.replicate import replicate
+from interp.study.config import STAGE_NAMES, StudyConfig
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -35,7 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = replicate(study_config(args), args.out, args.seeds, force=tuple(args.force))
+    config = study_config(args)
+    from interp.study.replicate import replicate
+
+    result = replicate(config, args.out, args.seeds, force=tuple(args.force))
     print(result.markdown())
     print(f"wrote {args.out}/replication.md and {args.out}/replication.json")
     return 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from interp.study.pipeline import rebuild_report
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("report", help="rebuild report.html/.md and summary.json of a study directory")
@@ -15,6 +13,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from interp.study.pipeline import rebuild_report
+
     for path in rebuild_report(args.dir):
         print(path)
     return 0

@@ -9,8 +9,7 @@ import argparse
 import dataclasses
 
 from interp.configargs import add_config_arguments, config_from_args
-from interp.study.config import StudyConfig
-from interp.study.pipeline import STAGE_NAMES, run_study
+from interp.study.config import STAGE_NAMES, StudyConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -31,6 +30,8 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = study_config(args)
+    from interp.study.pipeline import run_study
+
     records = run_study(config, args.out, force=tuple(args.force), until=args.until)
     ran = {name: record for name, record in records.items() if not record.get("skipped")}
     total = sum(record["seconds"] for record in records.values())

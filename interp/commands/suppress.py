@@ -12,14 +12,16 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from activations import DEFAULT_MODEL, load_model
+from activations.config import DEFAULT_MODEL
 from activations.prompt_sets import apply_template, load_prompt_set
-from interp.causal.setup import CausalSetup, split_neutral, table_sets
+from interp.causal.config import CausalSetup
 from interp.configargs import add_config_arguments, config_from_args
-from interp.interventions import EXPORT_METHODS, NeuronSet, content_reference, export_suppressed
-from interp.interventions.export import check_export
+from interp.interventions.config import EXPORT_METHODS
+
+if TYPE_CHECKING:
+    from interp.interventions import NeuronSet
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -39,6 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _neurons(args: argparse.Namespace) -> NeuronSet:
+    import pandas as pd
+
+    from interp.causal.setup import table_sets
+    from interp.interventions import NeuronSet
+
     if args.sweep is not None:
         return NeuronSet.from_pairs(json.loads(args.sweep.read_text())["choice"]["neurons"])
     if args.top_k is None or args.top_k < 1:
@@ -50,9 +57,14 @@ def _neurons(args: argparse.Namespace) -> NeuronSet:
 
 
 def run(args: argparse.Namespace) -> int:
-    neurons = _neurons(args)
-    loaded = load_model(args.model)
     setup = config_from_args(args, CausalSetup, seed=args.seed)
+    neurons = _neurons(args)
+    from activations import load_model
+    from interp.causal.setup import split_neutral
+    from interp.interventions import content_reference, export_suppressed
+    from interp.interventions.export import check_export
+
+    loaded = load_model(args.model)
     neutral = split_neutral(load_prompt_set("neutral"), setup)
     means = content_reference(loaded.model, loaded.tokenizer, neutral.reference, seed=setup.seed).means
     base = load_model(args.base).model if args.method == "revert" else None

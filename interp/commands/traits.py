@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 
-from activations import DEFAULT_MODEL
+from activations.config import DEFAULT_MODEL
+from activations.atomic_io import refuse_existing, write_json_atomic
 from interp.configargs import add_config_arguments, config_from_args
+from training.config import InventoryConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from training.inventory import InventoryConfig
-
     parser = subparsers.add_parser("traits", help="Big-Five inventory scored from the model's own answer probabilities")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model spec (default: {DEFAULT_MODEL})")
     parser.add_argument("--items", default=None, help="inventory CSV (text, trait, key); default: the project's 60 items")
@@ -23,14 +23,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from activations import load_model
-    from activations.atomic_io import refuse_existing, write_json_atomic
-    from training.inventory import InventoryConfig, load_inventory, score_inventory
-
     config = config_from_args(args, InventoryConfig)
-    items = load_inventory(args.items)
     if args.out:
         refuse_existing(args.out, args.overwrite)
+    from activations import load_model
+    from training.inventory import load_inventory, score_inventory
+
+    items = load_inventory(args.items)
     loaded = load_model(args.model)
     result = score_inventory(loaded.model, loaded.tokenizer, items, config)
     unit = "1..5" if config.response == "likert" else "keyed log-odds of agreeing"

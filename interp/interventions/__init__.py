@@ -1,64 +1,17 @@
 """Interventions on MLP neurons: which neurons (``NeuronSet``), what to do to them (``ablate``,
 ``patch``, ``scale``), the values to use (``references``) and a weight-level export (``export``)."""
 
-from interp.interventions.edits import ABLATION_MODES, AblationMode, ablate, patch, scale
-from interp.interventions.export import (
-    EXPORT_METHODS,
-    ExportCheck,
-    ExportResult,
-    check_export,
-    export_suppressed,
-    fold_mean_ablation,
-    revert_neurons,
-    suppressed_model,
-    zero_neuron_weights,
-)
-from interp.interventions.neuron_set import (
-    Neuron,
-    NeuronSet,
-    flagged_set,
-    layer_widths,
-    ranked_neurons,
-    read_neuron_table,
-)
-from interp.interventions.references import (
-    ContentReference,
-    content_reference,
-    mean_activations,
-    mean_reference_from_cache,
-    record_neurons,
-    token_pool,
-)
-from interp.interventions.stacked import STACKED_MODES, ablate_stacked, intervene_stacked
+from activations.lazy import lazy_exports
 
-__all__ = [
-    "ABLATION_MODES",
-    "AblationMode",
-    "ContentReference",
-    "EXPORT_METHODS",
-    "STACKED_MODES",
-    "ExportCheck",
-    "ExportResult",
-    "Neuron",
-    "NeuronSet",
-    "ablate",
-    "ablate_stacked",
-    "check_export",
-    "content_reference",
-    "export_suppressed",
-    "fold_mean_ablation",
-    "intervene_stacked",
-    "flagged_set",
-    "layer_widths",
-    "mean_activations",
-    "mean_reference_from_cache",
-    "patch",
-    "ranked_neurons",
-    "read_neuron_table",
-    "record_neurons",
-    "scale",
-    "revert_neurons",
-    "suppressed_model",
-    "token_pool",
-    "zero_neuron_weights",
-]
+# Modules load on first use of one of their names (activations.lazy), so the CLI starts without torch.
+__all__ = lazy_exports(__name__, {
+    "interp.interventions.config": ("EXPORT_METHODS",),
+    "interp.interventions.edits": ("ABLATION_MODES", "AblationMode", "ablate", "patch", "scale"),
+    "interp.interventions.export": ("ExportCheck", "ExportResult", "check_export", "export_suppressed",
+                                    "fold_mean_ablation", "revert_neurons", "suppressed_model", "zero_neuron_weights"),
+    "interp.interventions.neuron_set": ("Neuron", "NeuronSet", "flagged_set", "layer_widths", "ranked_neurons",
+                                        "read_neuron_table"),
+    "interp.interventions.references": ("ContentReference", "content_reference", "mean_activations",
+                                        "mean_reference_from_cache", "record_neurons", "token_pool"),
+    "interp.interventions.stacked": ("STACKED_MODES", "ablate_stacked", "intervene_stacked"),
+})

@@ -35,13 +35,13 @@ from activations.models import weights_fingerprint
 from activations.placement import refuse_offloaded
 from activations.sites import neuron_sites, unwrap_model
 from interp import __version__
+from interp.interventions.config import EXPORT_METHODS
 from interp.interventions.edits import ablate
 from interp.interventions.neuron_set import NeuronSet, layer_widths
 
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "neurodiff_suppression.json"
-EXPORT_METHODS = ("mean", "revert", "zero")
 
 
 def _is_peft(model: nn.Module) -> bool:
@@ -212,7 +212,7 @@ def export_suppressed(
 ) -> ExportResult:
     """Write the suppressed model (``suppressed_model``) as a HF folder, atomically, with provenance."""
     final = Path(out_dir)
-    refuse_existing(final, overwrite)
+    refuse_existing(final, overwrite, folder=True)
     suppressed = suppressed_model(model, neurons, method, means=means, base=base)
     result = ExportResult(str(final), method, len(neurons), neurons.counts(), weights_fingerprint(model),
                           weights_fingerprint(suppressed))

@@ -66,8 +66,10 @@ class StudyConfig:
     fine-tune appear)."""
     writing_questions: int | None = 48
     """Training questions the merged model answers for the writing contrast and the proxy (None: all 62)."""
-    emoji_prompts: int | None = 128
-    """Emoji prompts (and their two length-matched twins) to cache; None = all 240."""
+    reading_prompts: int | None = 128
+    """Texts that show the behaviour (and their two length-matched twins) to cache; None = all (the
+    240 emoji texts for emojis; for another behaviour the study's training answers and the merged
+    model's own replies that show it)."""
     separability_samples: int = 2
     """Sampled replies per held-out question for each of the four separability models (emojis vs
     personality); the headline merged rate is the behaviour stage's, with ``behavior_samples``."""
@@ -128,7 +130,7 @@ class StudyConfig:
             raise ValueError("n_random must be at least 1: the claim is 'flagged beats random'")
         if self.export_method not in ("mean", "revert"):
             raise ValueError(f"export_method must be mean or revert, got {self.export_method!r}")
-        for name in ("behavior_questions", "writing_questions", "emoji_prompts"):
+        for name in ("behavior_questions", "writing_questions", "reading_prompts"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
@@ -144,7 +146,7 @@ class StudyConfig:
         """Fewer steps, prompts, samples and sets: a smoke run, not a result."""
         return dataclasses.replace(
             self, quick=True, train_steps=min(self.train_steps, 8), behavior_samples=2, behavior_questions=12,
-            behavior_neutral=4, max_new_tokens=24, writing_questions=16, emoji_prompts=32, separability_samples=1,
+            behavior_neutral=4, max_new_tokens=24, writing_questions=16, reading_prompts=32, separability_samples=1,
             n_contexts=4, n_neutral=4,
             reference_neutral=8, screen_shortlist=8, screen_guard=4, screen_random=16, k_grid=(1, 10, 30), n_random=4,
         )

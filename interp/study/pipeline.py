@@ -58,11 +58,14 @@ def stage_merge(ctx: StageContext) -> dict[str, Any]:
 
 def stage_diff(ctx: StageContext) -> dict[str, Any]:
     from interp.stats.diff import DiffConfig, diff
-    from interp.stats.designs import emoji_design
+    from activations.behaviors import Behavior
+    from interp.stats.designs import reading_design
 
     c: StudyConfig = ctx.config
+    behavior = Behavior.parse(c.target_behavior)
     has_writing = "writing" in ctx.results["cache"]["reductions"]  # the cache stage decides (stage_cache)
-    result = diff(ctx.path("caches", "base"), ctx.path("caches", "merged"), emoji_design(writing=has_writing),
+    design = reading_design(behavior.condition, writing=has_writing, noun=behavior.noun)
+    result = diff(ctx.path("caches", "base"), ctx.path("caches", "merged"), design,
                   DiffConfig(delta=c.delta, split_seed=c.seed))
     out = ctx.path("neurons.csv")
     result.save(out, overwrite=True)
@@ -73,13 +76,16 @@ def stage_diff(ctx: StageContext) -> dict[str, Any]:
 def stage_examples(ctx: StageContext) -> dict[str, Any]:
     import pandas as pd
 
+    from activations.behaviors import Behavior
     from interp.report.examples import max_activating_examples
 
     table = pd.read_csv(ctx.path("neurons.csv"))
     top = table[table["flagged"]].sort_values("rank").head(5)
     neurons = [(int(r.layer), int(r.index)) for r in top.itertuples()]
     merged = load_model(str(ctx.path("merged")))
-    examples = max_activating_examples(merged.model, merged.tokenizer, neurons, ctx.path("caches", "merged", "emoji.h5"))
+    condition = Behavior.parse(ctx.config.target_behavior).condition
+    examples = max_activating_examples(merged.model, merged.tokenizer, neurons,
+                                       ctx.path("caches", "merged", f"{condition}.h5"))
     out = ctx.path("examples.json")
     write_json_atomic(out, examples)
     return {"outputs": [_rel(ctx, out)]}
@@ -112,11 +118,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "data", "behavior", "seed", "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
                                                   "writing_questions"), _data_inputs, version=3),
-    Stage("cache", stage_cache, ("merge", "behavior"), ("study", "data", "behavior", "emoji_prompts", "capture_batch", "seed"),
+    Stage("cache", stage_cache, ("merge", "behavior"), ("study", "data", "behavior", "reading_prompts", "capture_batch", "seed"),
           _prompt_inputs,
           version=4),
-    Stage("diff", stage_diff, ("cache",), ("delta", "seed"), version=2),
-    Stage("examples", stage_examples, ("diff", "merge"), version=2),
+    Stage("diff", stage_diff, ("cache",), ("study", "behavior", "delta", "seed"), version=3),
+    Stage("examples", stage_examples, ("diff", "merge"), ("study", "behavior"), version=3),
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
           (*CAUSAL_READS, "screen_shortlist", "screen_guard", "screen_random", "screen_check_contexts", "k_grid",
            "n_random", "target_reduction", "kl_budget", "ppl_budget"), _prompt_inputs, version=2),

@@ -9,7 +9,10 @@ Layout follows the data flow: ``config`` -> ``measure`` (one model on one trait)
 -> ``report``; ``pipeline`` chains them as resumable stages.
 """
 
-from interp.sweep.config import SweepConfig
-from interp.sweep.pipeline import read_sweep_config, run_sweep
+from activations.lazy import lazy_exports
 
-__all__ = ["SweepConfig", "read_sweep_config", "run_sweep"]
+# Modules load on first use of one of their names (activations.lazy): the config comes without torch.
+__all__ = lazy_exports(__name__, {
+    "interp.sweep.config": ("SweepConfig",),
+    "interp.sweep.pipeline": ("read_sweep_config", "run_sweep"),
+})
