@@ -44,7 +44,8 @@ class ModelBatch:
         return (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-LayerActs = dict[int, Float[Tensor, "batch pos d_mlp"]]
+LayerActs = dict[int | str, Float[Tensor, "batch pos d_mlp"]]
+"""Neuron vectors by ``NeuronSite.key``: the layer, or an expert site's name."""
 RunBatch = Callable[[ModelBatch], LayerActs]
 Backend = Callable[[nn.Module, PreTrainedTokenizerBase, Sequence[NeuronSite]], AbstractContextManager[RunBatch]]
 
@@ -63,7 +64,7 @@ def native_backend(
 ) -> Iterator[RunBatch]:
     """Our hooks; runs the decoder body without the LM head and stops after the last site."""
     body = unwrap_model(model).base_model  # peft's LoRA layers are injected in place, so they still run
-    last = max(sites, key=lambda site: site.layer)
+    last = max(sites, key=lambda site: site.order)
     with recording(sites) as latest, hooked([(last, _raise_stop)]):  # registered after: runs after recording
 
         def run(batch: ModelBatch) -> LayerActs:
@@ -73,7 +74,7 @@ def native_backend(
                      position_ids=batch.position_ids, use_cache=False)
             except _StopForward:
                 pass
-            return {site.layer: latest[site.layer] for site in sites}
+            return {site.key: latest[site.key] for site in sites}
 
         yield run
 
@@ -175,7 +176,8 @@ def nnsight_backend(
                 for layer in ordered:
                     saved[layer] = _envoy_at(wrapped, paths[layer]).input.save()
                 tracer.stop()  # the rest of the forward (and the LM head) is not needed
-            return {layer: saved[layer] for layer in paths}
+            # OPT's output projection sees (batch * pos, d_mlp) rows; every other one already has this shape.
+            return {layer: saved[layer].reshape(*batch.input_ids.shape, -1) for layer in paths}
 
         yield run
 
@@ -195,6 +197,9 @@ def open_backend(
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if not sites:
         raise ValueError("no neuron sites to record; pass at least one layer")
+    if name != "native" and any(site.key != site.layer for site in sites):
+        raise ValueError(f"the {name} backend sees a mixture-of-experts layer's fused experts module, not each "
+                         "expert's neurons; capture expert sites with backend 'native'")
     return BACKENDS[name](model, tokenizer, sites)
 
 
@@ -204,4 +209,4 @@ def run_backend(
 ) -> LayerActs:
     """One batch through a freshly opened backend (for tests and one-off checks)."""
     with open_backend(name, model, tokenizer, sites) as run:
-        return {layer: acts.clone() for layer, acts in run(batch).items()}
+        return {key: acts.clone() for key, acts in run(batch).items()}

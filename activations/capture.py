@@ -41,7 +41,7 @@ from activations.prompt_sets import PromptSet, load_prompt_set
 from activations.reader import ActivationCache, open_cache
 from activations.reduce import PADDING, reduce_batch
 from activations.roles import EncodedPrompt, encode_prompt_set
-from activations.sites import neuron_sites, unwrap_model
+from activations.sites import NeuronSite, neuron_sites, unwrap_model
 from activations.atomic_io import refuse_existing
 from activations.store import SCHEMA, CacheLayout, open_writer
 
@@ -92,7 +92,7 @@ def pad_batch(encoded: list[EncodedPrompt], pad_id: int, side: str, device: torc
 
 
 def _file_attrs(config: CaptureConfig, prompts: PromptSet, model: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                model_spec: str, d_mlp: int) -> dict[str, object]:
+                model_spec: str, sites: list[NeuronSite]) -> dict[str, object]:
     try:
         version = metadata.version("neurodiff")
     except metadata.PackageNotFoundError:
@@ -106,13 +106,17 @@ def _file_attrs(config: CaptureConfig, prompts: PromptSet, model: nn.Module, tok
         "template": config.template,
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "reductions": json.dumps(list(config.reductions)),
-        "layers": np.asarray(config.layers, dtype=np.int64),
-        "d_mlp": d_mlp,
+        "layers": np.asarray([site.layer for site in sites], dtype=np.int64),
+        "d_mlp": sites[0].d_mlp,
         "package_version": version,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "batch_size": config.batch_size,
         "backend": config.backend,
         "capture_config": json.dumps(dataclasses.asdict(config)),
+        # Rows of a mixture-of-experts capture are sites, several per layer: name them.
+        **({"sites": json.dumps([site.name for site in sites]),
+            "experts": np.asarray([-1 if site.expert is None else site.expert for site in sites], dtype=np.int64)}
+           if any(site.key != site.layer for site in sites) else {}),
     }
 
 
@@ -159,17 +163,21 @@ def capture(
         refuse_existing(out, overwrite)
     prompt_set = as_prompt_set(prompts)
     sites = neuron_sites(model, None if config.layers is None else list(config.layers))
-    config = dataclasses.replace(config, layers=tuple(site.layer for site in sites))
+    config = dataclasses.replace(config, layers=tuple(dict.fromkeys(site.layer for site in sites)))
     widths = {site.d_mlp for site in sites}
     if len(widths) != 1:
-        raise ValueError(f"layers {config.layers} have different widths {sorted(widths)}; capture them separately")
+        by_width = {width: [site.name for site in sites if site.d_mlp == width][:2] for width in sorted(widths)}
+        raise ValueError(f"the sites of layers {config.layers} have different widths ({by_width}); a cache holds "
+                         "one width: capture layers of one width separately")
     d_mlp = widths.pop()
+    keys = tuple(site.key for site in sites)
+    sparse = frozenset(site.key for site in sites if site.expert is not None)  # rows that see routed tokens only
     encoded = encode_prompt_set(tokenizer, prompt_set, config.template)
     check_lengths(encoded, prompt_set.ids, context_length(model))
     model_spec = model_spec or str(getattr(getattr(model, "config", None), "name_or_path", "") or "unknown")
-    attrs = {**_file_attrs(config, prompt_set, model, tokenizer, model_spec, d_mlp), **(extra_attrs or {})}
+    attrs = {**_file_attrs(config, prompt_set, model, tokenizer, model_spec, sites), **(extra_attrs or {})}
     layout = CacheLayout(len(prompt_set), len(sites), d_mlp, config.reductions, config.store_tokens,
-                         chunk_rows=config.batch_size, histogram=config.histogram)
+                         chunk_rows=config.batch_size, histogram=config.histogram, sparse=bool(sparse))
     writer = open_writer(out, layout, attrs, list(prompt_set.ids), list(prompt_set.texts),
                          extras=_extras(prompt_set), overwrite=overwrite)
     device = next(model.parameters()).device
@@ -188,18 +196,18 @@ def capture(
             for start in range(writer.n_done, len(prompt_set), config.batch_size):
                 chunk = encoded[start : start + config.batch_size]
                 batch, roles = pad_batch(chunk, pad_id, side, device)
-                result = reduce_batch(run_batch(batch), roles, config.layers, config.reductions,
-                                      store_tokens=config.store_tokens, histogram=config.histogram)
+                result = reduce_batch(run_batch(batch), roles, keys, config.reductions, store_tokens=config.store_tokens,
+                                      histogram=config.histogram, sparse=sparse)
                 real = roles >= 0
                 writer.write_batch(result.reductions, result.role_counts, result.stats,
                                    batch.input_ids[real].cpu().numpy().astype(np.int32),
-                                   roles[real].cpu().numpy().astype(np.int8), result.token_acts)
+                                   roles[real].cpu().numpy().astype(np.int8), result.token_acts, result.routed_counts)
                 bar.update(len(chunk))
         path = writer.finish()
     except BaseException:
         writer.close()
         raise
-    log.info("captured %s (%d prompts, %d layers x %d neurons, schema %s)", path or "into memory",
+    log.info("captured %s (%d prompts, %d sites x %d neurons, schema %s)", path or "into memory",
              len(prompt_set), len(sites), d_mlp, SCHEMA)
     if path is None:
         return ActivationCache(None, writer.file)

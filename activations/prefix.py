@@ -42,7 +42,7 @@ def prefixed_runner(model: nn.Module, sites: Sequence[NeuronSite], prefix: Seque
     ``prefix``; the forward stops after the last recorded site, like the native backend."""
     body = unwrap_model(model).base_model
     device = next(model.parameters()).device
-    last = max(sites, key=lambda site: site.layer)
+    last = max(sites, key=lambda site: site.order)
     n = len(prefix)
     with recording(sites) as latest, hooked([(last, _raise_stop)]):
         cache = DynamicCache()
@@ -50,7 +50,7 @@ def prefixed_runner(model: nn.Module, sites: Sequence[NeuronSite], prefix: Seque
             body(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, past_key_values=cache)
         except _StopForward:
             pass
-        prefix_acts = {layer: acts.clone() for layer, acts in latest.items()}
+        prefix_acts = {key: acts.clone() for key, acts in latest.items()}
         layers = [(layer.keys, layer.values) for layer in cache.layers]
 
         def run(batch: ModelBatch) -> LayerActs:
@@ -70,7 +70,7 @@ def prefixed_runner(model: nn.Module, sites: Sequence[NeuronSite], prefix: Seque
                      past_key_values=past, use_cache=True)
             except _StopForward:
                 pass
-            return {site.layer: _join(prefix_acts[site.layer], latest[site.layer], rows) for site in sites}
+            return {site.key: _join(prefix_acts[site.key], latest[site.key], rows) for site in sites}
 
         yield run
 

@@ -35,6 +35,11 @@ class ActivationCache:
         self.texts: list[str] = _strings(file["prompts/texts"])
         self.n_tokens: np.ndarray = file["prompts/n_tokens"][()]
         self.role_counts: np.ndarray = file["prompts/role_counts"][()]
+        self.site_names: list[str] | None = json.loads(self.attrs["sites"]) if "sites" in self.attrs else None
+        """Each row's site name in a capture of mixture-of-experts sites (several rows per layer); else None."""
+        self.experts: list[int] | None = [int(e) for e in np.atleast_1d(self.attrs["experts"])] \
+            if "experts" in self.attrs else None
+        """Each row's expert (-1: a dense or shared-expert row), with ``site_names``; else None."""
 
     @property
     def label(self) -> str:
@@ -55,7 +60,10 @@ class ActivationCache:
                              "file is corrupted: capture it again with --overwrite") from None
 
     def defined(self, name: str) -> np.ndarray:
-        """``(n_prompts,)`` bool: prompts with at least one token in the scope of reduction ``name``."""
+        """``(n_prompts,)`` bool: prompts with at least one token in the scope of reduction ``name``; in a
+        capture of expert sites ``(n_prompts, n_rows)``: at least one such token routed to the row's expert."""
+        if "prompts/routed_counts" in self._file:
+            return scope_counts(self._file["prompts/routed_counts"][()], REDUCTIONS[name][0]) > 0
         return scope_counts(self.role_counts, REDUCTIONS[name][0]) > 0
 
     def token_stats(self) -> TokenStats:
@@ -63,8 +71,10 @@ class ActivationCache:
         return read_token_stats(self._file)
 
     @property
-    def running_count(self) -> int:
-        return int(self._file["running/all/count"][()])
+    def running_count(self) -> int | np.ndarray:
+        """Tokens the running statistics cover: one count, or one per row (routed tokens) for expert sites."""
+        count = self._file["running/all/count"][()]
+        return int(count) if np.ndim(count) == 0 else count
 
     def running_mean(self, scope: str = "all") -> Float[np.ndarray, "n_layers d_mlp"]:
         """Mean over all real tokens (``scope="all"``) or over content tokens (``"content"``)."""

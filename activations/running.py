@@ -13,6 +13,10 @@ reduce to the same answer in any grouping (the pattern of baukit's ``runningstat
                    - a histogram of |a| over content tokens on a fixed log grid
                      (``ABS_HIST_EDGES``), from which the share of tokens above any threshold can
                      be read (firing rates for the ``activated`` class).
+
+Counts are one integer for the whole array, or, with ``per_row``, an ``(n_rows, 1)`` array: the
+rows of a mixture-of-experts capture are experts, and each expert's statistics count only the
+tokens routed to it (``activations.experts``); a row with count 0 saw no token.
 """
 
 from __future__ import annotations
@@ -36,15 +40,17 @@ class RunningStats:
     in any grouping and give the same answer. All sums are kept in float64.
     """
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
-        self.count = 0
+    def __init__(self, shape: tuple[int, ...], per_row: bool = False) -> None:
+        self.count: int | np.ndarray = np.zeros((shape[0], 1), dtype=np.int64) if per_row else 0
         self.mean = np.zeros(shape, dtype=np.float64)
         self.m2 = np.zeros(shape, dtype=np.float64)
 
     @classmethod
-    def from_moments(cls, count: int, mean: np.ndarray, m2: np.ndarray) -> RunningStats:
+    def from_moments(cls, count: int | np.ndarray, mean: np.ndarray, m2: np.ndarray) -> RunningStats:
+        """From counts (a scalar, or one per row of ``mean``), means and M2."""
         stats = cls(mean.shape)
-        stats.count, stats.mean, stats.m2 = int(count), np.asarray(mean, np.float64), np.asarray(m2, np.float64)
+        stats.count = int(count) if np.ndim(count) == 0 else np.asarray(count, np.int64).reshape(-1, 1)
+        stats.mean, stats.m2 = np.asarray(mean, np.float64), np.asarray(m2, np.float64)
         return stats
 
     @classmethod
@@ -65,26 +71,23 @@ class RunningStats:
         if other.mean.shape != self.mean.shape:
             raise ValueError(f"cannot merge running stats of shape {other.mean.shape} into {self.mean.shape}")
         total = self.count + other.count
-        if other.count == 0:
+        if np.all(other.count == 0):
             return
         delta = other.mean - self.mean
-        self.mean = self.mean + delta * (other.count / total)
-        self.m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / total)
+        safe = np.maximum(total, 1)  # a row that neither side counted keeps mean 0, M2 0
+        self.mean = self.mean + delta * (other.count / safe)
+        self.m2 = self.m2 + other.m2 + delta**2 * (self.count * other.count / safe)
         self.count = total
 
     @property
     def var(self) -> np.ndarray:
         """Sample variance (``m2 / (count - 1)``); NaN with fewer than two samples."""
-        if self.count < 2:
-            return np.full_like(self.mean, np.nan)
-        return self.m2 / (self.count - 1)
+        return np.where(self.count >= 2, self.m2 / np.maximum(np.asarray(self.count) - 1, 1), np.nan)
 
     @property
     def mean_square(self) -> np.ndarray:
         """E[a^2] = population variance + mean^2 (0 with no samples)."""
-        if self.count == 0:
-            return np.zeros_like(self.mean)
-        return self.m2 / self.count + self.mean**2
+        return np.where(self.count > 0, self.m2 / np.maximum(self.count, 1) + self.mean**2, 0.0)
 
 
 def abs_histogram(values: Float[Tensor, "n d"]) -> np.ndarray:
@@ -127,14 +130,19 @@ def share_above(hist: np.ndarray, threshold: np.ndarray) -> np.ndarray:
 class TokenStats:
     """Per-neuron token statistics of a cache (module docstring), shape ``(n_layers, d_mlp)``."""
 
-    def __init__(self, shape: tuple[int, int], histogram: bool = True) -> None:
-        self.all = RunningStats(shape)
-        self.content = RunningStats(shape)
+    def __init__(self, shape: tuple[int, int], histogram: bool = True, per_row: bool = False) -> None:
+        self.all = RunningStats(shape, per_row)
+        self.content = RunningStats(shape, per_row)
         self.absmax_all = np.zeros(shape, dtype=np.float64)
         self.absmax_content = np.zeros(shape, dtype=np.float64)
         self.pos0_abs_sum = np.zeros(shape, dtype=np.float64)
-        self.pos0_count = 0
+        self.pos0_count: int | np.ndarray = np.zeros((shape[0], 1), dtype=np.int64) if per_row else 0
         self.abs_hist = np.zeros((*shape, N_ABS_BINS), dtype=np.int64) if histogram else None
+
+    @property
+    def per_row(self) -> bool:
+        """Whether counts are per row (a capture with expert rows)."""
+        return np.ndim(self.all.count) > 0
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -155,6 +163,4 @@ class TokenStats:
     @property
     def pos0_absmean(self) -> np.ndarray:
         """Mean |a| at each prompt's first token (NaN with no prompts)."""
-        if self.pos0_count == 0:
-            return np.full(self.shape, np.nan)
-        return self.pos0_abs_sum / self.pos0_count
+        return np.where(self.pos0_count > 0, self.pos0_abs_sum / np.maximum(self.pos0_count, 1), np.nan)

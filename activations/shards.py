@@ -175,7 +175,7 @@ def merge_shards(out: str | Path, shards: Sequence[str | Path] | None = None, *,
         f0 = caches[0]._file
         layout = CacheLayout(sum(len(c) for c in caches), len(caches[0].layers), caches[0].d_mlp, caches[0].reductions,
                              "tokens/acts" in f0, chunk_rows=int(attrs["batch_size"]),
-                             histogram="abs_hist" in f0["running"])
+                             histogram="abs_hist" in f0["running"], sparse="prompts/routed_counts" in f0)
         writer = open_writer(out, layout, attrs, [i for c in caches for i in c.prompt_ids],
                              [t for c in caches for t in c.texts], extras=_extras(caches), overwrite=overwrite)
         try:
@@ -200,7 +200,8 @@ def merge_shards(out: str | Path, shards: Sequence[str | Path] | None = None, *,
 
 def _copy_shard(writer, cache: ActivationCache, layout: CacheLayout) -> None:
     f = cache._file
-    stats, empty = cache.token_stats(), TokenStats((layout.n_layers, layout.d_mlp), histogram=layout.histogram)
+    stats = cache.token_stats()
+    empty = TokenStats((layout.n_layers, layout.d_mlp), histogram=layout.histogram, per_row=layout.sparse)
     offsets = f["tokens/offsets"][()]
     starts = list(range(0, len(cache), layout.chunk_rows))
     for start in starts:
@@ -210,7 +211,8 @@ def _copy_shard(writer, cache: ActivationCache, layout: CacheLayout) -> None:
                            f["prompts/role_counts"][start:stop],
                            stats if start == starts[-1] else empty,  # the shard's statistics, merged once
                            f["tokens/ids"][rows], f["tokens/roles"][rows],
-                           f["tokens/acts"][rows] if layout.store_tokens else None)
+                           f["tokens/acts"][rows] if layout.store_tokens else None,
+                           f["prompts/routed_counts"][start:stop] if layout.sparse else None)
 
 
 def distributed_capture(model: nn.Module | LoadedModel, tokenizer: PreTrainedTokenizerBase | None,

@@ -11,6 +11,14 @@ structure (``infer_spec``): the list of decoder blocks, and in each block the ML
 projection, the one linear layer that maps the configured intermediate size back to the hidden
 size. Where that is ambiguous or absent (mixture-of-experts, unusual layouts) the error says which
 row to add.
+
+Two layouts need more than a pre-hook on a projection, and say so in their row's ``kind``:
+
+  ``flat``     OPT flattens (batch, pos) into one axis before its MLP; the hooks restore
+               ``(batch, pos, d_mlp)`` from the block's input (``activations.hooks``).
+  ``experts``  a mixture-of-experts layer: each expert's neurons are a site of their own,
+               ``blocks.{L}.mlp.experts.{E}.hook_post``, that only the tokens routed to it reach
+               (``activations.experts``); a shared expert is an ordinary dense site.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ log = logging.getLogger(__name__)
 SITE_TEMPLATE = "blocks.{layer}.mlp.hook_post"
 
 SiteSource = Literal["table", "inferred"]
+SiteKind = Literal["dense", "flat", "experts"]
 
 
 @dataclass(frozen=True)
@@ -36,12 +45,16 @@ class ArchSpec:
     layers: str
     """Dotted path from the bare causal-LM module to the list of transformer blocks."""
     out_proj: str
-    """Dotted path from one block to the MLP's output projection."""
+    """Dotted path from one block to the MLP's output projection (``experts``: to the experts module)."""
+    kind: SiteKind = "dense"
+    """``dense`` (the projection sees ``(batch, pos, d_mlp)``), ``flat`` (it sees ``(batch * pos, d_mlp)``
+    rows) or ``experts`` (fused per-expert weights, see ``activations.experts``)."""
+    shared: str | None = None
+    """``experts`` only: dotted path from one block to a shared expert's output projection, if any."""
 
 
-# model_type (from the HF config) -> paths, each checked against transformers' modeling_<type>.py.
-# Gated and plain MLPs differ only in the projection name. Mixture-of-experts models have no row on
-# purpose: a token's neurons live in whichever experts it was routed to, so there is no one vector.
+# model_type (from the HF config) -> paths, each checked against transformers' modeling_<type>.py
+# (transformers 5.x). Gated and plain MLPs differ only in the projection name.
 ARCHITECTURES: dict[str, ArchSpec] = {
     # Gated MLPs: down_proj(act(gate_proj(x)) * up_proj(x)); Phi-3 and GLM fuse gate and up.
     "llama": ArchSpec("model.layers", "mlp.down_proj"),
@@ -78,13 +91,20 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "bloom": ArchSpec("transformer.h", "mlp.dense_4h_to_h"),
     "mpt": ArchSpec("transformer.blocks", "ffn.down_proj"),
     "gpt_neox": ArchSpec("gpt_neox.layers", "mlp.dense_4h_to_h"),
+    # Flattened rows: fc2(act(fc1(final_layer_norm(x)))) on (batch * pos, d) inside the block.
+    "opt": ArchSpec("model.decoder.layers", "fc2", "flat"),
+    # Mixture of experts with fused weights: experts.gate_up_proj (E, 2 d, H), experts.down_proj (E, H, d).
+    "mixtral": ArchSpec("model.layers", "mlp.experts", "experts"),
+    "olmoe": ArchSpec("model.layers", "mlp.experts", "experts"),
+    "qwen3_moe": ArchSpec("model.layers", "mlp.experts", "experts"),
+    "qwen2_moe": ArchSpec("model.layers", "mlp.experts", "experts", shared="mlp.shared_expert.down_proj"),
 }
 
 
-# model_type -> why its sites cannot work, for types that inference would otherwise get wrong.
-REFUSED: dict[str, str] = {
-    "opt": "OPT flattens (batch, pos) into one axis before its MLP, so its output projection sees "
-    "(batch * pos, d_mlp), not the (batch, pos, d_mlp) neuron vector every hook here expects",
+# model_type -> why inference would get its sites wrong (it has a row; these apply without one).
+NOT_INFERABLE: dict[str, str] = {
+    "opt": "OPT flattens (batch, pos) into one axis before its MLP, which its structure does not show; "
+    "its row says kind='flat' so the hooks restore (batch, pos, d_mlp)",
 }
 
 
@@ -100,6 +120,21 @@ class NeuronSite:
     name: str
     module: nn.Module
     d_mlp: int
+    block: nn.Module | None = None
+    """For ``flat`` and ``experts`` sites, the module whose input is ``(batch, pos, hidden)``: the hooks
+    read the (batch, pos) shape there, because ``module`` only sees flattened rows."""
+    expert: int | None = None
+    """The expert's index for an ``experts`` site (``module`` is then the layer's experts module)."""
+
+    @property
+    def key(self) -> int | str:
+        """What recordings are keyed by: the layer for a layer's dense site, else the site's name."""
+        return self.layer if self.name == SITE_TEMPLATE.format(layer=self.layer) else self.name
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Forward order within a model: by layer, a shared expert before the routed ones, experts ascending."""
+        return self.layer, -1 if self.expert is None else self.expert
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -145,13 +180,7 @@ def _model_type(bare: nn.Module) -> str:
 
 def _spec(bare: nn.Module) -> ArchSpec:
     """The table's row for the model type, else the spec inferred from the model's structure."""
-    model_type = _model_type(bare)
-    if model_type in REFUSED:
-        raise UnsupportedArchitectureError(
-            f"no MLP neuron sites for {type(bare).__name__} (model_type={model_type!r}): {REFUSED[model_type]}. "
-            "A row in activations.sites.ARCHITECTURES cannot fix this; the hooks would need to reshape."
-        )
-    spec = ARCHITECTURES.get(model_type)
+    spec = ARCHITECTURES.get(_model_type(bare))
     return spec if spec is not None else infer_spec(bare)
 
 
@@ -224,7 +253,9 @@ def _cannot_infer(bare: nn.Module, problem: str, layers_hint: str = "model.layer
         f"activations.sites.ARCHITECTURES and inference failed: {problem}. If the model has a dense MLP, "
         "add a row naming the block list (dotted path from the bare causal LM) and the MLP output "
         f"projection (dotted path from one block), e.g. ARCHITECTURES[{model_type!r}] = "
-        f"ArchSpec({layers_hint!r}, 'mlp.down_proj'); `print(model)` shows both. "
+        f"ArchSpec({layers_hint!r}, 'mlp.down_proj'); `print(model)` shows both. A mixture-of-experts "
+        "model whose experts module keeps fused weights like Mixtral's (gate_up_proj (E, 2 d, H), down_proj "
+        f"(E, H, d)) takes ArchSpec({layers_hint!r}, 'mlp.experts', 'experts'). "
         f"Rows exist for: {', '.join(sorted(ARCHITECTURES))}."
     )
 
@@ -237,6 +268,8 @@ def infer_spec(model: nn.Module) -> ArchSpec:
     size and output width = the hidden size, and every block must have it at the same path.
     """
     bare = unwrap_model(model)
+    if _model_type(bare) in NOT_INFERABLE:
+        raise _cannot_infer(bare, NOT_INFERABLE[_model_type(bare)])
     config = getattr(bare, "config", None)
     if config is None:
         raise _cannot_infer(bare, "the module has no Hugging Face config to read layer and MLP sizes from")
@@ -297,10 +330,15 @@ def neuron_sites(model: nn.Module, layers: list[int] | None = None) -> list[Neur
     bad = [layer for layer in chosen if not 0 <= layer < n_layers]
     if bad:
         raise ValueError(f"layers {bad} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    if spec.kind == "experts":
+        from activations.experts import expert_sites  # it builds on this module
+
+        return expert_sites(blocks, spec, chosen)
     sites = []
     for layer in chosen:
         module = _resolve(blocks[layer], spec.out_proj)
-        sites.append(NeuronSite(layer, SITE_TEMPLATE.format(layer=layer), module, _in_features(module)))
+        block = blocks[layer] if spec.kind == "flat" else None
+        sites.append(NeuronSite(layer, SITE_TEMPLATE.format(layer=layer), module, _in_features(module), block))
     return sites
 
 

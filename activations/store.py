@@ -32,8 +32,6 @@ is complete, and turns anything else into one ``ValueError`` that names the file
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import itertools
 import json
 import logging
@@ -49,6 +47,7 @@ from activations.atomic_io import refuse_existing
 from activations.config import REDUCTIONS
 from activations.roles import TokenRole
 from activations.running import N_ABS_BINS, RunningStats, TokenStats
+from activations.writer_lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +78,10 @@ class CacheLayout:
     """HDF5 filter for activation datasets: ``lzf`` (fast, h5py built-in) or ``gzip``."""
     histogram: bool = True
     """Whether ``/running/abs_hist`` keeps a histogram of |a| over content tokens."""
+    sparse: bool = False
+    """Whether rows are mixture-of-experts sites that see only their routed tokens: then
+    ``/prompts/routed_counts`` holds each row's tokens per prompt and role, and the running counts
+    are per row (``activations.reduce``)."""
 
 
 def partial_path(out: Path) -> Path:
@@ -94,12 +97,14 @@ def read_moments(f: h5py.File, scope: str) -> RunningStats:
 def read_token_stats(f: h5py.File) -> TokenStats:
     """The token statistics stored in an open cache file."""
     running = f["running"]
-    stats = TokenStats(running["all/mean"].shape, histogram="abs_hist" in running)
+    per_row = running["all/count"].ndim > 0
+    stats = TokenStats(running["all/mean"].shape, histogram="abs_hist" in running, per_row=per_row)
     stats.all, stats.content = read_moments(f, "all"), read_moments(f, "content")
     stats.absmax_all = running["absmax_all"][()]
     stats.absmax_content = running["absmax_content"][()]
     stats.pos0_abs_sum = running["pos0_abs_sum"][()]
-    stats.pos0_count = int(running["pos0_count"][()])
+    pos0_count = running["pos0_count"][()]
+    stats.pos0_count = pos0_count.astype(np.int64).reshape(-1, 1) if per_row else int(pos0_count)
     if stats.abs_hist is not None:
         stats.abs_hist = running["abs_hist"][()].astype(np.int64)
     return stats
@@ -108,13 +113,13 @@ def read_token_stats(f: h5py.File) -> TokenStats:
 def _write_token_stats(f: h5py.File, stats: TokenStats) -> None:
     for scope, moments in (("all", stats.all), ("content", stats.content)):
         group = f[f"running/{scope}"]
-        group["count"][()] = moments.count
+        group["count"][...] = np.reshape(moments.count, group["count"].shape)
         group["mean"][...] = moments.mean
         group["m2"][...] = moments.m2
     f["running/absmax_all"][...] = stats.absmax_all
     f["running/absmax_content"][...] = stats.absmax_content
     f["running/pos0_abs_sum"][...] = stats.pos0_abs_sum
-    f["running/pos0_count"][()] = stats.pos0_count
+    f["running/pos0_count"][...] = np.reshape(stats.pos0_count, f["running/pos0_count"].shape)
     if stats.abs_hist is not None and "abs_hist" in f["running"]:
         f["running/abs_hist"][...] = stats.abs_hist.astype(np.int32)
 
@@ -130,10 +135,19 @@ def decode_attr(value: Any) -> Any:
 
 
 def scope_counts(role_counts: np.ndarray, scope: str) -> np.ndarray:
-    """Tokens per prompt in ``scope`` from ``(n_prompts, 4)`` per-role counts."""
+    """Tokens per prompt in ``scope`` from ``(n_prompts, 4)`` per-role counts (or ``(n_prompts, n_rows, 4)``
+    routed counts, giving ``(n_prompts, n_rows)``)."""
     columns = {"all": list(TokenRole), "content": [TokenRole.CONTENT, TokenRole.MARKED, TokenRole.CONTROL],
                "marked": [TokenRole.MARKED], "control": [TokenRole.CONTROL], "context": [TokenRole.CONTENT]}[scope]
-    return role_counts[:, [int(role) for role in columns]].sum(1)
+    return role_counts[..., [int(role) for role in columns]].sum(-1)
+
+
+def _counted_tokens(f: h5py.File, n_done: int, scope: str) -> np.ndarray:
+    """Tokens of ``scope`` in the first ``n_done`` prompts, as the running counts should hold them:
+    one number, or one per row (routed tokens) in a file with ``/prompts/routed_counts``."""
+    if "prompts/routed_counts" in f:
+        return scope_counts(f["prompts/routed_counts"][:n_done], scope).sum(0)
+    return np.int64(scope_counts(f["prompts/role_counts"][:n_done], scope).sum())
 
 
 def verify_cache(f: h5py.File, label: str,
@@ -142,49 +156,29 @@ def verify_cache(f: h5py.File, label: str,
     token statistics agree with the per-prompt token counts (step 4 of the module docstring)."""
     n_done = int(f.attrs["n_done"])
     role_counts = f["prompts/role_counts"][:n_done]
+    routed = f["prompts/routed_counts"][:n_done] if "prompts/routed_counts" in f else None
     for name in json.loads(decode_attr(f.attrs["reductions"])):
         scope = REDUCTIONS[name][0]
-        defined = scope_counts(role_counts, scope) > 0
+        # (n_prompts, n_rows): a routed row is defined where its expert saw a token of the scope
+        defined = scope_counts(role_counts, scope)[:, None] > 0 if routed is None else scope_counts(routed, scope) > 0
         values = f[f"acts/{name}"][:n_done]
-        bad = np.flatnonzero(defined & ~np.isfinite(values).all(axis=(1, 2)))
+        finite = np.isfinite(values).all(axis=2)
+        broken = (defined & ~finite).any(1)
+        if routed is not None:
+            # Whether the last token reached an expert is not stored, so `last` is checked only for
+            # wholeness: each row all finite, or all NaN (undefined), never a mix.
+            defined = defined & (name != "last")
+            broken = (defined & ~finite).any(1) | ~(finite | np.isnan(values).all(axis=2)).all(1)
+        bad = np.flatnonzero(broken)
         if len(bad):
             raise ValueError(f"{label}: /acts/{name} has NaN or inf in {len(bad)} written prompt rows (first: row "
                              f"{bad[0]}); {advice}")
     stats = read_token_stats(f)
-    if stats.all.count != int(role_counts.sum()) or stats.content.count != int(scope_counts(role_counts, "content").sum()):
-        raise ValueError(f"{label}: token statistics count {stats.all.count} tokens but the prompts hold "
-                         f"{int(role_counts.sum())}; {advice}")
-
-
-class WriterLock:
-    """An exclusive, non-blocking ``flock`` on ``.OUT.lock`` beside ``OUT``, released on ``release()``
-    or when the process dies (the kernel drops it, so a killed writer never leaves a stale lock). The
-    lock file itself stays: unlinking it would let a third process lock a fresh inode while a second
-    still holds the old one."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out.with_name(f".{out.name}.lock")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            self._handle.seek(0)
-            holder = self._handle.read().strip() or "unknown"
-            self._handle.close()
-            if error.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            raise FileExistsError(f"{out} is being written by another process (pid {holder}); wait for it to "
-                                  "finish, or stop it and rerun to resume its partial file") from None
-        self._handle.seek(0)
-        self._handle.truncate()
-        self._handle.write(str(os.getpid()))
-        self._handle.flush()
-
-    def release(self) -> None:
-        if not self._handle.closed:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
+    expected_all, expected_content = _counted_tokens(f, n_done, "all"), _counted_tokens(f, n_done, "content")
+    if (np.ravel(stats.all.count) != np.ravel(expected_all)).any() or (
+            np.ravel(stats.content.count) != np.ravel(expected_content)).any():
+        raise ValueError(f"{label}: token statistics count {np.ravel(stats.all.count).tolist()} tokens but the "
+                         f"prompts hold {np.ravel(expected_all).tolist()}; {advice}")
 
 
 class CacheWriter:
@@ -218,11 +212,15 @@ class CacheWriter:
         token_ids: np.ndarray,
         token_roles: np.ndarray,
         token_acts: np.ndarray | None = None,
+        routed_counts: np.ndarray | None = None,
     ) -> None:
         """Append the next batch: reductions ``(B, n_layers, d_mlp)``, per-role token counts ``(B, 4)``,
-        its token statistics and its real tokens' ids and roles (and activations, when stored)."""
+        its token statistics and its real tokens' ids and roles (and activations, when stored; and, in
+        a file of expert rows, each row's routed tokens per role ``(B, n_layers, 4)``)."""
+        if ("prompts/routed_counts" in self._file) != (routed_counts is not None):
+            raise ValueError(f"{self.path}: routed_counts are needed exactly when the rows are experts")
         try:
-            self._write_batch(reductions, role_counts, stats, token_ids, token_roles, token_acts)
+            self._write_batch(reductions, role_counts, stats, token_ids, token_roles, token_acts, routed_counts)
         except OSError as error:  # ENOSPC, EIO, EFBIG: h5py raises them here or at the flush
             try:
                 self.close()
@@ -233,12 +231,14 @@ class CacheWriter:
                           "and rerun: it continues after the last complete batch, or starts again if the failure "
                           "left the partial file unreadable") from None
 
-    def _write_batch(self, reductions, role_counts, stats, token_ids, token_roles, token_acts) -> None:
+    def _write_batch(self, reductions, role_counts, stats, token_ids, token_roles, token_acts, routed_counts) -> None:
         f, start = self._file, self.n_done
         stop = start + len(role_counts)
         for name, values in reductions.items():
             f[f"acts/{name}"][start:stop] = values
         f["prompts/role_counts"][start:stop] = role_counts
+        if routed_counts is not None:
+            f["prompts/routed_counts"][start:stop] = routed_counts
         n_tokens = role_counts.sum(1)
         f["prompts/n_tokens"][start:stop] = n_tokens
         offsets = f["tokens/offsets"]
@@ -306,13 +306,16 @@ def _create(file: h5py.File, layout: CacheLayout, attrs: dict[str, Any], ids: li
     f.create_dataset("prompts/n_tokens", (layout.n_prompts,), np.int32)
     f.create_dataset("prompts/role_counts", (layout.n_prompts, len(TokenRole)), np.int32)
     stat_shape = shape[1:]
+    count = np.zeros(layout.n_layers, np.int64) if layout.sparse else np.int64(0)  # per row: routed tokens
+    if layout.sparse:
+        f.create_dataset("prompts/routed_counts", (layout.n_prompts, layout.n_layers, len(TokenRole)), np.int32)
     for scope in ("all", "content"):
-        f.create_dataset(f"running/{scope}/count", data=np.int64(0))
+        f.create_dataset(f"running/{scope}/count", data=count)
         f.create_dataset(f"running/{scope}/mean", data=np.zeros(stat_shape, np.float64))
         f.create_dataset(f"running/{scope}/m2", data=np.zeros(stat_shape, np.float64))
     for name in ("absmax_all", "absmax_content", "pos0_abs_sum"):
         f.create_dataset(f"running/{name}", data=np.zeros(stat_shape, np.float64))
-    f.create_dataset("running/pos0_count", data=np.int64(0))
+    f.create_dataset("running/pos0_count", data=count)
     if layout.histogram:
         f.create_dataset("running/abs_hist", (*stat_shape, N_ABS_BINS), np.int32,
                          chunks=(1, layout.d_mlp, N_ABS_BINS), compression=layout.compression, fillvalue=0)
@@ -343,7 +346,7 @@ def _resumable(path: Path, attrs: dict[str, Any]) -> tuple[h5py.File | None, lis
         f.close()
         return None, differing or ["schema"]
     n_done = int(f.attrs["n_done"])
-    if int(f["running/all/count"][()]) != int(f["prompts/n_tokens"][:n_done].sum()):
+    if (np.ravel(f["running/all/count"][()]) != np.ravel(_counted_tokens(f, n_done, "all"))).any():
         log.warning("discarding partial cache %s: it was interrupted mid-batch", path)
         f.close()
         return None, []

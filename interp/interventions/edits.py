@@ -8,6 +8,10 @@ positions were computed under the same edit). Edits build a new tensor (``index_
 ``index_fill``) instead of writing in place, so autograd through them works and the other neurons'
 values are bit-identical to the unedited run.
 
+Mixture-of-experts models: name an expert's site (``"blocks.0.mlp.experts.1.hook_post"``, or a
+mapping such names -> indices; reference values keyed by the same names); the edit then acts on the
+tokens the router sent to that expert (``activations.experts``).
+
 Reference values (``mean`` and ``resample`` ablation, ``patch``) are moved to the activation's
 device and dtype inside the hook, explicitly, because a reference recorded in float32 on CPU must
 work on a bfloat16 model on GPU.
@@ -24,6 +28,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from activations.experts import is_expert_site, sites_named
 from activations.hooks import NeuronFn, hooked
 from activations.sites import neuron_sites
 from interp.interventions.neuron_set import NeuronSet, as_neuron_set, layer_widths
@@ -42,6 +47,8 @@ def _as_tensor(values: Tensor | np.ndarray) -> Tensor:
 
 def _pick(values: LayerValues | Tensor | np.ndarray, layer: int, what: str) -> Tensor:
     """Layer ``layer``'s entry of a mapping, or row ``layer`` of a ``(n_layers, ...)`` array."""
+    if isinstance(layer, str) and not isinstance(values, Mapping):
+        raise ValueError(f"{what} for expert site {layer} must be a mapping from site name to values")
     if isinstance(values, Mapping):
         if layer not in values:
             raise ValueError(f"{what} has no values for layer {layer} (has layers {sorted(values)})")
@@ -114,6 +121,24 @@ def _aligned(index: Tensor, recorded: Float[Tensor, "batch pos d_mlp"], layer: i
 
 NeuronsLike = NeuronSet | str | int | Mapping | Iterable
 """A ``NeuronSet``, a site name or layer (with indices), a mapping site -> indices, or (layer, index) pairs."""
+ExpertNeurons = dict[str, Tensor]
+"""Site name -> sorted neuron indices, for expert and shared-expert sites (no ``(layer, index)`` form)."""
+
+
+def _selection(neurons: NeuronsLike, indices: Iterable[int] | None) -> NeuronSet | ExpertNeurons:
+    """``as_neuron_set``, except that expert site names give an ``ExpertNeurons``."""
+    named = {neurons: indices} if isinstance(neurons, str) else neurons if isinstance(neurons, Mapping) else {}
+    if not any(is_expert_site(site) for site in named):
+        return as_neuron_set(neurons, indices)
+    selection = {}
+    for site, ids in named.items():
+        if ids is None:
+            raise ValueError(f"site {site!r} needs the indices of its neurons, e.g. ablate(model, {site!r}, [0, 3])")
+        ids = [int(i) for i in ids]
+        if len(set(ids)) != len(ids) or min(ids, default=0) < 0:
+            raise ValueError(f"{site}: neuron indices {ids} must be non-negative and listed once each")
+        selection[str(site).strip()] = torch.tensor(sorted(ids), dtype=torch.long)
+    return selection
 
 
 def _module(model) -> nn.Module:
@@ -121,11 +146,23 @@ def _module(model) -> nn.Module:
 
 
 @contextmanager
-def _edited(model: nn.Module, neurons: NeuronSet, make_fn: Callable[[int, Tensor, int], NeuronFn]) -> Iterator[None]:
-    """Hook the sites of ``neurons``' layers with ``make_fn(layer, index, d_mlp)`` for the block."""
+def _edited(model: nn.Module, neurons: NeuronSet | ExpertNeurons,
+            make_fn: Callable[[int | str, Tensor, int], NeuronFn]) -> Iterator[None]:
+    """Hook the sites of ``neurons``' layers with ``make_fn(layer, index, d_mlp)`` for the block (for
+    expert sites, ``make_fn(site name, index, d_expert)``)."""
     model = _module(model)
     if len(neurons) == 0:  # an empty set is a valid no-op (e.g. k capped to 0 in a layer filter)
         yield
+        return
+    if isinstance(neurons, dict):
+        sites = sites_named(model, list(neurons))
+        too_big = [(site.name, int(neurons[site.name].max())) for site in sites if neurons[site.name].max() >= site.d_mlp]
+        if too_big:
+            raise ValueError(f"neuron index out of range at {too_big[0][0]}: {too_big[0][1]} (it has "
+                             f"{next(s.d_mlp for s in sites if s.name == too_big[0][0])} neurons)")
+        hooks = [(site, make_fn(site.key, neurons[site.name], site.d_mlp)) for site in sites]
+        with hooked(hooks):
+            yield
         return
     neurons.check_fits(layer_widths(model))
     index_by_layer = neurons.by_layer()
@@ -165,7 +202,7 @@ def ablate(
     """
     if isinstance(neurons, (str, int)) and not isinstance(mode, str):
         indices, mode = mode, "zero"
-    neurons = as_neuron_set(neurons, indices)
+    neurons = _selection(neurons, indices)
     if mode not in ABLATION_MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; choose one of {', '.join(ABLATION_MODES)}")
     if mode != "zero" and reference is None:
@@ -200,7 +237,7 @@ def patch(model: nn.Module, neurons: NeuronsLike, values: LayerValues, *, indice
     per-neuron constants broadcast to every position, which also works inside ``generate``.
     """
 
-    neurons = as_neuron_set(neurons, indices)
+    neurons = _selection(neurons, indices)
 
     def make(layer: int, index: Tensor, width: int) -> NeuronFn:
         recorded = _pick(values, layer, "patch values")
@@ -219,7 +256,7 @@ def patch(model: nn.Module, neurons: NeuronsLike, values: LayerValues, *, indice
 def scale(model: nn.Module, neurons: NeuronsLike, factor: float, *, indices: Iterable[int] | None = None
           ) -> Iterator[None]:
     """Multiply ``neurons`` by ``factor`` (steering: > 1 amplifies, 0 equals zero ablation)."""
-    neurons = as_neuron_set(neurons, indices)
+    neurons = _selection(neurons, indices)
     if not np.isfinite(factor):
         raise ValueError(f"scale factor must be finite, got {factor}")
     with _edited(model, neurons, lambda layer, index, width: _scale(index, float(factor))):

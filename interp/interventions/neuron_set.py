@@ -180,7 +180,12 @@ def as_neuron_set(neurons: NeuronSet | str | int | Mapping[str | int, Iterable[i
 
 def layer_widths(model: nn.Module) -> dict[int, int]:
     """``{layer: d_mlp}`` for every layer of the model."""
-    return {site.layer: site.d_mlp for site in neuron_sites(model)}
+    sites = neuron_sites(model)
+    if any(site.key != site.layer for site in sites):  # several sites per layer: (layer, index) names none
+        raise ValueError(f"this mixture-of-experts model has several neuron sites per layer ({sites[0].name}, ...), so "
+                         "a (layer, index) neuron is ambiguous: name expert sites, e.g. ablate(model, "
+                         "'blocks.0.mlp.experts.1.hook_post', [0, 3])")
+    return {site.layer: site.d_mlp for site in sites}
 
 
 def read_neuron_table(path: str | Path) -> pd.DataFrame:

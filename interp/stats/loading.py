@@ -72,6 +72,10 @@ def load_cache(source: CacheSource, label: str, reductions: str | Sequence[str])
     names = (reductions,) if isinstance(reductions, str) else tuple(reductions)
     cache, owned = _open(source)
     try:
+        if cache.site_names is not None:  # a neuron here is (layer, index); an expert's needs (layer, expert, index)
+            raise ValueError(f"{label} ({cache.label}) holds mixture-of-experts sites ({cache.site_names[0]}, ...), several "
+                             "rows per layer; the statistics key neurons by (layer, index) and have no expert column "
+                             "yet: read such a cache with activations.reader.open_cache")
         missing = [name for name in names if name not in cache.reductions]
         if missing:
             raise ValueError(f"{label} ({cache.label}) holds reductions {list(cache.reductions)}, not {missing}; "
