@@ -17,13 +17,43 @@ from pathlib import Path
 from typing import Any
 
 
-def refuse_existing(paths: str | os.PathLike | Iterable[str | os.PathLike], overwrite: bool) -> None:
-    """Raise ``FileExistsError`` naming every existing path, unless ``overwrite``."""
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    existing = [str(p) for p in paths if Path(p).exists()]
+def refuse_existing(paths: str | os.PathLike | Iterable[str | os.PathLike], overwrite: bool, *,
+                    folder: bool = False) -> None:
+    """Raise, before any work, when an output could not be written at the end: ``FileExistsError``
+    naming every existing path unless ``overwrite``, or an existing folder where a file goes
+    (``folder=False``: replacing it would fail only after the work); ``ValueError`` when the folder
+    the output goes into cannot be written (``check_writable_folder``)."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    if not folder:
+        folders = [str(p) for p in paths if p.is_dir()]
+        if folders:
+            raise FileExistsError(f"{', '.join(folders)} {'is a folder' if len(folders) == 1 else 'are folders'}, "
+                                  "but the output is a file; pass a file path (e.g. inside that folder), or remove "
+                                  "the folder")
+    existing = [str(p) for p in paths if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
                               "pass overwrite=True (--overwrite) to replace")
+    for parent in dict.fromkeys(p.parent for p in paths):
+        check_writable_folder(parent)
+
+
+def check_writable_folder(folder: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``folder`` when files cannot be created in it (read-only, immutable,
+    no permission, or a path component that is a file). A folder that does not exist yet is judged by
+    its nearest existing ancestor, where it would be created. The probe creates and removes a
+    temporary file: permission bits alone do not tell (root ignores them; read-only mounts and
+    immutable folders refuse even root)."""
+    folder = Path(folder)
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"cannot write into {folder}: {existing} is a file, not a folder; choose another output path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write into {folder}: creating a file in {existing} fails "
+                         f"({error.strerror or error}); choose another output folder, or make that one writable") from None
 
 
 def _umask() -> int:
@@ -74,7 +104,7 @@ def temporary_dir_beside(final: str | os.PathLike) -> Path:
 def publish_dir(build: str | os.PathLike, final: str | os.PathLike, overwrite: bool) -> None:
     """Move a finished ``build`` folder to ``final``; an old ``final`` is removed only after."""
     build, final = Path(build), Path(final)
-    refuse_existing(final, overwrite)
+    refuse_existing(final, overwrite, folder=True)
     retired = None
     if final.exists():
         retired = final.with_name(f".{final.name}.old-{os.getpid()}")

@@ -147,6 +147,39 @@ def _load_adapter(path: Path, dtype: torch.dtype, merge: bool, base: str | None,
     return LoadedModel(model, loaded.tokenizer, str(path), "adapter", base_spec)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "tiktoken.model")
+"""The vocabulary files ``save_pretrained`` writes for the tokenizers transformers knows (fast, sentencepiece,
+BPE, WordPiece, tiktoken); a folder with none of them has no tokenizer, whatever its config says."""
+
+
+def _local_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a model folder; a folder without one is refused by name (transformers
+    would instead try to convert a slow tokenizer and ask for sentencepiece or tiktoken)."""
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelSpecError(f"{path} has model weights but no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); "
+                             "copy them from the model it was made from, or save the tokenizer into it with "
+                             "tokenizer.save_pretrained")
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+
+
+def _refuse_damaged_weights(path: Path) -> None:
+    """Raise ``ModelSpecError`` naming every safetensors file of ``path`` whose header or length is
+    broken (a cut-short download or copy); return quietly when all of them read."""
+    from safetensors import safe_open
+
+    damaged = []
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt"):  # checks the header and that it covers the file
+                pass
+        except Exception as error:  # safetensors raises its own error type from Rust
+            damaged.append(f"{file.name} ({error})")
+    if damaged:
+        raise ModelSpecError(f"{path}: damaged weight file {'; '.join(damaged)}; it was probably cut short while "
+                             "copying or downloading: copy it again from the source, or save the model again with "
+                             "save_pretrained")
+
+
 def _refuse_placement(spec: str, path: Path, placement: dict[str, object], device: object) -> None:
     """Placements only a ``from_pretrained`` folder can take, and never together with ``device``."""
     if not placement:
@@ -206,8 +239,12 @@ def load_model(
         if not any(any(path.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.index.json")):
             raise ModelSpecError(f"{spec!r} has a config.json but no weights (*.safetensors or *.bin); "
                                  "copy the weight files into it, or save the model again with save_pretrained")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **placement)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        tokenizer = _local_tokenizer(path)  # first: it is quick, and a folder without one fails before the weights
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True, **placement)
+        except Exception:
+            _refuse_damaged_weights(path)  # names the damaged file; otherwise the loader's own error stands
+            raise
         loaded = LoadedModel(model, _prepare_tokenizer(tokenizer), spec, "local")
     elif path.exists():
         raise ModelSpecError(f"{spec!r} exists but holds neither config.json nor adapter_config.json; "

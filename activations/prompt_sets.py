@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -192,9 +193,22 @@ def _records_to_set(name: str, records: list[dict[str, object]]) -> PromptSet:
     return PromptSet(name, ids, texts, categories, optional("marks"), optional("controls"), optional("context"))
 
 
+def read_utf8(path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is an error naming the file, line and column, and
+    the fix. A leading byte-order mark (spreadsheet exports write one) is dropped."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise ValueError(f"{path}:{line}:{column}: byte 0x{data[error.start]:02x} is not UTF-8 text; save the file "
+                         f"as UTF-8 (e.g. `iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`)") from None
+
+
 def _read_jsonl(path: Path) -> list[dict[str, str]]:
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -208,16 +222,16 @@ def _read_jsonl(path: Path) -> list[dict[str, str]]:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheet exports start with a BOM
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if "text" not in columns:
-            raise ValueError(f"{path} has columns {columns}, but needs a 'text' column (optional: 'id', 'category')")
-        return list(reader)
+    # newline="": quoted cells may hold line breaks, which csv reads itself
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
+    columns = reader.fieldnames or []
+    if "text" not in columns:
+        raise ValueError(f"{path} has columns {columns}, but needs a 'text' column (optional: 'id', 'category')")
+    return list(reader)
 
 
 def _read_txt(path: Path) -> list[dict[str, str]]:
-    return [{"text": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [{"text": line.strip()} for line in read_utf8(path).splitlines() if line.strip()]
 
 
 _READERS = {".jsonl": _read_jsonl, ".csv": _read_csv, ".txt": _read_txt}

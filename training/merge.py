@@ -67,7 +67,7 @@ def merge_adapter(
 ) -> MergeResult:
     """Merge the adapter in ``adapter_dir`` into its full-precision base and save it to ``out_dir``."""
     adapter_dir, out_dir = Path(adapter_dir).expanduser(), Path(out_dir).expanduser()
-    refuse_existing(out_dir, overwrite)
+    refuse_existing(out_dir, overwrite, folder=True)
     trained_on, trained_fingerprint, training = adapter_origin(adapter_dir)
     base_spec = base or trained_on
     loaded = load_model(base_spec, dtype=torch.float32)
