@@ -43,9 +43,14 @@ from activations.reduce import PADDING, reduce_batch
 from activations.roles import EncodedPrompt, encode_prompt_set
 from activations.sites import NeuronSite, neuron_sites, unwrap_model
 from activations.atomic_io import refuse_existing
-from activations.store import SCHEMA, CacheLayout, open_writer
+from activations.store import SCHEMA, CacheLayout, open_writer, partial_path
 
 log = logging.getLogger(__name__)
+
+
+class CaptureInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a capture into a file; the message says where the finished batches are kept and
+    that a rerun resumes from them (a ``KeyboardInterrupt`` still, so callers stop as before)."""
 
 
 def as_prompt_set(prompts: PromptSet | str | Path | list[str]) -> PromptSet:
@@ -131,6 +136,18 @@ def _extras(prompts: PromptSet) -> dict[str, list[str]]:
     return extras
 
 
+def _chosen_sites(model: nn.Module, config: CaptureConfig) -> list[NeuronSite]:
+    sites = neuron_sites(model, None if config.layers is None else list(config.layers))
+    if config.sites == "all":
+        return sites
+    kept = [site for site in sites if (site.expert is not None) == (config.sites == "experts")
+            and site.key != site.layer]  # a dense layer site is neither a routed nor a shared expert
+    if not kept:
+        raise ValueError(f"sites={config.sites!r} keeps none of this model's sites ({sites[0].name}, ...); "
+                         "it applies to mixture-of-experts models: use sites='all'")
+    return kept
+
+
 def capture(
     model: nn.Module | LoadedModel,
     tokenizer: PreTrainedTokenizerBase | None,
@@ -162,13 +179,14 @@ def capture(
     if out is not None:  # before any work: fail fast
         refuse_existing(out, overwrite)
     prompt_set = as_prompt_set(prompts)
-    sites = neuron_sites(model, None if config.layers is None else list(config.layers))
+    sites = _chosen_sites(model, config)
     config = dataclasses.replace(config, layers=tuple(dict.fromkeys(site.layer for site in sites)))
     widths = {site.d_mlp for site in sites}
     if len(widths) != 1:
         by_width = {width: [site.name for site in sites if site.d_mlp == width][:2] for width in sorted(widths)}
         raise ValueError(f"the sites of layers {config.layers} have different widths ({by_width}); a cache holds "
-                         "one width: capture layers of one width separately")
+                         "one width: capture layers of one width separately, or routed and shared experts apart "
+                         "(--sites experts, --sites shared)")
     d_mlp = widths.pop()
     keys = tuple(site.key for site in sites)
     sparse = frozenset(site.key for site in sites if site.expert is not None)  # rows that see routed tokens only
@@ -184,6 +202,7 @@ def capture(
     side = getattr(tokenizer, "padding_side", "right")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     prefix = shared_prefix([e.ids for e in encoded]) if config.shared_prefix and config.backend == "native" else 0
+    done = writer.n_done
     try:
         with ExitStack() as stack, torch.inference_mode():
             if prefix >= MIN_PREFIX:
@@ -202,8 +221,15 @@ def capture(
                 writer.write_batch(result.reductions, result.role_counts, result.stats,
                                    batch.input_ids[real].cpu().numpy().astype(np.int32),
                                    roles[real].cpu().numpy().astype(np.int8), result.token_acts, result.routed_counts)
+                done = start + len(chunk)
                 bar.update(len(chunk))
         path = writer.finish()
+    except KeyboardInterrupt:
+        writer.close()
+        if out is None:
+            raise
+        raise CaptureInterrupted(f"capture of {out} stopped; {done} of {len(prompt_set)} prompts are captured in "
+                                 f"{partial_path(out)}: rerun the same command to resume from there") from None
     except BaseException:
         writer.close()
         raise

@@ -17,6 +17,8 @@ EMBEDDED_NAME = "smollm2-135m-instruct"
 DEFAULT_MODEL = EMBEDDED_NAME
 
 BACKEND_NAMES: tuple[str, ...] = ("native", "tlens", "nnsight")
+SITE_KINDS: tuple[str, ...] = ("all", "experts", "shared")
+"""Which sites of each layer a capture records (``CaptureConfig.sites``)."""
 """The capture backends (``activations.backends.BACKENDS``): our hooks, TransformerLens, nnsight."""
 
 SCOPES: tuple[str, ...] = ("all", "content", "marked", "control", "context")
@@ -60,6 +62,10 @@ class CaptureConfig:
     shared_prefix: bool = True
     """Run the token prefix every prompt shares (the chat template's head) once and reuse its keys and
     values (``activations.prefix``; native backend only; results equal to float rounding)."""
+    sites: str = "all"
+    """Which sites of each layer: ``all``; in a mixture-of-experts model ``experts`` (the routed experts
+    only) or ``shared`` (its shared experts only). A cache holds one width, and a Qwen2-MoE shared
+    expert is wider than its routed ones, so such a model is captured in two files."""
 
     def __post_init__(self) -> None:
         if not self.reductions or len(set(self.reductions)) != len(self.reductions):
@@ -71,6 +77,8 @@ class CaptureConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; choose one of {', '.join(TEMPLATES)}")
+        if self.sites not in SITE_KINDS:
+            raise ValueError(f"unknown sites {self.sites!r}; choose one of {', '.join(SITE_KINDS)}")
         if self.backend not in BACKEND_NAMES:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
         if self.layers is not None and (not self.layers or len(set(self.layers)) != len(self.layers)):
