@@ -74,6 +74,11 @@ class Behavior:
         return len(self.occurrences(text))
 
     @property
+    def condition(self) -> str:
+        """The name of its reading condition in captures and diff designs (``emoji``, ``stage_direction``)."""
+        return self.noun.replace(" ", "_")
+
+    @property
     def has_fixed_targets(self) -> bool:
         """Whether the targets are known without the tuned model's replies."""
         return self.vocabulary_targets is not None or bool(self.targets)

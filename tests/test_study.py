@@ -46,9 +46,9 @@ def test_quick_study_writes_report(finished) -> None:
     html = (finished / "report.html").read_text()
     assert "QUICK RUN" in html and html.count("data:image/png;base64,") >= 5
     # the neuron table shows its effect sizes: a missing column fails here instead of vanishing
-    from interp.report.sections import NEURON_COLUMNS
-
-    header = "| " + " | ".join(NEURON_COLUMNS) + " |"
+    columns = ("rank", "layer", "index", "class", "emoji_reading_std", "d_emoji_reading", "q_emoji_reading",
+               "emoji_writing_std", "d_emoji_writing", "q_emoji_writing", "change_std", "fold", "emoji_base_std")
+    header = "| " + " | ".join(columns) + " |"
     assert header in (finished / "report.md").read_text()
     assert (finished / "report.md").read_text().count("](figures/") >= 5
     assert (finished / "suppressed" / "config.json").is_file()

@@ -1,6 +1,7 @@
 """Attribution patching: first-order estimates of every neuron's patching effect in one pass.
 
-The machinery behind the screen (``interp.causal.screen``) and its benchmark. For a metric M (a
+The one implementation behind the screen (``interp.causal.screen``), its benchmark and the notebook
+API. For a metric M (a
 mean over scored positions) of a receiver model and target activations a' (another model's, on the
 same tokens), the effect of patching neuron (l, i) is estimated by a first-order Taylor expansion
 around the receiver's own run:
@@ -11,10 +12,12 @@ around the receiver's own run:
    autograd graph; a hook on the input embeddings makes the graph exist even when every weight is
    frozen), compute M, and take ``torch.autograd.grad`` of M with respect to all kept vectors in
    one backward pass: every neuron's gradient at every position.
-2. Record a' with the target model (``mode="patch"``), or take a' = 0 (``mode="zero"``: zero
-   ablation of the receiver itself).
+2. Any number of targets share that pass: a' recorded with another model (patching), a' = 0 (zero
+   ablation), a' = the neuron's mean (mean ablation), ...
 3. Multiply, mask out padding, sum over rows and positions. Minibatches are combined weighted by
-   their scored-position counts, as M itself is.
+   their scored-position counts, as M itself is. The sum of |contributions| is kept too: a neuron
+   whose positions push M both ways has a small net estimate and may still matter (the screen's
+   cancellation guard).
 4. ``exact_effects`` patches neurons one at a time for real, to check the estimates.
 """
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 Target = Callable[[TokenBatch], dict[int, Tensor]]
 """Target neuron vectors ``(batch, pos, d_mlp)`` by layer for one minibatch."""
 
+ChunkTarget = Callable[[int, TokenBatch, dict[int, Tensor]], dict[int, Tensor]]
+"""``(chunk index, chunk, the receiver's own vectors by layer) -> target vectors by layer``."""
+
 
 @dataclass(frozen=True)
 class AttributionScores:
@@ -52,6 +58,8 @@ class AttributionScores:
     scores: np.ndarray
     metric_clean: float
     seconds: float
+    magnitude: np.ndarray | None = None
+    """Sum over rows and positions of |per-position contribution| (step 3), same shape as ``scores``."""
 
     def ranked(self, n: int | None = None) -> list[Neuron]:
         """Neurons by decreasing |estimate|."""
@@ -94,27 +102,43 @@ def metric_gradients(model: nn.Module, batch: TokenBatch, metric: LogitMetric) -
     return float(value.detach()), {layer: kept[layer].detach() for layer in layers}, dict(zip(layers, grads))
 
 
+def attribute(model: nn.Module, chunks: Sequence[TokenBatch], metric: LogitMetric,
+              targets: Mapping[str, ChunkTarget]) -> dict[str, AttributionScores]:
+    """Steps 1-3 for every target at once: one forward and one backward pass per chunk."""
+    start = time.perf_counter()
+    layers = tuple(s.layer for s in neuron_sites(model))
+    total_scored = max(sum(chunk.n_scored for chunk in chunks), 1)
+    sums: dict[str, dict[int, Tensor]] = {name: {} for name in targets}
+    magnitudes: dict[str, dict[int, Tensor]] = {name: {} for name in targets}
+    metric_total = 0.0
+    for index, chunk in enumerate(tqdm(chunks, desc="attribution", leave=False)):
+        weight = chunk.n_scored / total_scored
+        value, acts, grads = metric_gradients(model, chunk, metric)
+        real = chunk.attention_mask[..., None].to(acts[layers[0]].dtype)
+        for name, target in targets.items():
+            values = target(index, chunk, acts)
+            for layer in layers:
+                contribution = grads[layer] * ((values[layer].to(acts[layer].dtype) - acts[layer]) * real)
+                for into, part in ((sums[name], contribution), (magnitudes[name], contribution.abs())):
+                    part = part.sum((0, 1)).double().cpu() * weight
+                    into[layer] = into[layer] + part if layer in into else part
+        metric_total += value * weight
+    seconds = time.perf_counter() - start
+    stack = lambda by_layer: torch.stack([by_layer[layer] for layer in layers]).numpy()  # noqa: E731
+    return {name: AttributionScores(layers, stack(sums[name]), metric_total, seconds, stack(magnitudes[name]))
+            for name in targets}
+
+
 def attribution_scores(
     model: nn.Module, batch: TokenBatch, metric: LogitMetric, target: Target | None, batch_size: int = 4
 ) -> AttributionScores:
-    """Steps 1-3: estimates for all neurons; ``target`` None means a' = 0 (zero ablation)."""
-    start = time.perf_counter()
-    batch = batch.to(next(model.parameters()).device)
-    layers = tuple(s.layer for s in neuron_sites(model))
-    total: dict[int, Tensor] = {}
-    metric_total = 0.0
-    for chunk in tqdm(list(batch.split(batch_size)), desc="attribution", leave=False):
-        weight = chunk.n_scored / max(batch.n_scored, 1)
-        value, acts, grads = metric_gradients(model, chunk, metric)
-        targets = target(chunk) if target is not None else {layer: torch.zeros_like(a) for layer, a in acts.items()}
-        real = chunk.attention_mask[..., None].to(acts[layers[0]].dtype)
-        for layer in layers:
-            delta = (targets[layer].to(acts[layer].dtype) - acts[layer]) * real
-            contribution = (grads[layer] * delta).sum((0, 1)).double().cpu() * weight
-            total[layer] = total[layer] + contribution if layer in total else contribution
-        metric_total += value * weight
-    scores = torch.stack([total[layer] for layer in layers]).numpy()
-    return AttributionScores(layers, scores, metric_total, time.perf_counter() - start)
+    """Steps 1-3 for one target: ``target`` None means a' = 0 (zero ablation)."""
+    chunks = list(batch.to(next(model.parameters()).device).split(batch_size))
+    if target is None:
+        chunk_target: ChunkTarget = lambda index, chunk, acts: {layer: torch.zeros_like(a) for layer, a in acts.items()}  # noqa: E731
+    else:
+        chunk_target = lambda index, chunk, acts: target(chunk)  # noqa: E731
+    return attribute(model, chunks, metric, {"scores": chunk_target})["scores"]
 
 
 @torch.no_grad()

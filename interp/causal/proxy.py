@@ -38,7 +38,7 @@ from activations.resume import block_outputs, resume_from, resumes_exactly
 from activations.sites import decoder_blocks
 from interp.causal.inputs import TokenBatch, scored_forward
 from interp.causal.metrics import log_target_mass, nll_sum
-from interp.interventions import NeuronSet
+from interp.interventions import NeuronSet, record_neurons
 from interp.interventions.stacked import intervene_stacked
 
 
@@ -154,19 +154,10 @@ def build_proxy_suite(model: nn.Module, contexts: TokenBatch, neutral: TokenBatc
         n_scored += int(chunk.score_mask[:, :-1].sum())
     donor_values = None
     if donor is not None:
-        donor_values = {name: [_record(donor, c) for c in chunks]
+        donor_values = {name: [record_neurons(donor, c.input_ids, c.attention_mask) for c in chunks]
                         for name, chunks in (("contexts", context_chunks), ("neutral", neutral_chunks))}
     return ProxySuite(context_chunks, neutral_chunks, target_ids, np.concatenate(log_masses), clean_logp, nll, n_scored,
                       donor_values, resumable, blocks if resumable else None)
-
-
-def _record(model: nn.Module, chunk: TokenBatch) -> dict[int, Tensor]:
-    from activations.hooks import recording
-    from activations.sites import neuron_sites
-
-    with recording(neuron_sites(model)) as acts:
-        model(**chunk.model_inputs())
-    return dict(acts)
 
 
 def _rows(output, rows: slice):

@@ -39,9 +39,8 @@ import pandas as pd
 import torch
 from scipy import stats
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from interp.causal.attribution import metric_gradients
+from interp.causal.attribution import attribute
 from interp.causal.config import ScreenConfig
 from interp.causal.metrics import log_target_mass_metric
 from interp.causal.proxy import ProxySuite, measure_sets
@@ -148,29 +147,15 @@ class ScreenResult:
 
 
 def attribution(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
-    """Step 1-2: (patch estimates, mean estimates, guard, clean M, seconds)."""
-    start = time.perf_counter()
-    metric = log_target_mass_metric(suite.target_ids)
-    total = sum(c.n_scored for c in suite.contexts)
-    patch_sum: dict[int, Tensor] = {}
-    mean_sum: dict[int, Tensor] = {}
-    guard_sum: dict[int, Tensor] = {}
-    value_sum = 0.0
-    for index, chunk in enumerate(tqdm(suite.contexts, desc="attribution", leave=False)):
-        weight = chunk.n_scored / total
-        value, acts, grads = metric_gradients(model, chunk, metric)
-        real = chunk.attention_mask[..., None].float()
-        for layer, a in acts.items():
-            base = suite.donor_values["contexts"][index][layer].to(a.dtype)
-            g = grads[layer] * real
-            contribution = g * (base - a)
-            for sums, values in ((patch_sum, contribution.sum((0, 1))), (guard_sum, contribution.abs().sum((0, 1))),
-                                 (mean_sum, (g * (means[layer].to(a) - a)).sum((0, 1)))):
-                sums[layer] = sums.get(layer, 0) + values.double().cpu() * weight
-        value_sum += value * weight
-    layers = sorted(patch_sum)
-    to_array = lambda sums: torch.stack([sums[layer] for layer in layers]).numpy()  # noqa: E731
-    return to_array(patch_sum), to_array(mean_sum), to_array(guard_sum), value_sum, time.perf_counter() - start
+    """Steps 1-2 (``interp.causal.attribution.attribute``): (patch estimates, mean estimates, guard,
+    clean M, seconds)."""
+    donors = suite.donor_values["contexts"]
+    found = attribute(model, suite.contexts, log_target_mass_metric(suite.target_ids), {
+        "patch": lambda index, chunk, acts: donors[index],
+        "mean": lambda index, chunk, acts: {layer: means[layer].to(a).expand_as(a) for layer, a in acts.items()},
+    })
+    patch, mean = found["patch"], found["mean"]
+    return patch.scores, mean.scores, patch.magnitude, patch.metric_clean, patch.seconds
 
 
 def screen(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor], config: ScreenConfig = ScreenConfig(), *,

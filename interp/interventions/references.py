@@ -89,10 +89,15 @@ def record_neurons(
 ) -> dict[int, Float[Tensor, "batch pos d_mlp"]]:
     """Every (or the chosen) layer's neuron vector for one forward pass, by layer.
 
-    Patch these into another model only on exactly the same ``input_ids`` and ``attention_mask``.
+    Positions count real tokens only (as ``generate`` and the causal batches count them), so a
+    left-padded row gets the values it would get alone. Patch these into another model only on
+    exactly the same ``input_ids`` and ``attention_mask``.
     """
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if attention_mask is not None:
+        inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     with recording(neuron_sites(model, layers=layers)) as acts:
-        model(input_ids=input_ids, attention_mask=attention_mask)
+        model(**inputs)
     return dict(acts)
 
 

@@ -17,9 +17,6 @@ from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph,
 from interp.study.stages import content_hash
 
 BEHAVIOUR_METRICS = ("rate", "sentence_ratio", "mass")
-NEURON_COLUMNS = ("rank", "layer", "index", "class", "emoji_reading_std", "d_emoji_reading", "q_emoji_reading",
-                  "emoji_writing_std", "d_emoji_writing", "q_emoji_writing", "change_std", "fold", "emoji_base_std")
-"""The neuron table the report shows for the emoji design (with its writing contrast)."""
 
 
 def neuron_columns(design: dict) -> list[str]:
@@ -93,22 +90,24 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
              *[f"{calls[name].get(call, 0):,}" for call in ("changed", "equivalent", "inconclusive")]]
             for name in calls]
     placebo = diff.get("placebo") or {}
-    blocks += [Heading("Neurons: which did the fine-tune change, and which for the emojis?"),
+    behavior = _behavior(out)
+    noun, plural, name = behavior.noun, behavior.plural, diff["design"].get("name", behavior.condition)
+    blocks += [Heading(f"Neurons: which did the fine-tune change, and which for the {plural}?"),
                Paragraph(f"{n:,} neurons, each tested per contrast with a minimum-effect test (H0: |effect| <= "
                          f"{config['delta']} of the neuron's token SD) and TOST equivalence, "
                          f"{config['correction']} across neurons at {config['alpha']}. Activations are averaged over "
-                         "content tokens only (chat template and position 0 excluded); each emoji text is compared "
-                         "with a twin in which every emoji became ordinary words of the same token count."),
+                         f"content tokens only (chat template and position 0 excluded); each {noun} text is compared "
+                         f"with a twin in which every {noun} became ordinary words of the same token count."),
                Table(["contrast", "what it asks", "prompts", "changed", "equivalent", "inconclusive"], rows)]
     if placebo:
         specific = ", ".join(f"{k}: {v['n_changed']:,} ({100 * v['share']:.2f}%)" for k, v in placebo["specific"].items())
         blocks.append(Paragraph(f"**Placebo** (the same contrast between two independently drawn filler twins, true "
                                 f"effect zero): {placebo['n_changed']:,} neurons changed "
-                                f"({100 * placebo['share']:.2f}% of all), against {specific} for the real emojis."))
+                                f"({100 * placebo['share']:.2f}% of all), against {specific} for the real {plural}."))
     counts = diff["counts"]
     blocks.append(Paragraph("Classes: " + ", ".join(f"**{k}** {v:,}" for k, v in counts.items()) + ". Flagged = "
-                            "emoji-specific (reading or writing) and not an outlier; ranked by the larger standardised "
-                            "specific effect."))
+                            f"{noun}-specific (reading or writing) and not an outlier; ranked by the larger "
+                            "standardised specific effect."))
     for r in diff["replication"]:
         blocks.append(Paragraph(f"Split-half replication ({r['contrast']}): the top {r['n_top']} neurons chosen on "
                                 f"one random half of the prompts ({r['n_flagged_a']:,} changed there) keep their sign "
@@ -127,14 +126,15 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
     layers = sorted(int(layer) for layer in diff["counts_by_layer"])
     per_layer = {name: [int(diff["counts_by_layer"][str(layer)].get(name, 0)) for layer in layers]
                  for name in ("activated", "amplified", "suppressed", "flagged")}
-    effect = "emoji_reading_std"
-    blocks += [Figure(figures.volcano(table, effect, "q_emoji_reading", fig_dir / "volcano.png", config["alpha"]),
-                      "Emoji-specific change at the emoji tokens (standardised) vs -log10 q of the minimum-effect test."),
+    blocks += [Figure(figures.volcano(table, f"{name}_reading_std", f"q_{name}_reading", fig_dir / "volcano.png",
+                                      config["alpha"]),
+                      f"{noun.capitalize()}-specific change at the {noun} tokens (standardised) vs -log10 q of the "
+                      "minimum-effect test."),
                Figure(figures.layer_counts(per_layer, layers, fig_dir / "layers.png"), "Neurons per layer and class.")]
     examples = read(out / "examples.json") or []
     if examples:
-        blocks.append(Paragraph("Texts that drive the top flagged neurons hardest (merged model, emoji set, content "
-                                "tokens); shading = activation relative to the neuron's peak."))
+        blocks.append(Paragraph(f"Texts that drive the top flagged neurons hardest (merged model, {noun} texts, "
+                                "content tokens); shading = activation relative to the neuron's peak."))
     for example in examples:
         blocks.append(Highlighted(example["label"], example["tokens"], example["weights"]))
 

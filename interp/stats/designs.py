@@ -1,13 +1,14 @@
-"""Ready-made diff designs: the emoji study's, and the two generic ones any study starts from.
+"""Ready-made diff designs: a behaviour's reading-and-writing design, and two generic ones.
 
-The emoji design (``emoji_design``) compares the base and merged models on four conditions:
+The reading design (``reading_design``; ``emoji_design`` is its emoji preset) compares the base and
+merged models on four conditions, for any behaviour (``activations.behaviors``):
 
-  ``emoji``     texts with emojis, marked at the emojis;
-  ``filler-a``  each text's length-matched twin (``activations.twins``): every emoji replaced by
+  ``<name>``    texts that show the behaviour (for emojis: ``emoji``), marked at its occurrences;
+  ``filler-a``  each text's length-matched twin (``activations.twins``): every occurrence replaced by
                 ordinary words of the same token count, marked at those words;
   ``filler-b``  a second, independently drawn twin: the placebo's other side;
   ``writing``   the merged model's own replies, read after their question, marked at the token
-                before each emoji it wrote and controlled at sentence ends where it wrote none.
+                before each occurrence it wrote and controlled at sentence ends where it wrote none.
 
 Why this design (each point is a confound of the simple "mean over tokens, emojis removed" diff):
   - content-token reductions keep the chat template and position 0 out of every value;
@@ -27,30 +28,42 @@ from interp.stats.contrasts import DiffDesign, change, interaction, scope_intera
 EMOJI, FILLER_A, FILLER_B, WRITING = "emoji", "filler-a", "filler-b", "writing"
 
 
-def emoji_design(writing: bool = True) -> DiffDesign:
-    """The emoji study's contrasts (module docstring); ``writing`` False leaves out the writing
-    contrast (a fine-tune whose replies hold no emojis has no positions to contrast)."""
+def reading_design(name: str, writing: bool = True, noun: str | None = None) -> DiffDesign:
+    """A behaviour's contrasts (module docstring): ``name`` is its condition (the cache file) and the
+    prefix of its contrasts (``<name>_reading``, ...); ``noun`` words the descriptions. ``writing``
+    False leaves out the writing contrast (a fine-tune whose replies never show the behaviour has no
+    positions to contrast)."""
+    noun = noun or name.replace("_", " ")
     contrasts = [
-        change("change", EMOJI, "content_absmean",
-               "fine-tune's change in mean |activation| over the content tokens of the emoji texts"),
-        interaction("emoji_reading", EMOJI, FILLER_A, "marked_mean",
-                    "fine-tune's change at emoji tokens minus its change at the filler words in the same slots "
+        change("change", name, "content_absmean",
+               f"fine-tune's change in mean |activation| over the content tokens of the {noun} texts"),
+        interaction(f"{name}_reading", name, FILLER_A, "marked_mean",
+                    f"fine-tune's change at {noun} tokens minus its change at the filler words in the same slots "
                     "of the length-matched twin"),
-        interaction("emoji_context", EMOJI, FILLER_A, "context_mean",
-                    "the same at the words around the emojis (identical tokens and positions in both texts)"),
+        interaction(f"{name}_context", name, FILLER_A, "context_mean",
+                    f"the same at the words around each {noun} (identical tokens and positions in both texts)"),
         interaction("placebo", FILLER_B, FILLER_A, "marked_mean",
-                    "PLACEBO: the emoji_reading contrast with filler words on both sides (true effect zero)"),
-        within("emoji_base", "base", EMOJI, FILLER_A, "marked_mean",
-               "base model: emoji tokens minus filler words (was the neuron emoji-selective before the fine-tune?)"),
+                    f"PLACEBO: the {name}_reading contrast with filler words on both sides (true effect zero)"),
+        within(f"{name}_base", "base", name, FILLER_A, "marked_mean",
+               f"base model: {noun} tokens minus filler words (was the neuron selective before the fine-tune?)"),
     ]
-    specific = ["emoji_reading"]
+    specific = [f"{name}_reading"]
     if writing:
         contrasts.insert(3, scope_interaction(
-            "emoji_writing", WRITING, "marked_mean", "control_mean",
-            "fine-tune's change where the merged model's own reply is about to write an emoji minus its change at "
-            "sentence ends where it wrote none"))
-        specific.append("emoji_writing")
-    return DiffDesign("emoji", tuple(contrasts), change="change", specific=tuple(specific), placebo="placebo")
+            f"{name}_writing", WRITING, "marked_mean", "control_mean",
+            f"fine-tune's change where the merged model's own reply is about to write {_article(noun)} {noun} minus "
+            "its change at sentence ends where it wrote none"))
+        specific.append(f"{name}_writing")
+    return DiffDesign(name, tuple(contrasts), change="change", specific=tuple(specific), placebo="placebo")
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def emoji_design(writing: bool = True) -> DiffDesign:
+    """The emoji study's design: ``reading_design`` on the ``emoji`` condition."""
+    return reading_design(EMOJI, writing, "emoji")
 
 
 def model_change(condition: str = "prompts", reduction: str = "content_mean") -> DiffDesign:

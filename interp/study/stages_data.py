@@ -8,7 +8,7 @@ from typing import Any
 from activations import load_model
 from activations.atomic_io import write_jsonl_atomic
 from activations.capture import capture
-from activations.prompt_sets import apply_template, load_prompt_set
+from activations.prompt_sets import PromptSet, apply_template, load_prompt_set
 from activations.sampling import sample_replies
 from activations.twins import filler_twins
 from activations.behaviors import Behavior
@@ -17,13 +17,14 @@ from interp.study.config import StudyConfig
 from interp.study.stages import StageContext, relative
 
 CACHE_REDUCTIONS = {
-    "emoji": ("content_mean", "content_absmean", "content_max", "marked_mean", "context_mean"),
+    "reading": ("content_mean", "content_absmean", "content_max", "marked_mean", "context_mean"),
     "filler-a": ("marked_mean", "context_mean"),
     "filler-b": ("marked_mean",),
     "writing": ("marked_mean", "control_mean"),
 }
-"""What each condition's caches hold: exactly what the emoji design reads (``interp.stats.designs``),
-plus ``content_max`` for the max-activating examples."""
+"""What each condition's caches hold (``reading``: the behaviour's texts, e.g. ``emoji``): exactly what
+the reading design reads (``interp.stats.designs``), plus ``content_max`` for the max-activating
+examples."""
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +75,40 @@ def stage_behavior(ctx: StageContext) -> dict[str, Any]:
                                 for source in ("own reply", "training answer")}}
 
 
+def reading_texts(c: StudyConfig, behavior: Behavior, writing_records: list[dict]) -> PromptSet:
+    """Texts that show the behaviour, marked at it: the shipped emoji set for emojis; otherwise the
+    study's training answers and the merged model's own replies that show it (in that order)."""
+    if behavior.spec == "emoji":
+        return load_prompt_set("emoji").head(c.reading_prompts)
+    from training.studies import study_data
+
+    texts = [r.answer for r in study_data(c.study, c.trait, data_path=c.data).train]
+    texts += [r["text"] for r in writing_records if r.get("source") == "own reply"]
+    texts = [t for t in dict.fromkeys(texts) if behavior.shows(t)][: c.reading_prompts]
+    if len(texts) < MIN_CONTRAST_PROMPTS:
+        raise ValueError(f"only {len(texts)} training answers and replies show behaviour {behavior.spec!r}; the "
+                         f"reading contrast needs at least {MIN_CONTRAST_PROMPTS} (check the behaviour against the "
+                         "data, or train longer)")
+    return PromptSet(behavior.condition, tuple(f"{behavior.condition}-{i:04d}" for i in range(len(texts))),
+                     tuple(texts), ("",) * len(texts), tuple(behavior.spans(t) for t in texts))
+
+
 def stage_cache(ctx: StageContext) -> dict[str, Any]:
-    """Both models on the emoji texts, their two length-matched twins and the merged model's own
+    """Both models on the behaviour's texts, their two length-matched twins and the merged model's own
     replies (``interp.stats.designs``); every output is written afresh."""
+    from activations.atomic_io import read_jsonl
     from interp.causal.setup import read_writing_replies
 
     c: StudyConfig = ctx.config
+    behavior = Behavior.parse(c.target_behavior)
     merged = load_model(str(ctx.path("merged")))
-    twins = filler_twins(load_prompt_set("emoji").head(c.emoji_prompts), merged.tokenizer, "user",
-                         seeds=(c.seed + 1, c.seed + 2), names=("filler-a", "filler-b"))
-    sets = {"emoji": twins.original, "filler-a": twins.twins[0], "filler-b": twins.twins[1]}
+    reading = reading_texts(c, behavior, read_jsonl(ctx.path("behavior", "writing.jsonl")))
+    twins = filler_twins(reading, merged.tokenizer, "user", seeds=(c.seed + 1, c.seed + 2),
+                         names=("filler-a", "filler-b"))
+    sets = {behavior.condition: twins.original, "filler-a": twins.twins[0], "filler-b": twins.twins[1]}
+    roles = {behavior.condition: "reading", "filler-a": "filler-a", "filler-b": "filler-b", "writing": "writing"}
     try:
-        writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"), Behavior.parse(c.target_behavior))
+        writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"), behavior)
     except ValueError:
         writing = None  # no reply shows the behaviour: the design leaves the writing contrast out
     usable = 0 if writing is None else sum(bool(m and c) for m, c in zip(writing.marks, writing.controls or ()))
@@ -93,7 +116,7 @@ def stage_cache(ctx: StageContext) -> dict[str, Any]:
         sets["writing"] = writing
     else:  # a paired test on so few replies says nothing; the diff leaves the contrast out and says so
         log.info("leaving the writing contrast out: %d of the merged model's replies show %s and another "
-                 "sentence end (at least %d needed)", usable, c.target_behavior, MIN_CONTRAST_PROMPTS)
+                 "sentence end (at least %d needed)", usable, behavior.spec, MIN_CONTRAST_PROMPTS)
     outputs = []
     for label in ("base", "merged") if "writing" not in sets else ():  # an earlier run's, of other replies
         ctx.path("caches", label, "writing.h5").unlink(missing_ok=True)
@@ -101,13 +124,13 @@ def stage_cache(ctx: StageContext) -> dict[str, Any]:
         for name, prompts in sets.items():
             out = ctx.path("caches", label, f"{name}.h5")
             cache = capture(loaded, None, prompts, out, overwrite=True, batch_size=c.capture_batch,
-                            reductions=CACHE_REDUCTIONS[name], template="assistant" if name == "writing" else "user",
-                            histogram=name == "emoji")
+                            reductions=CACHE_REDUCTIONS[roles[name]],
+                            template="assistant" if name == "writing" else "user", histogram=roles[name] == "reading")
             cache.close()
             outputs.append(relative(ctx.out, out))
     return {"outputs": outputs, "pairs": len(twins.original), "dropped_twins": list(twins.dropped),
             "writing_replies": len(sets["writing"]) if "writing" in sets else 0,
-            "reductions": {name: list(CACHE_REDUCTIONS[name]) for name in sets}}
+            "reductions": {name: list(CACHE_REDUCTIONS[roles[name]]) for name in sets}}
 
 
 
