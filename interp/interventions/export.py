@@ -38,6 +38,7 @@ from interp import __version__
 from interp.interventions.config import EXPORT_METHODS
 from interp.interventions.edits import ablate
 from interp.interventions.neuron_set import NeuronSet, layer_widths
+from interp.interventions.sharing import own, sharing_copy
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,11 @@ def _with_mlp_bias(model: nn.Module) -> nn.Module:
         raise ValueError(f"{type(model).__name__}'s MLP output projection has no bias to fold the means into and its "
                          "config has no mlp_bias switch; export with method 'revert' or 'zero'")
     config.mlp_bias = True
-    rebuilt = type(model)(config).to(dtype=next(model.parameters()).dtype)
-    missing, unexpected = rebuilt.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(not name.endswith(".bias") for name in missing):
+    rebuilt, missing = sharing_copy(model, config)  # shares the weights: a 7B copy would not fit beside its source
+    if any(not name.endswith(".bias") for name in missing):
         raise ValueError(f"rebuilding {type(model).__name__} with mlp_bias changed more than the MLP biases "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}); export with method 'revert'")
-    for name in missing:
-        rebuilt.get_parameter(name).zero_()
-    return rebuilt.eval()
+                         f"(missing {missing[:3]}); export with method 'revert'")
+    return rebuilt
 
 
 @torch.no_grad()
@@ -106,10 +104,11 @@ def fold_mean_ablation(model: nn.Module, neurons: NeuronSet, means: dict[int, Te
     the output projection's bias and their weight columns zeroed)."""
     refuse_offloaded(model, "fold_mean_ablation")
     needs_bias = any(getattr(site.module, "bias", None) is None for site in neuron_sites(model, layers=neurons.layers))
-    folded = _with_mlp_bias(model) if needs_bias else copy.deepcopy(model)
+    folded = _with_mlp_bias(model) if needs_bias else sharing_copy(model)[0]
     index_by_layer = neurons.by_layer()
     for site in neuron_sites(folded, layers=neurons.layers):
-        weight = _plain_weight(site)
+        _plain_weight(site)
+        weight, _ = own(site.module, "weight"), own(site.module, "bias")  # the rest stays shared with the source
         index = index_by_layer[site.layer].to(weight.device)
         mean = means[site.layer].to(device=weight.device, dtype=torch.float64)[index]
         site.module.bias += (_column(weight, site.module, index).double() @ mean).to(site.module.bias.dtype)
@@ -141,7 +140,7 @@ def revert_neurons(model: nn.Module, base: nn.Module, neurons: NeuronSet) -> nn.
     """A copy of ``model`` with ``neurons``' input rows and output columns set to ``base``'s values."""
     refuse_offloaded(model, "revert_neurons")
     refuse_offloaded(base, "revert_neurons (reading the base)")
-    reverted = copy.deepcopy(model)
+    reverted = sharing_copy(model)[0]
     if layer_widths(base) != layer_widths(reverted):
         raise ValueError("the base model's MLP layout differs from the model's; pass the model it was fine-tuned from")
     index_by_layer = neurons.by_layer()
@@ -150,14 +149,14 @@ def revert_neurons(model: nn.Module, base: nn.Module, neurons: NeuronSet) -> nn.
         pairs = [(site.module, base_site.module, "out")]
         pairs += [(m, b, "in") for m, b in zip(_input_projections(reverted, site), _input_projections(base, base_site))]
         for module, source, role in pairs:
-            weight, source_weight = module.weight, source.weight.to(module.weight)
+            weight, source_weight = own(module, "weight"), source.weight.to(module.weight)
             rows_are_neurons = (role == "in") != _is_conv1d(module)
             if rows_are_neurons:
                 weight[index, :] = source_weight[index, :]
             else:
                 weight[:, index] = source_weight[:, index]
             if role == "in" and getattr(module, "bias", None) is not None:
-                module.bias[index] = source.bias.to(module.bias)[index]
+                own(module, "bias")[index] = source.bias.to(module.bias)[index]
     return reverted.eval()
 
 
@@ -192,7 +191,9 @@ def suppressed_model(model: nn.Module, neurons: NeuronSet, method: str, *, means
         if base is None:
             raise ValueError("method 'revert' needs the base model the fine-tune started from")
         return revert_neurons(source, base, neurons)
-    suppressed = copy.deepcopy(source)
+    suppressed = sharing_copy(source)[0]
+    for site in neuron_sites(suppressed, layers=neurons.layers):
+        own(site.module, "weight")  # zero_neuron_weights edits in place; the source must not change
     zero_neuron_weights(suppressed, neurons)
     return suppressed.eval()
 
