@@ -23,6 +23,7 @@ COMMANDS = [
     "diff",
     "regress",
     "cache",
+    "plan",
     "merge-shards",
     "ablate",
     "attribute",
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # a full disk, an I/O error: the machine's problem, said in one line
         print(f"interp {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupt:  # Ctrl-C: one line, with what was kept when the command says
+        print(f"interp {args.command}: interrupted" + (f": {interrupt}" if str(interrupt) else ""), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from activations.atomic_io import refuse_existing
 from activations.config import DEFAULT_MODEL, CaptureConfig
 from activations.prompt_sets import BUILTIN_SETS, load_prompt_set
 from interp.configargs import add_config_arguments, config_from_args
+from interp.plan import preflight
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
@@ -40,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument("--device", default=None,
                         help="torch device (default: cpu; under torchrun with GPUs, each rank's own GPU)")
+    parser.add_argument("--skip-plan-check", action="store_true",
+                        help="capture even when `interp plan` predicts more memory than the machine has available")
     parser.add_argument("--keep-shards", action="store_true",
                         help="under torchrun: keep each rank's shard file after the merge")
     parser.set_defaults(func=run)
@@ -49,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args, CaptureConfig, layers=args.layers)
     refuse_existing(args.out, args.overwrite)  # before the model load, which is the slow part
     prompts = load_prompt_set(args.prompts)  # an empty file or a missing column fails before torch loads
+    problem = None if args.skip_plan_check else preflight(args.model, prompts=len(prompts), batch_size=config.batch_size,
+                                                          store_tokens=config.store_tokens, device=args.device or "cpu")
+    if problem:  # before the load that would be killed for memory half-way through
+        raise ValueError(f"{problem}; or pass --skip-plan-check to try anyway")
     from activations import distributed, load_model
     from activations.shards import distributed_capture
 
