@@ -84,6 +84,19 @@ def check_lengths(encoded: list[EncodedPrompt], ids: tuple[str, ...], limit: int
                              f"{long[0][0]!r}, {long[0][1]} tokens with its template); shorten or split them")
 
 
+def check_vocabulary(encoded: list[EncodedPrompt], ids: tuple[str, ...], model: nn.Module) -> None:
+    """Refuse token ids the model has no embedding for (a tokenizer of another model): the forward
+    would fail deep inside the embedding with an index error that names neither."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    size = getattr(embeddings, "num_embeddings", None)
+    if size is None:
+        return
+    over = [(prompt_id, max(e.ids)) for prompt_id, e in zip(ids, encoded) if e.ids and max(e.ids) >= size]
+    if over:
+        raise ValueError(f"{len(over)} prompts tokenise to ids beyond the model's vocabulary of {size} (first: "
+                         f"{over[0][0]!r}, id {over[0][1]}); pass the model's own tokenizer")
+
+
 def pad_batch(encoded: list[EncodedPrompt], pad_id: int, side: str, device: torch.device) -> tuple[ModelBatch, torch.Tensor]:
     """Padded ids and mask, and the ``(batch, pos)`` roles (``PADDING`` at padded positions)."""
     width = max(len(e) for e in encoded)
@@ -192,6 +205,7 @@ def capture(
     sparse = frozenset(site.key for site in sites if site.expert is not None)  # rows that see routed tokens only
     encoded = encode_prompt_set(tokenizer, prompt_set, config.template)
     check_lengths(encoded, prompt_set.ids, context_length(model))
+    check_vocabulary(encoded, prompt_set.ids, model)
     model_spec = model_spec or str(getattr(getattr(model, "config", None), "name_or_path", "") or "unknown")
     attrs = {**_file_attrs(config, prompt_set, model, tokenizer, model_spec, sites), **(extra_attrs or {})}
     layout = CacheLayout(len(prompt_set), len(sites), d_mlp, config.reductions, config.store_tokens,

@@ -86,12 +86,17 @@ class Stages:
 
 
 def bench_texts(tokenizer, vocab_size: int, n: int, join: int = 3) -> list[str]:
-    """``n`` prompts of ``join`` neutral texts each whose raw tokens are all below ``vocab_size``."""
-    neutral = load_prompt_set("neutral")
-    fits = [text for text, e in zip(neutral.texts, encode_prompt_set(tokenizer, neutral, "raw")) if max(e.ids) < vocab_size]
-    if len(fits) < join:
-        raise ValueError(f"only {len(fits)} neutral texts tokenise inside a vocabulary of {vocab_size}")
-    return [" ".join(fits[(i * join + k) % len(fits)] for k in range(join)) for i in range(n)]
+    """``n`` prompts of ``join`` neutral texts each whose raw tokens are all below ``vocab_size``
+    (checked on the joined text: joining can merge tokens across the seams)."""
+    texts = load_prompt_set("neutral").texts
+    found: list[str] = []
+    for start in range(len(texts) * join):
+        text = " ".join(texts[(start + k) % len(texts)] for k in range(join))
+        if max(tokenizer(text, add_special_tokens=False)["input_ids"]) < vocab_size:
+            found.append(text)
+        if len(found) == n:
+            return found
+    raise ValueError(f"only {len(found)} joined neutral texts tokenise inside a vocabulary of {vocab_size}")
 
 
 def token_batch(tokenizer, texts: list[str], name: str) -> TokenBatch:
