@@ -35,13 +35,14 @@ from transformers import PreTrainedTokenizerBase
 
 from activations.backends import ModelBatch, open_backend
 from activations.config import CaptureConfig
+from activations.context import context_length
 from activations.models import LoadedModel, weights_fingerprint
 from activations.prefix import MIN_PREFIX, prefixed_runner, shared_prefix
 from activations.prompt_sets import PromptSet, load_prompt_set
 from activations.reader import ActivationCache, open_cache
 from activations.reduce import PADDING, reduce_batch
 from activations.roles import EncodedPrompt, encode_prompt_set
-from activations.sites import NeuronSite, neuron_sites, unwrap_model
+from activations.sites import NeuronSite, neuron_sites
 from activations.atomic_io import refuse_existing
 from activations.store import SCHEMA, CacheLayout, open_writer, partial_path
 
@@ -60,16 +61,6 @@ def as_prompt_set(prompts: PromptSet | str | Path | list[str]) -> PromptSet:
     if isinstance(prompts, (list, tuple)):
         return PromptSet.from_texts(list(prompts))
     return load_prompt_set(prompts)
-
-
-def context_length(model: nn.Module) -> int | None:
-    """The longest input the model's position embeddings cover (None when the config does not say)."""
-    config = getattr(unwrap_model(model), "config", None)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def check_lengths(encoded: list[EncodedPrompt], ids: tuple[str, ...], limit: int | None) -> None:

@@ -156,8 +156,8 @@ def _local_tokenizer(path: Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved in a model folder; a folder without one is refused by name (transformers
     would instead try to convert a slow tokenizer and ask for sentencepiece or tiktoken)."""
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelSpecError(f"{path} has model weights but no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...); "
-                             "copy them from the model it was made from, or save the tokenizer into it with "
+        raise ModelSpecError(f"{path} has model weights but no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, "
+                             "...); copy them from the model it was made from, or save the tokenizer into it with "
                              "tokenizer.save_pretrained")
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
@@ -260,6 +260,46 @@ def load_model(
     else:
         loaded.model.to(device if device is not None else "cpu").eval()
     return loaded
+
+
+def recorded_base(spec: str) -> str | None:
+    """The base a model folder says it was made from: ``provenance.json`` of a merged model
+    (``training.merge``), an adapter's ``training.json`` or ``adapter_config.json``; None when it
+    records none (or ``spec`` is no folder)."""
+    path = Path(spec).expanduser()
+    for file, key in (("provenance.json", "base_spec"), ("training.json", "base_spec"),
+                      ("adapter_config.json", "base_model_name_or_path")):
+        if (path / file).is_file():
+            recorded = json.loads((path / file).read_text()).get(key)
+            if recorded:
+                return str(recorded)
+    return None
+
+
+def default_base(spec: str) -> str:
+    """The base to compare a fine-tuned ``spec`` with when none is given: the recorded one
+    (``recorded_base``), else the project's default model."""
+    recorded = recorded_base(spec)
+    log.info("base of %s: %s", spec, recorded or f"{DEFAULT_MODEL} (the default: {spec} records no base)")
+    return recorded or DEFAULT_MODEL
+
+
+def check_same_shape(tuned: nn.Module, base: nn.Module) -> None:
+    """Raise ``ModelSpecError`` when ``base`` cannot be the model ``tuned`` was fine-tuned from: a
+    fine-tune keeps its base's layers and MLP widths, so differing ones mean the wrong base."""
+    from activations.sites import neuron_sites  # sites import nothing from here; kept local for load time
+
+    def shape(model: nn.Module) -> tuple[list[tuple[str, int]], str]:
+        sites = neuron_sites(model)
+        name = getattr(getattr(model, "config", None), "name_or_path", "") or ""
+        widths = "/".join(str(w) for w in sorted({site.d_mlp for site in sites}))
+        words = f"{len({site.layer for site in sites})} layers of {widths} MLP neurons" + (f" ({name})" if name else "")
+        return [(site.name, site.d_mlp) for site in sites], words
+
+    (tuned_sites, tuned_words), (base_sites, base_words) = shape(tuned), shape(base)
+    if tuned_sites != base_sites:
+        raise ModelSpecError(f"the fine-tuned model has {tuned_words} but the base has {base_words}; a fine-tune "
+                             "keeps its base's shape, so pass the model it was fine-tuned from as the base (--base)")
 
 
 def weights_fingerprint(model: nn.Module) -> str:

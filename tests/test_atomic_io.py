@@ -49,3 +49,14 @@ def test_existing_outputs_are_refused_by_name(tmp_path) -> None:
         publish_dir(build, tmp_path / "d", overwrite=False)
     publish_dir(build, tmp_path / "d", overwrite=True)
     assert (tmp_path / "d").is_dir() and not build.exists()
+
+
+def test_outputs_that_could_not_be_written_fail_before_any_work(tmp_path) -> None:
+    (tmp_path / "out.json").mkdir()
+    with pytest.raises(FileExistsError, match="is a folder, but the output is a file"):
+        refuse_existing(tmp_path / "out.json", overwrite=True)
+    refuse_existing(tmp_path / "out.json", overwrite=True, folder=True)  # a folder output may replace a folder
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"file is a file, not a folder"):
+        refuse_existing(tmp_path / "file" / "deeper" / "out.json", overwrite=False)
+    refuse_existing(tmp_path / "new" / "deeper" / "out.json", overwrite=False)  # created later, under a writable one

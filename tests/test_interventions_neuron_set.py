@@ -81,3 +81,14 @@ def test_random_matched_refuses_impossible_draws() -> None:
         full_layer.random_matched(WIDTHS, 0, exclude=full_layer)
     with pytest.raises(ValueError, match="out of range"):
         NeuronSet.from_pairs([(0, 25)]).random_matched(WIDTHS, 0)
+
+
+def test_table_rows_the_model_lacks_are_named_by_line(tmp_path) -> None:
+    from interp.interventions.neuron_set import check_table_fits, read_neuron_table
+
+    pd.DataFrame({"layer": [0, 3, 1, 2], "index": [19, 0, 20, 4]}).to_csv(tmp_path / "n.csv", index=False)
+    table = read_neuron_table(tmp_path / "n.csv")
+    with pytest.raises(ValueError, match=r"n\.csv names neurons the model does not have \(it has layers 0\.\.2 of 20 "
+                                         r"neurons\) at line 3 \(layer 3, index 0\), line 4 \(layer 1, index 20\);"):
+        check_table_fits(table, WIDTHS)
+    check_table_fits(table.iloc[[0, 3]], WIDTHS)  # the rows that fit pass

@@ -146,3 +146,27 @@ def test_embedded_default_model(smollm2) -> None:
     out = smollm2.model.generate(**ids, max_new_tokens=12, do_sample=False)
     text = smollm2.tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert text.strip() and "Paris" in text
+
+
+def test_the_recorded_base_comes_from_provenance_training_or_adapter_config(tmp_path) -> None:
+    from activations.models import DEFAULT_MODEL, default_base, recorded_base
+
+    merged, adapter, bare, plain = (tmp_path / name for name in ("merged", "adapter", "bare", "plain"))
+    for folder in (merged, adapter, bare, plain):
+        folder.mkdir()
+    (merged / "provenance.json").write_text(json.dumps({"base_spec": "tiny-random-llama"}))
+    (adapter / "training.json").write_text(json.dumps({"base_spec": "tiny-random-gpt2"}))
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "ignored/when-training-says"}))
+    (bare / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+    (plain / "config.json").write_text("{}")
+    assert [recorded_base(str(f)) for f in (merged, adapter, bare, plain)] == [
+        "tiny-random-llama", "tiny-random-gpt2", "org/base", None]
+    assert default_base(str(plain)) == DEFAULT_MODEL and default_base(str(merged)) == "tiny-random-llama"
+
+
+def test_a_base_of_another_shape_is_refused(tiny_llama, tiny_gpt2) -> None:
+    from activations.models import check_same_shape
+
+    check_same_shape(tiny_llama.model, load_model("tiny-random-llama").model)  # same shape: no error
+    with pytest.raises(ModelSpecError, match="3 layers of 128 MLP neurons but the base has 3 layers of 256"):
+        check_same_shape(tiny_llama.model, tiny_gpt2.model)

@@ -44,6 +44,7 @@ from activations.sampling import SamplingConfig, sample_replies
 from activations.atomic_io import refuse_existing, write_json_atomic, write_jsonl_atomic
 from training.config import BehaviorConfig
 from activations.behaviors import Behavior
+from activations.context import check_fits_context
 from training.reply_metrics import Estimate, bootstrap_ratio, text_stats
 from training.emoji_tokens import emoji_mass_from_logits
 from training.examples import chat_prompt, collate, encode_example
@@ -239,6 +240,9 @@ def measure_behavior(model: nn.Module, tokenizer: PreTrainedTokenizerBase, confi
     history = config.history()
     prompts = [list(tokenizer(chat_prompt(tokenizer, t, history), add_special_tokens=False)["input_ids"])
                for group in prompt_groups for t in group.texts]
+    check_fits_context(model, [len(p) + config.max_new_tokens for p in prompts],
+                       f"a prompt and its {config.max_new_tokens} new tokens", "show fewer in-context --shots, or "
+                       "generate fewer --max-new-tokens")  # before sampling, which would fail (or crawl) at that length
     keys = [key for group in prompt_groups for key in sample_keys(group)]
     where = [(group, i) for group in prompt_groups for i in range(len(group.ids))]
     counts = [(config.neutral_samples or config.samples) if group.name == "neutral" else config.samples

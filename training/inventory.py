@@ -40,6 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from activations.context import check_fits_context
 from training.config import InventoryConfig
 from training.data import TRAITS
 from training.examples import chat_prompt
@@ -151,6 +152,8 @@ def _single_tokens(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> 
 def next_token_probs(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], token_ids: list[int],
                      batch_size: int) -> np.ndarray:
     """``(n, len(token_ids))``: each token's next-token probability after each text."""
+    check_fits_context(model, [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts],
+                       "an item's prompt", "show fewer in-context --shots")
     wanted = torch.tensor(token_ids)
     device = next(model.parameters()).device
     side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the last position is every row's answer slot

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from activations import load_model
 from activations.behaviors import Behavior
+from activations.models import default_base
 from activations.prompt_sets import load_prompt_set
 from activations.sampling import SampledReply, sample_replies
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
@@ -31,6 +31,7 @@ from interp.causal.suppression import SuppressionVerdict, side_effects, suppress
 from interp.causal.sweep import SweepConfig, SweepResult, sweep
 from interp.interventions import NeuronSet, content_reference, export_suppressed
 from interp.interventions.export import check_export
+from interp.interventions.neuron_set import read_neuron_table
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,18 @@ class CausalResult:
     seconds: dict[str, float]
 
 
-def run_causal(merged_spec: str, base_spec: str, neurons_csv: str | Path, writing_jsonl: str | Path,
+def run_causal(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
                behavior: Behavior | str, setup: CausalSetup = CausalSetup(), screen_config: ScreenConfig = ScreenConfig(),
                sweep_config: SweepConfig = SweepConfig()) -> CausalResult:
     """Screen and sweep (module docstring) from a merged model, its base, a ``neurons.csv`` and the
-    merged model's own replies to training questions, for ``behavior`` (a ``Behavior`` or its spec)."""
+    merged model's own replies to training questions, for ``behavior`` (a ``Behavior`` or its spec).
+    ``base_spec`` None takes the base the merged model records (``activations.models.default_base``)."""
     behavior = Behavior.parse(behavior)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     writing = read_writing_replies(writing_jsonl, behavior)  # a behaviour the replies never show fails here
-    merged, base = load_model(merged_spec), load_model(base_spec)
-    table = pd.read_csv(neurons_csv)
+    merged, base = load_model(merged_spec), load_model(base_spec or default_base(merged_spec))
+    table = read_neuron_table(neurons_csv)
     context = causal_context(merged.model, base.model, merged.tokenizer, writing, table, behavior, setup)
     seconds["prepare"] = round(time.perf_counter() - started, 1)
     started = time.perf_counter()

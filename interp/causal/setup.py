@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from activations.atomic_io import read_jsonl
 from activations.behaviors import Behavior
+from activations.models import check_same_shape
 from activations.prompt_sets import PromptSet, load_prompt_set
 from activations.writing import writing_prompts
 from interp.causal.config import CausalSetup
@@ -37,6 +38,7 @@ from interp.causal.inputs import chat_batch, writing_batch
 from interp.causal.metrics import target_ids_tensor
 from interp.causal.proxy import ProxySuite, build_proxy_suite
 from interp.interventions import ContentReference, Neuron, NeuronSet, content_reference
+from interp.interventions.neuron_set import check_table_fits, layer_widths
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,10 @@ def causal_context(merged: nn.Module, base: nn.Module | None, tokenizer: PreTrai
     """Prepare every shared input (module docstring); ``base`` is needed for patching and the screen,
     ``writing`` comes from ``read_writing_replies`` (or ``writing_prompts``) with the same ``behavior``;
     without a diff ``table`` there is no diff ranking and random sets may use every neuron."""
+    if base is not None:
+        check_same_shape(merged, base)  # before any work: a wrong base fails here, not in a patch
+    if table is not None:
+        check_table_fits(table, layer_widths(merged))
     neutral_split = split_neutral(neutral or load_prompt_set("neutral"), setup)
     reference = content_reference(merged, tokenizer, neutral_split.reference, batch_size=setup.batch_size,
                                   seed=setup.seed)

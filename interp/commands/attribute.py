@@ -17,7 +17,8 @@ from interp.configargs import add_config_arguments, config_from_args
 def add_causal_inputs(parser: argparse.ArgumentParser) -> None:
     """The files every causal command reads (``interp.causal.setup``)."""
     parser.add_argument("--merged", required=True, help="the fine-tuned (merged) model: a folder or a spec")
-    parser.add_argument("--base", default=DEFAULT_MODEL, help=f"the model it was fine-tuned from (default: {DEFAULT_MODEL})")
+    parser.add_argument("--base", default=None, help="the model it was fine-tuned from (default: the base the merged "
+                        f"folder records in provenance.json or its adapter files, else {DEFAULT_MODEL})")
     parser.add_argument("--neurons", required=True, type=Path, help="neurons.csv from `interp diff`")
     parser.add_argument("--writing", required=True, type=Path,
                         help="the merged model's own replies to training questions (JSONL of id, question, text; "
@@ -44,16 +45,16 @@ def run(args: argparse.Namespace) -> int:
     setup = config_from_args(args, CausalSetup, seed=args.seed)
     screen_config = config_from_args(args, ScreenConfig, seed=args.seed)
     behavior = Behavior.parse(args.behavior)  # the flags fail before torch loads
-    import pandas as pd
-
     from activations import load_model
+    from activations.models import default_base
     from interp.causal.screen import screen
     from interp.causal.setup import causal_context, read_writing_replies
+    from interp.interventions.neuron_set import read_neuron_table
 
     writing = read_writing_replies(args.writing, behavior)  # before the models load: a bad behaviour fails at once
-    merged, base = load_model(args.merged), load_model(args.base)
-    context = causal_context(merged.model, base.model, merged.tokenizer, writing, pd.read_csv(args.neurons), behavior,
-                             setup)
+    merged, base = load_model(args.merged), load_model(args.base or default_base(args.merged))
+    context = causal_context(merged.model, base.model, merged.tokenizer, writing, read_neuron_table(args.neurons),
+                             behavior, setup)
     result = screen(merged.model, context.suite, context.reference.means, screen_config,
                     exclude=list(context.outliers))
     result.save(args.out, overwrite=args.overwrite)

@@ -194,7 +194,30 @@ def read_neuron_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"neuron table {path} not found; make one with `interp diff` or pass a CSV with layer,index columns")
     table = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    table.attrs["path"] = str(path)  # so that errors about its rows can name the file
     return table
+
+
+def check_table_fits(table: pd.DataFrame, widths: Mapping[int, int]) -> None:
+    """Raise ``ValueError`` naming the rows of a ``layer``, ``index`` table (by their line in the CSV,
+    the header being line 1) whose neuron the model with these layer widths does not have."""
+    source = table.attrs.get("path", "the neuron table")
+    missing = [column for column in ("layer", "index") if column not in table.columns]
+    if missing:
+        raise ValueError(f"{source} lacks the {' and '.join(missing)} column; expected layer,index,...")
+    layers = pd.to_numeric(table["layer"], errors="coerce").to_numpy(dtype=float)
+    indices = pd.to_numeric(table["index"], errors="coerce").to_numpy(dtype=float)
+    bad = []
+    for row, (layer, index) in enumerate(zip(layers, indices)):
+        whole = bool(np.isfinite(layer) and np.isfinite(index) and layer.is_integer() and index.is_integer())
+        if not (whole and int(layer) in widths and 0 <= index < widths[int(layer)]):
+            bad.append(f"line {row + 2} (layer {table['layer'].iloc[row]}, index {table['index'].iloc[row]})")
+    if bad:
+        shapes = sorted(set(widths.values()))
+        raise ValueError(f"{source} names neurons the model does not have (it has layers 0..{max(widths)} of "
+                         f"{'/'.join(map(str, shapes))} neurons) at {', '.join(bad[:5])}"
+                         f"{f' and {len(bad) - 5} more rows' if len(bad) > 5 else ''}; was the table made for another "
+                         "model? Pass that model, or a table of this one")
 
 
 def ranked_neurons(table: pd.DataFrame, *, flagged_only: bool = True) -> list[Neuron]:
