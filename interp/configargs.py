@@ -6,7 +6,9 @@ hand, so the two cannot drift); ``config_from_args(args, SomeConfig)`` builds th
 only the flags the user gave overriding the dataclass defaults. Field types map to parsers:
 ``int``/``float``/``str``, ``bool`` (``--flag`` / ``--no-flag``), ``Literal[...]`` (choices),
 ``tuple[int, ...]`` / ``tuple[str, ...]`` (comma-separated), ``X | None`` (``none`` gives None).
-Nested dataclass fields are skipped (give them their own flags, or set them in Python).
+A nested dataclass field (a study's ``screen: ScreenConfig``) gets its fields' flags under its name
+(``--screen-n-shortlist``), with the nested default instance's values as defaults, so a stage's
+setting has one source and every one of them can be set from the command line.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
+def _default(f: dataclasses.Field, defaults: Any) -> Any:
+    if defaults is not None:
+        return getattr(defaults, f.name)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
 def add_config_arguments(
     parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     cls: type,
@@ -97,18 +105,25 @@ def add_config_arguments(
     exclude: Iterable[str] = (),
     prefix: str = "",
     rename: dict[str, str] | None = None,
+    defaults: Any = None,
 ) -> None:
     """One flag per field of the dataclass ``cls`` (module docstring); ``prefix`` namespaces the flags
-    (``--prefix-field``), ``rename`` gives a field another flag name."""
+    (``--prefix-field``), ``rename`` gives a field another flag name, ``defaults`` (an instance) the
+    defaults shown; ``exclude`` takes nested names too (``screen.seed``)."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     rename = rename or {}
     skip = set(exclude)
     for f in dataclasses.fields(cls):
-        if f.name in skip or not f.init or dataclasses.is_dataclass(hints[f.name]):
+        if f.name in skip or not f.init:
+            continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            nested_skip = [name.split(".", 1)[1] for name in skip if name.startswith(f"{f.name}.")]
+            add_config_arguments(parser, hints[f.name], exclude=nested_skip, prefix=f"{prefix}{f.name}-".replace("_", "-"),
+                                 defaults=_default(f, defaults))
             continue
         flag = "--" + prefix + rename.get(f.name, f.name).replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = _default(f, defaults)
         help_text = f"{docs.get(f.name, '')} (default: {_shown(default)})".replace("%", "%%")
         dest = f"{prefix.replace('-', '_')}{f.name}"
         if hints[f.name] is bool:
@@ -121,8 +136,14 @@ def add_config_arguments(
 
 def config_from_args(args: argparse.Namespace, cls: type, *, prefix: str = "", base: Any = None, **fixed: Any) -> Any:
     """``cls`` (or ``base`` with replacements) built from the flags the user gave; ``fixed`` wins."""
+    hints = typing.get_type_hints(cls)
     given = {}
     for f in dataclasses.fields(cls):
+        if f.init and dataclasses.is_dataclass(hints[f.name]):
+            inner = getattr(base, f.name) if base is not None else _default(f, None)
+            given[f.name] = config_from_args(args, hints[f.name], prefix=f"{prefix}{f.name}-".replace("_", "-"),
+                                             base=inner)
+            continue
         value = getattr(args, f"{prefix.replace('-', '_')}{f.name}", None)
         if value is not None:
             given[f.name] = value
@@ -137,6 +158,17 @@ def config_from_json(path: str | Path, cls: type, missing_hint: str) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {missing_hint}")
-    fields = {f.name for f in dataclasses.fields(cls)}
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(path.read_text()).items() if k in fields}
-    return cls(**values)
+    return _from_dict(cls, json.loads(path.read_text()))
+
+
+def _from_dict(cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kept = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, dict):
+            value = _from_dict(hints[f.name], value)
+        kept[f.name] = tuple(value) if isinstance(value, list) else value
+    return cls(**kept)

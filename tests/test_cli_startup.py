@@ -40,12 +40,12 @@ def test_the_packages_import_light_and_still_export_their_api():
     loaded, _ = heavy_after("import activations, interp, interp.causal, interp.stats, interp.interventions, "
                             "interp.sweep, training")
     assert loaded == []
-    # Names resolve on first use to what their modules define; importing the submodule ``interp.stats.diff``
-    # does not hide the function ``diff`` the package exports.
-    loaded, _ = heavy_after("import sys\nfrom interp import load_model\nimport interp.stats.diff\n"
-                            "from interp.stats import diff\n"
+    # Names resolve on first use to what their modules define; importing the submodule ``interp.causal.screen``
+    # does not hide the function ``screen`` the package exports.
+    loaded, _ = heavy_after("import sys\nfrom interp import load_model\nimport interp.causal.screen\n"
+                            "from interp.causal import screen\n"
                             "assert load_model is sys.modules['activations.models'].load_model\n"
-                            "assert diff is sys.modules['interp.stats.diff'].diff and callable(diff)")
+                            "assert screen is sys.modules['interp.causal.screen'].screen and callable(screen)")
     assert "torch" in loaded
 
 

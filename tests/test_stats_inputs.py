@@ -10,7 +10,7 @@ import pytest
 from stats_helpers import simulate_study, write_cache, write_sim_caches
 
 from activations.reader import open_cache
-from interp.stats import ClassifyConfig, DiffConfig, OutlierConfig, diff, emoji_design
+from interp.stats import ClassifyConfig, DiffConfig, OutlierConfig, diff_caches, emoji_design
 from interp.stats.loading import load_design_inputs
 from interp.stats.regress import RegressConfig, regress
 
@@ -46,7 +46,7 @@ def test_matching_caches_load_from_directories_mappings_and_open_caches(dirs):
     mapping = {c: base / f"{c}.h5" for c in ("emoji", "filler-a", "filler-b")}
     opened = {c: open_cache(merged / f"{c}.h5") for c in ("emoji", "filler-a", "filler-b")}
     try:
-        table = diff(mapping, opened, DESIGN).table
+        table = diff_caches(mapping, opened, DESIGN).table
     finally:
         for cache in opened.values():
             cache.close()

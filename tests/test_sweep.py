@@ -15,7 +15,7 @@ from activations import load_model
 from activations.roles import TokenRole, encode_prompt_set
 from interp.cli import main
 from interp.causal.uncertainty import paired_mean_difference
-from interp.sweep.config import SweepConfig
+from interp.sweep.config import TraitSweepConfig
 from interp.sweep.measure import Condition, RowData
 from interp.sweep.neurons import FlaggedSet, arms, overlaps, question_prompts
 from interp.sweep.pipeline import read_sweep_config, run_sweep, sweep_stages
@@ -73,9 +73,9 @@ def test_the_table_equals_a_manual_recomputation(finished) -> None:
         return np.array([np.mean([value(r) for r in row.replies if r["prompt_id"] == k]) for k in keys])
 
     for row, built in zip(data, rows):
-        rates = per_question(row, lambda r: float(r["n_emojis"] > 0))
+        rates = per_question(row, lambda r: float(r["n_occurrences"] > 0))
         assert built.emoji_rate["value"] == pytest.approx(rates.mean())
-        assert built.emoji_rate["value"] == pytest.approx(row.behavior["emoji_rate"]["value"])  # the pooled rate
+        assert built.emoji_rate["value"] == pytest.approx(row.behavior["rate"]["value"])  # the pooled rate
         if rates.mean() == 0:  # no emoji: an exact interval over questions, not the bootstrap's [0, 0]
             upper = stats.beta.ppf(0.975, 1, len(rates))
             assert built.emoji_rate["high"] == pytest.approx(upper) and built.emoji_sentence_ratio["high"] == pytest.approx(upper)
@@ -101,12 +101,12 @@ def test_a_rerun_skips_fresh_stages_and_a_changed_setting_reruns_what_reads_it(f
     records = run_sweep(config, out)
     assert all(r.get("skipped") for r in records.values()) and not _ran(caplog)
     caplog.clear()
-    run_sweep(SweepConfig(**{**config.__dict__, "shots": 2}), out)
+    run_sweep(TraitSweepConfig(**{**config.__dict__, "shots": 2}), out)
     assert sorted(_ran(caplog)) == ["measure-in-context-personality-extraversion", "neurons-extraversion", "report"]
 
 
 def test_stages_share_the_base_per_trait_and_chain_the_fine_tunes() -> None:
-    stages = {s.name: s for s in sweep_stages(SweepConfig(traits=("openness", "extraversion")))}
+    stages = {s.name: s for s in sweep_stages(TraitSweepConfig(traits=("openness", "extraversion")))}
     assert [n for n in stages if n.startswith("measure-base")] == ["measure-base-openness", "measure-base-extraversion"]
     assert stages["measure-personality-openness"].depends == ("merge-personality-openness",)
     assert stages["merge-injection-openness"].depends == ("train-injection-openness",)
@@ -114,7 +114,7 @@ def test_stages_share_the_base_per_trait_and_chain_the_fine_tunes() -> None:
     # the overlap reads the trait's fine-tunes and the control trait's (the next one, cyclically)
     assert stages["neurons-extraversion"].depends == ("merge-personality-extraversion", "merge-injection-extraversion",
                                                       "merge-personality-openness")
-    assert [a.name for a in arms(SweepConfig(traits=("openness", "extraversion")), "extraversion")][-2:] == [
+    assert [a.name for a in arms(TraitSweepConfig(traits=("openness", "extraversion")), "extraversion")][-2:] == [
         "in-context: personality (openness, control)", "fine-tuned: personality (openness, control)"]
     assert set(stages["report"].depends) == {n for n in stages if n.startswith(("measure-", "neurons-"))}
     assert len([n for n in stages if n.startswith("train-")]) == 4
@@ -122,20 +122,20 @@ def test_stages_share_the_base_per_trait_and_chain_the_fine_tunes() -> None:
 
 def test_bad_settings_say_what_is_wrong() -> None:
     with pytest.raises(ValueError, match="traits must list"):
-        SweepConfig(traits=("kindness",))
+        TraitSweepConfig(traits=("kindness",))
     with pytest.raises(ValueError, match="neuron_traits"):
-        SweepConfig(traits=("openness",))  # the default neuron trait (extraversion) is not swept
+        TraitSweepConfig(traits=("openness",))  # the default neuron trait (extraversion) is not swept
     with pytest.raises(ValueError, match="in_context"):
-        SweepConfig(in_context=(), neuron_traits=("extraversion",))
+        TraitSweepConfig(in_context=(), neuron_traits=("extraversion",))
     with pytest.raises(ValueError, match="questions"):
-        SweepConfig(questions=1)
+        TraitSweepConfig(questions=1)
     with pytest.raises(ValueError, match="unknown condition"):
         Condition("openness", "prompted")
 
 
 def test_question_marks_cover_the_same_question_tokens_with_and_without_demonstrations() -> None:
     tokenizer = load_model("tiny-random-llama").tokenizer
-    config = SweepConfig(questions=5, shots=2)
+    config = TraitSweepConfig(questions=5, shots=2)
     plain = question_prompts(tokenizer, "openness", config, None)
     prompted = question_prompts(tokenizer, "openness", config, "personality")
     control = question_prompts(tokenizer, "openness", config, "personality", shown="neuroticism")

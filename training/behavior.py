@@ -45,7 +45,7 @@ from activations.atomic_io import refuse_existing, write_json_atomic, write_json
 from training.config import BehaviorConfig
 from activations.behaviors import Behavior
 from activations.context import check_fits_context
-from training.reply_metrics import Estimate, bootstrap_ratio, text_stats
+from training.reply_metrics import Interval, bootstrap_ratio, text_stats
 from training.emoji_tokens import emoji_mass_from_logits
 from training.examples import chat_prompt, collate, encode_example
 from training.studies import study_data
@@ -90,15 +90,15 @@ class GroupBehavior:
     name: str
     n_prompts: int
     n_responses: int
-    rate: Estimate
+    rate: Interval
     """Share of responses that show the behaviour at least once."""
-    sentence_ratio: Estimate
+    sentence_ratio: Interval
     """Share of sentences that show it (for emojis the paper's ESR)."""
-    per_response: Estimate
+    per_response: Interval
     """Occurrences per response."""
-    mass: Estimate
+    mass: Interval
     """Mean target probability per position of the generated responses."""
-    reference_mass: Estimate | None
+    reference_mass: Interval | None
     """The same on the reference answers (None for prompts without one)."""
     top: tuple[tuple[str, int], ...]
     """The most frequent occurrences and their counts."""
@@ -206,7 +206,7 @@ def _summarise(group: PromptGroup, generations: list[Generation], reference: np.
     stats = {pid: [text_stats(g.text, behavior) for g in gens] for pid, gens in per_prompt.items()}
     n = np.array([len(gens) for gens in per_prompt.values()], float)
 
-    def estimate(numerators: list[float], denominators: np.ndarray | list[float]) -> Estimate:
+    def estimate(numerators: list[float], denominators: np.ndarray | list[float]) -> Interval:
         return bootstrap_ratio(np.array(numerators), np.array(denominators, float), config.bootstrap,
                                config.confidence, config.seed)
 

@@ -26,15 +26,22 @@ _BOUNDARY = re.compile(r"(?<=[.!?…])\s+|\s*\n+\s*")
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """A point estimate with a bootstrap confidence interval."""
+class Interval:
+    """An estimate with its confidence interval and how the interval was made (the project's one
+    interval type: behaviour metrics here, rates and cuts in ``interp.causal.uncertainty``)."""
 
     value: float
     low: float
     high: float
+    method: str = "cluster bootstrap over questions (percentile)"
+    n: int = 0
+    """Clusters (questions) it rests on."""
 
-    def to_dict(self) -> dict[str, float]:
-        return {"value": self.value, "low": self.low, "high": self.high}
+    def to_dict(self) -> dict:
+        return {"value": self.value, "low": self.low, "high": self.high, "method": self.method, "n": self.n}
+
+    def excludes(self, value: float) -> bool:
+        return not self.low <= value <= self.high
 
 
 def _leading_end(piece: str, behavior: Behavior) -> int:
@@ -85,7 +92,7 @@ def bootstrap_ratio(
     n_resamples: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
-) -> Estimate:
+) -> Interval:
     """sum(num) / sum(den) with a percentile interval from resampling questions (seeded)."""
     numerators, denominators = np.asarray(numerators, float), np.asarray(denominators, float)
     if numerators.shape != denominators.shape or numerators.ndim != 1 or numerators.size == 0:
@@ -93,11 +100,11 @@ def bootstrap_ratio(
     total = denominators.sum()
     value = float(numerators.sum() / total) if total > 0 else float("nan")
     if numerators.size == 1 or total == 0:
-        return Estimate(value, value, value)
+        return Interval(value, value, value, n=int(numerators.size))
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, numerators.size, size=(n_resamples, numerators.size))
     with np.errstate(invalid="ignore", divide="ignore"):
         stats = numerators[picks].sum(axis=1) / denominators[picks].sum(axis=1)
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.nanpercentile(stats, [tail, 100 - tail])
-    return Estimate(value, float(low), float(high))
+    return Interval(value, float(low), float(high), n=int(numerators.size))

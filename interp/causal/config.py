@@ -38,13 +38,13 @@ class CausalSetup:
 class ScreenConfig:
     """Sizes and thresholds of the screen."""
 
-    n_shortlist: int = 48
+    n_shortlist: int = 24
     """Neurons with the most negative mean-ablation estimate verified exactly (behaviour effect and KL)."""
-    n_guard: int = 16
+    n_guard: int = 8
     """Further neurons taken by the largest sum of |per-position contributions| (cancellation guard)."""
     n_random: int = 200
     """Randomly sampled neurons patched exactly, to check the screen for false negatives."""
-    check_contexts: int = 3
+    check_contexts: int = 2
     """Writing contexts of that check (attribution is recomputed on the same ones): it tests the
     first-order approximation, which needs the same inputs on both sides, not many of them."""
     kl_floor: float = 1e-4
@@ -82,8 +82,11 @@ class SweepConfig:
     control_all_rankings: bool = False
     """Also draw a random cloud matched to every other ranking's top set at the chosen k."""
     target_reduction: float = 0.75
-    """Share of the target mass the suppressor must remove at the writing positions (aimed past a 50%
-    behavioural criterion because the proxy transfers to sampled replies only within ~10 points)."""
+    """Share of the target mass the suppressor must remove at the writing positions. Deliberately past
+    the verdict's 50% cut of the *sampled* rate: on the emoji study the proxy and the sampled rate
+    differed by about ten points either way (measured 56% proxy -> 49% sampled, 77% -> 82%), so a
+    suppressor sized to a 50% proxy reduction passes or fails the verdict by chance. The verdict's
+    criterion does not move."""
     kl_budget: float = 0.05
     """Largest mean next-token KL on neutral chats (nats per token) the suppressor may cost."""
     ppl_budget: float = 0.10

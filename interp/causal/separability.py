@@ -17,7 +17,7 @@ item. The question is decidable only if the fine-tune moved the trait at all (me
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 

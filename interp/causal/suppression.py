@@ -32,7 +32,8 @@ from torch import nn
 from activations.sampling import SampledReply
 from interp.causal.inputs import TokenBatch
 from interp.causal.metrics import next_token_kl_sum, nll_sum
-from interp.causal.uncertainty import Interval, rate, relative_cut
+from interp.causal.uncertainty import rate, relative_cut
+from training.reply_metrics import Interval
 from activations.behaviors import Behavior
 
 

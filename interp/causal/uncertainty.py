@@ -11,28 +11,10 @@ using the number of questions is conservative).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from scipy import stats
 
-
-@dataclass(frozen=True)
-class Interval:
-    """An estimate with its confidence interval and how the interval was made."""
-
-    value: float
-    low: float
-    high: float
-    method: str
-    n: int
-    """Clusters (questions) it rests on."""
-
-    def to_dict(self) -> dict:
-        return {"value": self.value, "low": self.low, "high": self.high, "method": self.method, "n": self.n}
-
-    def excludes(self, value: float) -> bool:
-        return not self.low <= value <= self.high
+from training.reply_metrics import Interval
 
 
 def clopper_pearson(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -97,11 +97,11 @@ def run(args: argparse.Namespace) -> int:
     base, merged = _sources(args, "base"), _sources(args, "merged")
     if base is None and merged is None:
         raise ValueError("no caches given; pass --base-dir/--merged-dir or --base/--merged CONDITION=PATH")
-    from interp.stats.diff import diff
+    from interp.stats.diff import diff_caches
     from interp.stats.output import refuse_existing
 
     refuse_existing(args.out, args.overwrite)  # fail before the computation, not after it
-    result = diff(base, merged, _design(args, merged), config)
+    result = diff_caches(base, merged, _design(args, merged), config)
     csv_path, json_path = result.save(args.out, overwrite=args.overwrite)
     _report(result, args.top)
     print(f"wrote        {csv_path} and {json_path}")

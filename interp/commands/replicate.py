@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="reduced smoke-test settings for every seed")
     parser.add_argument("--force", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
                         help="redo this stage in every seed even if fresh (repeatable)")
-    add_config_arguments(parser.add_argument_group("study settings"), StudyConfig, exclude=("quick", "seed"))
+    add_config_arguments(parser.add_argument_group("study settings"), StudyConfig,
+                         exclude=("quick", "seed", "setup.seed", "screen.seed", "sweep.seed"))
     parser.set_defaults(func=run)
 
 

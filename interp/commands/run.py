@@ -19,7 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
                         help=f"redo this stage even if fresh (repeatable): {', '.join(STAGE_NAMES)}")
     parser.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
-    add_config_arguments(parser.add_argument_group("study settings"), StudyConfig, exclude=("quick",))
+    add_config_arguments(parser.add_argument_group("study settings"), StudyConfig,
+                         exclude=("quick", "setup.seed", "screen.seed", "sweep.seed"))
     parser.set_defaults(func=run)
 
 

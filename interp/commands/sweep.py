@@ -1,6 +1,6 @@
 """``interp sweep``: every trait fine-tuned on each study's rows and prompted with them, side by side.
 
-Every setting is a flag generated from ``interp.sweep.config.SweepConfig``; the sweep resumes like
+Every setting is a flag generated from ``interp.sweep.config.TraitSweepConfig``; the sweep resumes like
 ``interp run`` (fresh stages are skipped, changed ones rerun)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from interp.configargs import add_config_arguments, config_from_args
-from interp.sweep.config import SweepConfig
+from interp.sweep.config import TraitSweepConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,14 +17,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="reports/sweep", help="sweep directory (default: reports/sweep)")
     parser.add_argument("--force", action="append", default=[], metavar="STAGE",
                         help="redo this stage even if fresh (repeatable), e.g. report or train-personality-openness")
-    add_config_arguments(parser.add_argument_group("sweep settings"), SweepConfig)
+    add_config_arguments(parser.add_argument_group("sweep settings"), TraitSweepConfig)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from interp.sweep.pipeline import run_sweep
 
-    config = config_from_args(args, SweepConfig)
+    config = config_from_args(args, TraitSweepConfig)
     records = run_sweep(config, args.out, force=tuple(args.force))
     ran = [record for record in records.values() if not record.get("skipped")]
     total = sum(record["seconds"] for record in records.values())

@@ -110,7 +110,7 @@ def _aligned(index: Tensor, recorded: Float[Tensor, "batch pos d_mlp"], layer: i
                 f"layer {layer}: patch values were recorded for (batch, pos) = {tuple(recorded.shape[:-1])} but this "
                 f"forward pass has {tuple(acts.shape[:-1])}. Position-aligned patching needs the same prompts with the "
                 "same tokenisation and padding, in one forward pass; for generate() patch per-neuron constants "
-                "(shape (d_mlp,), e.g. mean_activations(...)) or use interp.causal.generation.generate_cross_patched"
+                "(shape (d_mlp,), e.g. mean_activations(...))"
             )
         idx = index.to(acts.device)
         donor = recorded.index_select(-1, index).to(device=acts.device, dtype=acts.dtype)

@@ -1,14 +1,13 @@
 """Many interventions in one batch: ``intervene_stacked`` runs G neuron sets side by side.
 
-A dose-response point measures the flagged set and five or more matched random sets on the same
-prompts. Run one after another, each generation step reads every weight of the model for a batch
-of ten rows, which on a CPU is bound by memory traffic, not arithmetic. Stacking the G conditions
-into one batch of G x rows reads the weights once per step for all of them (about 2x faster on
-2 CPU cores for six sets; see ``bench/bench_stacked.py``).
+A sweep point measures a ranked set and its matched random sets on the same prompts
+(``interp.causal.proxy.measure_sets``). Run one after another, each pass reads every weight of the
+model for a small batch, which on a CPU is bound by memory traffic, not arithmetic. Stacking the G
+conditions into one batch of G x rows reads the weights once for all of them
+(``bench/bench_proxy.py`` measures the proxy engine built on this against plain hooked passes).
 
 The contract: every forward pass inside the block sees a batch made of G stacked copies of the same
-rows (copy g = rows ``g * n : (g + 1) * n``), and copy g has ``sets[g]`` ablated. ``generate`` keeps
-its batch rows fixed, so the contract holds at every step. Each layer's hook replaces only the
+rows (copy g = rows ``g * n : (g + 1) * n``), and copy g has ``sets[g]`` ablated. Each layer's hook replaces only the
 chosen neurons of each copy (``torch.where`` on a per-copy mask): every other value is
 bit-identical to the unedited run, as with ``ablate``. Compared with running the sets one by one,
 only the batch size differs, so results agree up to the float rounding of batched matmuls.

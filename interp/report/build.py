@@ -47,7 +47,8 @@ def _methods(out: Path, records: dict[str, dict], summary: dict, blocks: list[Bl
     blocks += [Heading("Methods"),
                Paragraph("Neuron = one input of an MLP output projection (TransformerLens `blocks.L.mlp.hook_post`). "
                          "Per prompt, activations are averaged over its content tokens, or over its marked tokens "
-                         "(emojis, the filler words of its twin, or the token before an emoji the merged model wrote); "
+                         "(the behaviour's occurrences, the filler words of its twin, or the token before each place the merged "
+                         "model's own reply started it); "
                          "every contrast is a per-prompt difference tested with a minimum-effect test and TOST, "
                          f"corrected across all neurons with {config.get('correction', '?')}. **Headline numbers** "
                          "(behaviour, the verdict) come from sampled replies to held-out questions; **proxy numbers** "

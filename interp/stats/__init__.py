@@ -9,7 +9,7 @@ __all__ = lazy_exports(__name__, {
     "interp.stats.config": ("ClassifyConfig", "DiffConfig", "OutlierConfig", "RegressConfig"),
     "interp.stats.contrasts": ("Contrast", "DiffDesign", "Term", "change", "interaction", "scope_interaction", "within"),
     "interp.stats.designs": ("condition_contrast", "emoji_design", "model_change"),
-    "interp.stats.diff": ("DiffResult", "diff", "diff_inputs"),
+    "interp.stats.diff": ("DiffResult", "diff_caches", "diff_inputs"),
     "interp.stats.equivalence": ("MinEffectResult", "min_effect_tests"),
     "interp.stats.interaction": ("interaction_2x2", "interaction_unpaired"),
     "interp.stats.loading": ("DiffInputs", "load_design_inputs"),

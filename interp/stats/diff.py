@@ -232,8 +232,8 @@ def diff_inputs(inputs: DiffInputs, design: DiffDesign, config: DiffConfig | Non
     return result
 
 
-def diff(base: SetSources | None, merged: SetSources | None, design: DiffDesign | None = None,
-         config: DiffConfig | None = None) -> DiffResult:
+def diff_caches(base: SetSources | None, merged: SetSources | None, design: DiffDesign | None = None,
+                config: DiffConfig | None = None) -> DiffResult:
     """Compare the base and merged model neuron by neuron under ``design`` (default: the emoji
     design, with the writing contrast when a ``writing`` cache is present).
 
@@ -241,7 +241,7 @@ def diff(base: SetSources | None, merged: SetSources | None, design: DiffDesign 
     conditions, or a mapping condition -> cache path or open cache (e.g. ``record(..., out=None)``).
     Example::
 
-        result = diff("runs/base", "runs/merged")
+        result = diff_caches("runs/base", "runs/merged")
         result.top(10)            # the best flagged neurons
         result.save("neurons.csv")
     """

@@ -1,11 +1,13 @@
-"""The study's settings: one frozen dataclass, stored in every output for provenance.
+"""The study's settings: one frozen dataclass holding the stage configs, stored in every output.
 
 Where the time goes (the default study is sized for 15 minutes on 2 CPU cores): sampled replies
 decide the verdict, so they get the budget (42 held-out questions x 5 samples for the merged and
 the suppressed model, with common random numbers); the wide sweeps (every top-k set, four
 interventions, 20 matched random sets, 200 randomly chosen neurons for the screen's check) use the
 teacher-forced proxy (``interp.causal.proxy``). On a bigger machine raise the proxy sizes, the
-random sets and the grid; nothing else changes.
+random sets and the grid; nothing else changes. The causal stages' settings are the stage configs
+themselves (``setup``, ``screen``, ``sweep``: one source per setting, every one a flag of
+``interp run``, e.g. ``--screen-kl-floor``); the study's ``seed`` seeds all of them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from activations import DEFAULT_MODEL
+from activations.config import DEFAULT_MODEL
+from interp.causal.config import CausalSetup, ScreenConfig, SweepConfig
 from training.studies import check_study
 
 STAGE_NAMES: tuple[str, ...] = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
@@ -77,33 +80,13 @@ class StudyConfig:
     """Prompts per capture batch."""
     delta: float = 0.2
     """Smallest effect of interest of the diff, in token SDs (``interp.stats.diff.DiffConfig``)."""
-    n_contexts: int = 8
-    """Writing contexts scored by every proxy measurement."""
-    n_neutral: int = 8
-    """Neutral chats for the proxy's KL and perplexity."""
-    reference_neutral: int = 32
-    """Neutral chats whose content tokens give the ablation means and donor pool."""
-    screen_shortlist: int = 24
-    """Neurons the screen verifies exactly (plus ``screen_guard`` by |contributions|)."""
-    screen_guard: int = 8
-    """Cancellation guard of the screen."""
-    screen_random: int = 200
-    """Randomly chosen neurons patched exactly to check the screen for false negatives."""
-    screen_check_contexts: int = 2
-    """Writing contexts of that check (estimates recomputed on the same ones)."""
-    k_grid: tuple[int, ...] = (1, 3, 10, 30, 100, 300)
-    """Top-k sizes swept for every ranking."""
-    n_random: int = 20
-    """Matched random sets per controlled k."""
-    target_reduction: float = 0.75
-    """Share of the emoji mass (proxy) the suppressor aims to remove. Deliberately past the verdict's
-    50% cut of the *sampled* emoji rate: the proxy and the sampled rate differ by about ten points
-    either way (measured 56% proxy -> 49% sampled, 77% -> 82%), so a suppressor sized to a 50% proxy
-    reduction passes or fails the verdict by chance. The verdict's criterion does not move."""
-    kl_budget: float = 0.05
-    """Neutral KL (nats per token) the suppressor may cost."""
-    ppl_budget: float = 0.10
-    """Relative neutral perplexity increase the suppressor may cost."""
+    setup: CausalSetup = CausalSetup()
+    """The causal stages' shared inputs: writing contexts, neutral chats (``interp.causal.setup``)."""
+    screen: ScreenConfig = ScreenConfig()
+    """The attribution screen and its exact checks (``interp.causal.screen``)."""
+    sweep: SweepConfig = SweepConfig()
+    """Rankings x interventions x k against matched random sets, and the suppressor's target and
+    budgets (``interp.causal.sweep``)."""
     export_method: str = "mean"
     """How the suppressor is written into the weights: ``mean`` (folded into the bias) or ``revert``."""
 
@@ -124,10 +107,12 @@ class StudyConfig:
                              "must be at least 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not self.k_grid or min(self.k_grid) < 1:
-            raise ValueError(f"k_grid needs positive sizes, got {self.k_grid}")
-        if self.n_random < 1:
-            raise ValueError("n_random must be at least 1: the claim is 'flagged beats random'")
+        if self.sweep.n_random < 1:
+            raise ValueError("sweep.n_random must be at least 1: the claim is 'chosen beats random'")
+        for name in ("setup", "screen", "sweep"):
+            if getattr(self, name).seed != 0:
+                raise ValueError(f"{name}.seed is set by the study's seed; give seed={getattr(self, name).seed} "
+                                 "to the study instead")
         if self.export_method not in ("mean", "revert"):
             raise ValueError(f"export_method must be mean or revert, got {self.export_method!r}")
         for name in ("behavior_questions", "writing_questions", "reading_prompts"):
@@ -147,6 +132,7 @@ class StudyConfig:
         return dataclasses.replace(
             self, quick=True, train_steps=min(self.train_steps, 8), behavior_samples=2, behavior_questions=12,
             behavior_neutral=4, max_new_tokens=24, writing_questions=16, reading_prompts=32, separability_samples=1,
-            n_contexts=4, n_neutral=4,
-            reference_neutral=8, screen_shortlist=8, screen_guard=4, screen_random=16, k_grid=(1, 10, 30), n_random=4,
+            setup=dataclasses.replace(self.setup, n_contexts=4, n_neutral=4, reference_neutral=8),
+            screen=dataclasses.replace(self.screen, n_shortlist=8, n_guard=4, n_random=16),
+            sweep=dataclasses.replace(self.sweep, k_grid=(1, 10, 30), n_random=4),
         )

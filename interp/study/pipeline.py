@@ -57,7 +57,7 @@ def stage_merge(ctx: StageContext) -> dict[str, Any]:
 
 
 def stage_diff(ctx: StageContext) -> dict[str, Any]:
-    from interp.stats.diff import DiffConfig, diff
+    from interp.stats.diff import DiffConfig, diff_caches
     from activations.behaviors import Behavior
     from interp.stats.designs import reading_design
 
@@ -65,7 +65,7 @@ def stage_diff(ctx: StageContext) -> dict[str, Any]:
     behavior = Behavior.parse(c.target_behavior)
     has_writing = "writing" in ctx.results["cache"]["reductions"]  # the cache stage decides (stage_cache)
     design = reading_design(behavior.condition, writing=has_writing, noun=behavior.noun)
-    result = diff(ctx.path("caches", "base"), ctx.path("caches", "merged"), design,
+    result = diff_caches(ctx.path("caches", "base"), ctx.path("caches", "merged"), design,
                   DiffConfig(delta=c.delta, split_seed=c.seed))
     out = ctx.path("neurons.csv")
     result.save(out, overwrite=True)
@@ -109,13 +109,14 @@ def _inventory_inputs(config: StudyConfig) -> list[Path]:
     return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path()]
 
 
-CAUSAL_READS = ("seed", "study", "data", "behavior", "n_contexts", "n_neutral", "reference_neutral")
+CAUSAL_READS = ("seed", "study", "data", "behavior", "setup")
 STAGES: tuple[Stage, ...] = (
     Stage("train", stage_train, (), ("study", "trait", "data", "model", "seed", "train_steps", "learning_rate",
                                      "quantize"),
           _data_inputs),
     Stage("merge", stage_merge, ("train",)),
-    Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "data", "behavior", "seed", "behavior_samples", "base_samples",
+    Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "data", "behavior", "seed", "setup",
+                                                  "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
                                                   "writing_questions"), _data_inputs, version=3),
     Stage("cache", stage_cache, ("merge", "behavior"), ("study", "data", "behavior", "reading_prompts", "capture_batch", "seed"),
@@ -124,8 +125,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("diff", stage_diff, ("cache",), ("study", "behavior", "delta", "seed"), version=3),
     Stage("examples", stage_examples, ("diff", "merge"), ("study", "behavior"), version=3),
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
-          (*CAUSAL_READS, "screen_shortlist", "screen_guard", "screen_random", "screen_check_contexts", "k_grid",
-           "n_random", "target_reduction", "kl_budget", "ppl_budget"), _prompt_inputs, version=2),
+          (*CAUSAL_READS, "screen", "sweep"), _prompt_inputs, version=2),
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
           (*CAUSAL_READS, "export_method", "behavior_samples", "behavior_questions", "max_new_tokens"), _prompt_inputs,
           version=2),

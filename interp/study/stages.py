@@ -22,6 +22,8 @@ Hashes of big files are computed once per run (and remembered by size and modifi
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import logging
@@ -96,11 +98,16 @@ def content_hash(path: Path) -> str | None:
     return digest.hexdigest()[:16]
 
 
+def _plain(value: Any) -> Any:
+    """A setting as JSON sees it (a nested stage config as its fields)."""
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
 def fingerprint(stage: Stage, config: Any, upstream: Mapping[str, Mapping[str, str]]) -> str:
     payload = {
         "stage": stage.name,
         "version": stage.version,
-        "reads": {name: getattr(config, name) for name in stage.reads},
+        "reads": {name: _plain(getattr(config, name)) for name in stage.reads},
         "inputs": {str(p): content_hash(Path(p)) for p in stage.inputs(config)},
         "upstream": {name: dict(upstream.get(name, {})) for name in stage.depends},
     }

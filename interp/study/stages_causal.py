@@ -4,6 +4,8 @@ exported suppressor and its verdict, and the report. Each only wires files to
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from typing import Any
 
@@ -15,23 +17,16 @@ from interp.study.stages_data import behavior_config
 
 
 def causal_setup(c: StudyConfig):
-    from interp.causal.config import CausalSetup
-
-    return CausalSetup(n_contexts=c.n_contexts, n_neutral=c.n_neutral, reference_neutral=c.reference_neutral, seed=c.seed)
+    """The study's causal setup, seeded by the study."""
+    return dataclasses.replace(c.setup, seed=c.seed)
 
 
 def screen_config(c: StudyConfig):
-    from interp.causal.config import ScreenConfig
-
-    return ScreenConfig(n_shortlist=c.screen_shortlist, n_guard=c.screen_guard, n_random=c.screen_random,
-                        check_contexts=c.screen_check_contexts, seed=c.seed)
+    return dataclasses.replace(c.screen, seed=c.seed)
 
 
 def sweep_config(c: StudyConfig):
-    from interp.causal.config import SweepConfig
-
-    return SweepConfig(k_grid=c.k_grid, n_random=c.n_random, target_reduction=c.target_reduction,
-                       kl_budget=c.kl_budget, ppl_budget=c.ppl_budget, seed=c.seed)
+    return dataclasses.replace(c.sweep, seed=c.seed)
 
 
 def stage_causal(ctx: StageContext) -> dict[str, Any]:

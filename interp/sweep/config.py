@@ -17,7 +17,7 @@ from training.studies import STUDIES, check_study
 
 
 @dataclass(frozen=True)
-class SweepConfig:
+class TraitSweepConfig:
     """Everything ``interp sweep`` needs."""
 
     traits: tuple[str, ...] = TRAITS

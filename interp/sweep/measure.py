@@ -22,7 +22,7 @@ from typing import Any
 
 from activations import load_model
 from activations.atomic_io import write_json_atomic
-from interp.sweep.config import SweepConfig
+from interp.sweep.config import TraitSweepConfig
 
 KINDS = ("base", "fine-tuned", "in-context")
 
@@ -59,7 +59,7 @@ class Condition:
         return f"measure-{self.folder.replace('/', '-')}"
 
 
-def behavior_config(config: SweepConfig, condition: Condition):
+def behavior_config(config: TraitSweepConfig, condition: Condition):
     from training.behavior import BehaviorConfig
 
     return BehaviorConfig(trait=condition.trait, samples=config.samples, max_questions=config.questions,
@@ -68,14 +68,14 @@ def behavior_config(config: SweepConfig, condition: Condition):
                           in_context=condition.study if condition.kind == "in-context" else None)
 
 
-def inventory_config(config: SweepConfig, condition: Condition):
+def inventory_config(config: TraitSweepConfig, condition: Condition):
     from training.inventory import InventoryConfig
 
     return InventoryConfig(shots=config.shots, seed=config.seed,
                            in_context=f"{condition.study}:{condition.trait}" if condition.kind == "in-context" else None)
 
 
-def measure(model_spec: str, condition: Condition, config: SweepConfig, out: Path) -> dict[str, Any]:
+def measure(model_spec: str, condition: Condition, config: TraitSweepConfig, out: Path) -> dict[str, Any]:
     """Sample and score one row into ``out`` (module docstring); returns its summary."""
     from training.behavior import measure_behavior, save_behavior
     from training.inventory import load_inventory, score_inventory

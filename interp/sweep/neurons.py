@@ -40,13 +40,13 @@ from activations import load_model
 from activations.capture import capture
 from activations.prompt_sets import PromptSet
 from interp.stats.overlap import overlap_sets
-from interp.sweep.config import SweepConfig
+from interp.sweep.config import TraitSweepConfig
 from interp.sweep.measure import Condition, behavior_config
 
 REDUCTION = "marked_mean"
 
 
-def question_prompts(tokenizer, trait: str, config: SweepConfig, study: str | None,
+def question_prompts(tokenizer, trait: str, config: TraitSweepConfig, study: str | None,
                      shown: str | None = None) -> PromptSet:
     """Step 1: ``trait``'s held-out questions as the model reads them (after ``study``'s
     demonstrations of trait ``shown``, default ``trait``, when ``study`` is given), each marked at
@@ -91,14 +91,14 @@ class Arm:
         return f"base/in-context-{self.study}-{self.trait}.h5"
 
 
-def control_trait(config: SweepConfig, trait: str) -> str | None:
+def control_trait(config: TraitSweepConfig, trait: str) -> str | None:
     """The next swept trait after ``trait`` (cyclically); None when only one is swept."""
     if len(config.traits) < 2:
         return None
     return config.traits[(config.traits.index(trait) + 1) % len(config.traits)]
 
 
-def arms(config: SweepConfig, trait: str) -> list[Arm]:
+def arms(config: TraitSweepConfig, trait: str) -> list[Arm]:
     """Every arm of ``trait``'s overlap: its fine-tunes, its demonstrations, then the controls."""
     found = [Arm("fine-tuned", study, trait) for study in config.studies]
     found += [Arm("in-context", study, trait) for study in config.in_context]
@@ -108,7 +108,7 @@ def arms(config: SweepConfig, trait: str) -> list[Arm]:
     return found
 
 
-def capture_conditions(config: SweepConfig, trait: str, merged: dict[tuple[str, str], Path], out: Path) -> list[Path]:
+def capture_conditions(config: TraitSweepConfig, trait: str, merged: dict[tuple[str, str], Path], out: Path) -> list[Path]:
     """Step 2: ``out/base/plain.h5``, then one cache per arm (``Arm.file``); ``merged`` maps
     (study, trait) to each fine-tune's merged model."""
     written = []
@@ -144,20 +144,20 @@ class FlaggedSet:
     """The standardised effect of each flagged neuron, in ``neurons`` order (its sign is the direction)."""
 
 
-def diff_conditions(config: SweepConfig, trait: str, out: Path) -> tuple[list[FlaggedSet], set[tuple[int, int]]]:
+def diff_conditions(config: TraitSweepConfig, trait: str, out: Path) -> tuple[list[FlaggedSet], set[tuple[int, int]]]:
     """Step 3: one diff per arm; returns the flagged sets and the universe of step 4 (every neuron
     no diff calls an outlier)."""
     from interp.stats.designs import condition_contrast, model_change
-    from interp.stats.diff import DiffConfig, diff
+    from interp.stats.diff import DiffConfig, diff_caches
 
     settings = DiffConfig(delta=config.delta, split_seed=config.seed)
     plain = out / "base" / "plain.h5"
     runs = []
     for arm in arms(config, trait):
         if arm.kind == "fine-tuned":
-            result = diff({"plain": plain}, {"plain": out / arm.file}, model_change("plain", REDUCTION), settings)
+            result = diff_caches({"plain": plain}, {"plain": out / arm.file}, model_change("plain", REDUCTION), settings)
         else:
-            result = diff({"plain": plain, "prompted": out / arm.file}, None,
+            result = diff_caches({"plain": plain, "prompted": out / arm.file}, None,
                           condition_contrast("prompted", "plain", REDUCTION), settings)
         runs.append((arm.name, result))
     everything = set(zip(runs[0][1].table["layer"].astype(int), runs[0][1].table["index"].astype(int)))
@@ -210,7 +210,7 @@ def overlaps(sets: list[FlaggedSet], universe: set[tuple[int, int]]) -> list[Ove
     return found
 
 
-def neuron_overlap(config: SweepConfig, trait: str, merged: dict[tuple[str, str], Path], out: Path) -> dict[str, Any]:
+def neuron_overlap(config: TraitSweepConfig, trait: str, merged: dict[tuple[str, str], Path], out: Path) -> dict[str, Any]:
     """Steps 1-4 for ``trait`` into ``out``; returns the JSON-able result (written by the caller)."""
     capture_conditions(config, trait, merged, out)
     sets, universe = diff_conditions(config, trait, out)

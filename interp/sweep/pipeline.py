@@ -24,7 +24,7 @@ from typing import Any
 from activations.atomic_io import write_json_atomic
 from interp.configargs import config_from_json
 from interp.study.stages import Stage, StageContext, relative, run_stages
-from interp.sweep.config import SweepConfig
+from interp.sweep.config import TraitSweepConfig
 from interp.sweep.measure import Condition, measure
 from interp.sweep.neurons import arms
 from interp.sweep.table import conditions
@@ -35,7 +35,7 @@ MEASURE_READS = ("model", "seed", "samples", "questions", "max_new_tokens")
 TRAIN_READS = ("model", "seed", "train_steps", "learning_rate", "quantize")
 
 
-def _data_inputs(config: SweepConfig) -> list[Path]:
+def _data_inputs(config: TraitSweepConfig) -> list[Path]:
     from training.data import default_data_path
     from training.inventory import default_inventory_path
 
@@ -46,7 +46,7 @@ def _train(ctx: StageContext, study: str, trait: str) -> dict[str, Any]:
     from training.config import TrainConfig
     from training.qlora import train_or_resume
 
-    c: SweepConfig = ctx.config
+    c: TraitSweepConfig = ctx.config
     out = ctx.path(study, trait, "adapter")
     config = TrainConfig(study=study, trait=trait, model=c.model, steps=c.train_steps, learning_rate=c.learning_rate,
                          quantize=c.quantize, seed=c.seed)
@@ -65,7 +65,7 @@ def _merge(ctx: StageContext, study: str, trait: str) -> dict[str, Any]:
 
 
 def _measure(ctx: StageContext, condition: Condition) -> dict[str, Any]:
-    c: SweepConfig = ctx.config
+    c: TraitSweepConfig = ctx.config
     spec = str(ctx.path(condition.folder, "merged")) if condition.kind == "fine-tuned" else c.model
     summary = measure(spec, condition, c, ctx.path(condition.folder))
     return {**summary, "outputs": [relative(ctx.out, Path(p)) for p in summary.pop("files")]}
@@ -74,7 +74,7 @@ def _measure(ctx: StageContext, condition: Condition) -> dict[str, Any]:
 def _neurons(ctx: StageContext, trait: str) -> dict[str, Any]:
     from interp.sweep.neurons import neuron_overlap
 
-    c: SweepConfig = ctx.config
+    c: TraitSweepConfig = ctx.config
     out = ctx.path("neurons", trait)
     merged = {(a.study, a.trait): ctx.path(a.study, a.trait, "merged") for a in arms(c, trait) if a.kind == "fine-tuned"}
     result = neuron_overlap(c, trait, merged, out)
@@ -89,7 +89,7 @@ def _report(ctx: StageContext) -> dict[str, Any]:
     return {"outputs": [relative(ctx.out, p) for p in write_report(ctx.out, ctx.config)]}
 
 
-def sweep_stages(config: SweepConfig) -> tuple[Stage, ...]:
+def sweep_stages(config: TraitSweepConfig) -> tuple[Stage, ...]:
     """The stages of ``config``, in the order they run (module docstring)."""
     stages: list[Stage] = []
     for condition in conditions(config):
@@ -116,7 +116,7 @@ def sweep_stages(config: SweepConfig) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-def run_sweep(config: SweepConfig, out: str | Path, *, force: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+def run_sweep(config: TraitSweepConfig, out: str | Path, *, force: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Run (or resume) the sweep into ``out``; fresh stages are skipped."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +124,7 @@ def run_sweep(config: SweepConfig, out: str | Path, *, force: tuple[str, ...] = 
     return run_stages(sweep_stages(config), out, config, force=force, published=("report",))
 
 
-def read_sweep_config(out: str | Path) -> SweepConfig:
+def read_sweep_config(out: str | Path) -> TraitSweepConfig:
     """The settings a sweep directory was last run with."""
-    return config_from_json(Path(out) / "sweep-config.json", SweepConfig,
+    return config_from_json(Path(out) / "sweep-config.json", TraitSweepConfig,
                             f"{out} holds no sweep; run `interp sweep --out {out}` first")

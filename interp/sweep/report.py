@@ -17,7 +17,7 @@ import pandas as pd
 from activations.atomic_io import write_json_atomic, write_text_atomic
 from interp.report.blocks import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from interp.study.stages import load_record
-from interp.sweep.config import SweepConfig
+from interp.sweep.config import TraitSweepConfig
 from interp.sweep.table import HEADER, figure, sweep_rows, table_cells
 
 TITLE = "Five traits, fine-tuned and prompted"
@@ -112,7 +112,7 @@ def neuron_sentence(result: dict[str, Any]) -> str | None:
             "exceeds both controls.")
 
 
-def write_report(out: str | Path, config: SweepConfig) -> list[Path]:
+def write_report(out: str | Path, config: TraitSweepConfig) -> list[Path]:
     """Every output of the module docstring, from the stage outputs in ``out``."""
     out = Path(out)
     rows, classifier = sweep_rows(out, config)

@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from interp.causal.uncertainty import clopper_pearson, paired_mean_difference, rate
-from interp.sweep.config import SweepConfig
+from interp.sweep.config import TraitSweepConfig
 from interp.sweep.measure import Condition, RowData
 
 
-def conditions(config: SweepConfig) -> list[Condition]:
+def conditions(config: TraitSweepConfig) -> list[Condition]:
     """Every row, trait by trait: base, each fine-tune, each in-context prompt."""
     rows = []
     for trait in config.traits:
@@ -102,7 +102,7 @@ def build_rows(data: list[RowData], classifier, seed: int) -> list[SweepRow]:
     return rows
 
 
-def sweep_rows(root: Path, config: SweepConfig) -> tuple[list[SweepRow], dict[str, Any]]:
+def sweep_rows(root: Path, config: TraitSweepConfig) -> tuple[list[SweepRow], dict[str, Any]]:
     """Every row of ``config`` read from ``root`` and compared; also the classifier's held-out accuracy."""
     from training.trait_classifier import train_classifier
 
