@@ -177,8 +177,9 @@ def run(shape: str, n_prompts: int, batch_size: int, n_contexts: int, n_sets: in
         order = np.argsort(mean_estimates, axis=None)[:30]
         top = NeuronSet.from_pairs([(sites[int(f // width)].layer, int(f % width)) for f in order])
         out = workdir / "suppressed"
-        with stages.stage("export", neurons=len(top)) as row:
-            export_suppressed(model, top, out, tokenizer=tokenizer, method="mean", means=means, source_spec=shape)
+        method = "mean" if hasattr(model.config, "mlp_bias") else "zero"  # Mistral has no MLP bias to fold means into
+        with stages.stage("export", neurons=len(top), method=method) as row:
+            export_suppressed(model, top, out, tokenizer=tokenizer, method=method, means=means, source_spec=shape)
             row["disk_mb"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20)
         shutil.rmtree(out, ignore_errors=True)
     for name in ("base.h5", "tuned.h5"):
@@ -189,6 +190,26 @@ def run(shape: str, n_prompts: int, batch_size: int, n_contexts: int, n_sets: in
             "batch_size": batch_size, "contexts": n_contexts, "neurons": len(sites) * width,
             "layers": len(sites), "d_mlp": width, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
             "machine": platform.processor() or platform.machine(), "stages": stages.rows}
+
+
+def run_export(shape: str, dtype: torch.dtype, workdir: Path) -> dict[str, object]:
+    """Build, then export a suppressed copy of 30 seeded neurons: the export stage alone."""
+    stages = Stages()
+    tokenizer = load_model("tiny-random-llama").tokenizer
+    with stages.stage("build") as row:
+        model = random_model(shape_config(shape), dtype=dtype)
+        row["params"] = sum(p.numel() for p in model.parameters())
+    sites = neuron_sites(model)
+    rng = np.random.default_rng(0)
+    top = NeuronSet.from_pairs([(sites[int(rng.integers(len(sites)))].layer, int(i))
+                                for i in rng.choice(sites[0].d_mlp, 30, replace=False)])
+    method = "mean" if hasattr(model.config, "mlp_bias") else "zero"
+    means = {site.layer: torch.zeros(site.d_mlp) for site in sites}
+    out = workdir / "suppressed"
+    with stages.stage("export", neurons=len(top), method=method) as row:
+        export_suppressed(model, top, out, tokenizer=tokenizer, method=method, means=means, source_spec=shape)
+        row["disk_mb"] = round(sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20)
+    return {"shape": shape, "dtype": str(dtype).removeprefix("torch."), "stages": stages.rows}
 
 
 def compare(result: dict) -> list[dict[str, object]]:
@@ -221,9 +242,16 @@ def main() -> None:
     parser.add_argument("--sets", type=int, default=4, help="neuron sets of the short proxy sweep")
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
     parser.add_argument("--skip", default="", help="comma-separated stages to skip (export)")
+    parser.add_argument("--export-only", action="store_true", help="build the model and run the export stage alone")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench7b-", dir=os.environ.get("BENCH_TMP")) as folder:
+        if args.export_only:
+            result = run_export(args.shape, getattr(torch, args.dtype), Path(folder))
+            print(json.dumps(result))
+            if args.out:
+                Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+            return
         result = run(args.shape, args.prompts, args.batch_size, args.contexts, args.sets, getattr(torch, args.dtype),
                      Path(folder), set(filter(None, args.skip.split(","))))
     result["plan"] = compare(result)

@@ -16,7 +16,7 @@ model's name, a model folder, a ``config.json`` or a peft adapter folder pointin
    export writes the weights once.
 4. Time: forward FLOPs (2 per weight per token, plus attention over the context) divided by a
    throughput measured on the device kind (``THROUGHPUT``), plus a per-neuron-per-token cost for the
-   reductions; attribution is one forward and one backward (about 3 forwards), and the proxy runs a
+   reductions and a fixed cost per layer and batch; attribution is one forward and one backward (about 3 forwards), and the proxy runs a
    stacked copy per neuron set. Throughputs come from ``bench/bench_7b_cpu.py``; a device kind
    without a measurement says so in the plan.
 """
@@ -42,14 +42,16 @@ STATS_BYTES_PER_NEURON = 8 * (HIST_BINS + 9)
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 THROUGHPUT: dict[str, dict[str, float]] = {
-    "cpu": {"flops": 20e9, "neuron_tokens": 60e6, "disk": 150e6, "hash": 400e6, "measured": 1.0},
-    "cuda": {"flops": 200e12, "neuron_tokens": 20e9, "disk": 1e9, "hash": 1e9, "measured": 0.0},
+    "cpu": {"flops": 50e9, "neuron_tokens": 6e6, "layer_pass": 0.5, "disk": 150e6, "hash": 400e6, "measured": 1.0},
+    "cuda": {"flops": 200e12, "neuron_tokens": 20e9, "layer_pass": 0.002, "disk": 1e9, "hash": 1e9, "measured": 0.0},
 }
-"""Per device kind: effective FLOP/s of a bf16 forward, neuron-token values reduced per second
-(reductions + statistics), bytes/s written, bytes/s hashed (the weights fingerprint). ``cpu``: fitted
-on ``bench/bench_7b_cpu.py --shape smollm2-135m`` on the 2-core machine, shared with other work
-(speed there varied several-fold); ``cuda``: not measured (no GPU lent so far), a guess for an
-H100-class card: ``bench/gpu_check.py`` measures it."""
+"""Per device kind: effective FLOP/s of a bf16 forward; neuron-token values reduced per second
+(reductions + statistics); seconds of fixed cost per layer and batch (hooks, reductions, numpy
+copies: what dominates small models); bytes/s written; bytes/s hashed (the weights fingerprint).
+``cpu``: fitted to ``bench/bench_7b_cpu.py`` at the 135M and Mistral-7B shapes on the 2-core machine
+(reductions alone: 10.1 s per 8-prompt batch at 135M, 27.3 s at 7B), which was shared with other
+work and varied in speed several-fold, so CPU times are good to about 2x. ``cuda``: not measured
+(no GPU lent so far), a guess for an H100-class card that ``bench/gpu_check.py`` will replace."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,10 @@ def plan(shape: ModelShape, config: PlanConfig = PlanConfig()) -> Plan:
     reductions = len(DEFAULT_REDUCTIONS) * shape.neurons * 4 / MB
     hashing = shape.params * width / rate["hash"]
     capture_disk = config.prompts * reductions + stats + (n_tokens * shape.neurons * 2 / MB if config.store_tokens else 0)
+    n_batches = -(-config.prompts // config.batch_size)
     capture_seconds = (n_tokens * (flops_token + attention(config.tokens_per_prompt / 2)) / rate["flops"]
-                       + n_tokens * shape.neurons / rate["neuron_tokens"] + hashing)
+                       + n_tokens * shape.neurons / rate["neuron_tokens"] + n_batches * shape.n_layers * rate["layer_pass"]
+                       + hashing)
     capture = StageEstimate("capture", runtime + weights + 3 * stats + 2 * acts + config.batch_size * reductions
                             + shape.largest_tensor * width / MB, capture_disk, capture_seconds, "per model")
     diff = StageEstimate("diff", runtime + 2 * config.prompts * reductions * 2 + shape.neurons * 800 / MB, 0.0,
@@ -232,7 +236,8 @@ def plan(shape: ModelShape, config: PlanConfig = PlanConfig()) -> Plan:
     logits = chunk_tokens * shape.vocab * 4 * 2 / MB
     per_forward = flops_token + head_flops + attention(config.context_tokens / 2)
     attribution = StageEstimate("attribution", runtime + weights + graph + donor + 2 * chunk_tokens * shape.neurons * width / MB
-                                + logits, 0.0, 3 * context_tokens * per_forward / rate["flops"], "every neuron")
+                                + logits, 0.0, 3 * context_tokens * per_forward / rate["flops"]
+                                + -(-config.contexts // 8) * shape.n_layers * 0.3 * rate["layer_pass"], "every neuron")
     copies = 8  # stacked copies per pass (ScreenConfig.max_copies); no graph, one layer's values at a time
     clean_blocks = 1.5 * context_tokens * shape.n_layers * shape.d_model * width / MB  # contexts + neutral chats
     pass_tokens = copies * min(8, config.contexts) * config.context_tokens
