@@ -42,11 +42,12 @@ STATS_BYTES_PER_NEURON = 8 * (HIST_BINS + 9)
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 THROUGHPUT: dict[str, dict[str, float]] = {
-    "cpu": {"flops": 50e9, "neuron_tokens": 6e6, "layer_pass": 0.5, "disk": 150e6, "hash": 400e6, "measured": 1.0},
-    "cuda": {"flops": 200e12, "neuron_tokens": 20e9, "layer_pass": 0.002, "disk": 1e9, "hash": 1e9, "measured": 0.0},
+    "cpu": {"flops": 50e9, "neuron_tokens": 6e6, "diff_values": 4.5e6, "layer_pass": 0.5, "disk": 150e6, "hash": 400e6, "measured": 1.0},
+    "cuda": {"flops": 200e12, "neuron_tokens": 20e9, "diff_values": 4.5e6, "layer_pass": 0.002, "disk": 1e9, "hash": 1e9, "measured": 0.0},
 }
 """Per device kind: effective FLOP/s of a bf16 forward; neuron-token values reduced per second
-(reductions + statistics); seconds of fixed cost per layer and batch (hooks, reductions, numpy
+(reductions + statistics); per-prompt neuron values the diff tests per second (7B: 3.2 s for 2 x 16
+prompts x 458,752 neurons); seconds of fixed cost per layer and batch (hooks, reductions, numpy
 copies: what dominates small models); bytes/s written; bytes/s hashed (the weights fingerprint).
 ``cpu``: fitted to ``bench/bench_7b_cpu.py`` at the 135M and Mistral-7B shapes on the 2-core machine
 (reductions alone: 10.1 s per 8-prompt batch at 135M, 27.3 s at 7B), which was shared with other
@@ -228,7 +229,7 @@ def plan(shape: ModelShape, config: PlanConfig = PlanConfig()) -> Plan:
     capture = StageEstimate("capture", runtime + weights + 3 * stats + 2 * acts + config.batch_size * reductions
                             + shape.largest_tensor * width / MB, capture_disk, capture_seconds, "per model")
     diff = StageEstimate("diff", runtime + 2 * config.prompts * reductions * 2 + shape.neurons * 800 / MB, 0.0,
-                         2 * config.prompts * shape.neurons / rate["neuron_tokens"] * 10, "both caches, no model")
+                         2 * config.prompts * shape.neurons / rate["diff_values"], "both caches, no model (numpy, on the CPU)")
     chunk_tokens = min(8, config.contexts) * config.context_tokens
     context_tokens = config.contexts * config.context_tokens
     graph = chunk_tokens * shape.n_layers * (4 * shape.d_mlp + 10 * shape.d_model) * width / MB

@@ -231,7 +231,8 @@ def export_suppressed(
     }
     build = temporary_dir_beside(final)
     try:
-        suppressed.save_pretrained(build, safe_serialization=True)
+        # shards of 1 GB: safetensors serialises a shard in memory, so one 14 GB shard would double a 7B peak
+        suppressed.save_pretrained(build, safe_serialization=True, max_shard_size="1GB")
         tokenizer.save_pretrained(build)
         write_json_atomic(build / PROVENANCE_FILE, provenance, default=str)
         publish_dir(build, final, overwrite)
