@@ -11,7 +11,8 @@ from stats_helpers import simulate_study
 from interp.stats import DiffConfig, diff_inputs, emoji_design, paired_t
 from interp.stats.multiple import adjust_pvalues
 
-N_DRAWS = 12
+N_DRAWS = 48
+"""Simulated studies: enough that the mean false discovery proportion is known to about +-0.01."""
 ALPHA = 0.05
 
 
@@ -60,8 +61,11 @@ def test_planted_neurons_are_found(minimum_effect):
 def test_false_discovery_rate_is_at_most_alpha_despite_the_nuisance(minimum_effect, point_null):
     # With delta = 0 this is Benjamini-Hochberg's guarantee on the real nuisance structure; the
     # minimum-effect test is more conservative still.
-    assert point_null["fdp"].mean() <= ALPHA
-    assert minimum_effect["fdp"].mean() <= point_null["fdp"].mean() + 1e-12
+    fdp = point_null["fdp"]
+    standard_error = fdp.std(ddof=1) / np.sqrt(len(fdp))
+    assert standard_error < 0.01  # the estimate resolves alpha: these draws can tell 0.05 from 0.08
+    assert fdp.mean() <= ALPHA
+    assert minimum_effect["fdp"].mean() <= fdp.mean() + 1e-12
 
 
 def test_placebo_flags_at_most_one_percent(minimum_effect, point_null):
