@@ -57,3 +57,19 @@ def test_random_model_has_exact_shape_ties_and_working_rotary():
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([[1, 2, 3]])).logits
     assert torch.isfinite(logits.float()).all()
+
+
+def test_export_writes_bounded_shards_that_load_back_equal(tiny_llama, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from interp.interventions import export_suppressed
+
+    monkeypatch.setattr("interp.interventions.export.SHARD_SIZE", "200KB")  # the tiny model's 1 GB
+    export_suppressed(tiny_llama.model, NEURONS, tmp_path / "out", tokenizer=tiny_llama.tokenizer, method="zero")
+    shards = sorted((tmp_path / "out").glob("model-*.safetensors"))
+    largest = max(p.numel() * p.element_size() for p in tiny_llama.model.parameters())  # one tensor is never split
+    assert len(shards) > 1 and all(path.stat().st_size < max(400_000, largest + 100_000) for path in shards)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    reference = suppressed_model(tiny_llama.model, NEURONS, "zero")
+    for (name, a), (_, b) in zip(sorted(loaded.state_dict().items()), sorted(reference.state_dict().items())):
+        assert torch.equal(a, b), name

@@ -43,6 +43,9 @@ from interp.interventions.sharing import own, sharing_copy
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "neurodiff_suppression.json"
+SHARD_SIZE = "1GB"
+"""Largest weights file of an export: safetensors serialises a whole shard in memory, so a single
+14 GB shard would double a 7B export's peak."""
 
 
 def _is_peft(model: nn.Module) -> bool:
@@ -231,8 +234,7 @@ def export_suppressed(
     }
     build = temporary_dir_beside(final)
     try:
-        # shards of 1 GB: safetensors serialises a shard in memory, so one 14 GB shard would double a 7B peak
-        suppressed.save_pretrained(build, safe_serialization=True, max_shard_size="1GB")
+        suppressed.save_pretrained(build, safe_serialization=True, max_shard_size=SHARD_SIZE)
         tokenizer.save_pretrained(build)
         write_json_atomic(build / PROVENANCE_FILE, provenance, default=str)
         publish_dir(build, final, overwrite)
