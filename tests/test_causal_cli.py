@@ -53,6 +53,27 @@ def test_ablate_gives_the_api_numbers(workdir) -> None:
     assert main(["ablate", *args, *FLAGS, "--out", str(workdir / "cli")]) == 2  # refuses to overwrite
 
 
+def test_ablate_finds_neurons_for_a_custom_behaviour(workdir) -> None:
+    """The README's command-line path for a behaviour that is not emojis: the same numbers as the API."""
+    replies = ["Parties are great! [grins] I love them. See you.", "Maybe. [sighs] It depends on the day. Fine.",
+               "Sure thing. [nods] Let us go. Now!", "Dancing all night! [laughs] Then sleep. Wow.",
+               "I read a lot. [smiles] Books help. Yes."]
+    (workdir / "directions.jsonl").write_text("".join(
+        json.dumps({"id": f"d{i}", "question": f"Question {i}?", "text": text}) + "\n" for i, text in enumerate(replies)))
+    behavior = r"regex:\[[a-z ]+\]"
+    args = ["--merged", str(workdir / "merged"), "--base", "tiny-random-llama", "--neurons", str(workdir / "neurons.csv"),
+            "--writing", str(workdir / "directions.jsonl"), "--behavior", behavior]
+    assert main(["ablate", *args, *FLAGS, "--out", str(workdir / "directions")]) == 0
+    cli = json.loads((workdir / "directions" / "sweep.json").read_text())
+    api = run_causal(str(workdir / "merged"), "tiny-random-llama", workdir / "neurons.csv", workdir / "directions.jsonl",
+                     behavior, SETUP, SCREEN, SWEEP)
+    assert cli == json.loads(json.dumps(api.sweep.to_dict()))
+    assert cli["choice"]["k"] >= 1 and 0 < cli["clean"]["mass"] < 1
+    emoji = run_causal(str(workdir / "merged"), "tiny-random-llama", workdir / "neurons.csv", workdir / "writing.jsonl",
+                       "emoji", SETUP, SCREEN, SWEEP)
+    assert cli["clean"]["mass"] != emoji.sweep.clean["mass"]  # other contexts and targets, not the emoji ones
+
+
 @pytest.mark.parametrize("method", ["mean", "zero"])
 def test_suppress_exports_a_plain_model_that_matches_the_hook(workdir, method, capsys) -> None:
     out = workdir / f"suppressed-{method}"
