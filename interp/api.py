@@ -12,8 +12,8 @@
 ``record`` captures into memory unless ``out`` names a file (then it is the same HDF5 cache the CLI
 writes, resumable). ``diff`` picks the design from what it is given: one prompt set recorded by two
 models tests the fine-tune's change; two prompt sets recorded by one model (paired by prompt id)
-test the difference between the sets; the emoji conditions (``emoji``, ``filler-a``, ``filler-b``)
-get the emoji study's design. Every result is typed, with ``.table`` and ``.save()``.
+test the difference between the sets; a behaviour's reading conditions (``emoji``, ``filler-a``, ``filler-b``)
+get its reading design (``interp.stats.designs``). Every result is typed, with ``.table`` and ``.save()``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from activations.models import LoadedModel, load_model
 from activations.prompt_sets import PromptSet
 from activations.reader import ActivationCache
 from interp.stats.contrasts import DiffDesign
-from interp.stats.designs import EMOJI, FILLER_A, FILLER_B, WRITING, condition_contrast, emoji_design, model_change
+from interp.stats.designs import FILLER_A, FILLER_B, condition_contrast, model_change, reading_design_for
 from interp.stats.diff import DiffConfig, DiffResult, diff_inputs
 from interp.stats.loading import load_design_inputs
 
@@ -77,8 +77,8 @@ def _names(source: Mapping[str, Any] | str | os.PathLike | None) -> list[str]:
 def choose_design(base: Any, merged: Any, reduction: str = "content_mean") -> DiffDesign:
     """The design ``diff`` uses when none is given (module docstring)."""
     names = set(_names(base)) | set(_names(merged))
-    if {EMOJI, FILLER_A, FILLER_B} <= names:
-        return emoji_design(writing=WRITING in names)
+    if {FILLER_A, FILLER_B} <= names:
+        return reading_design_for(names)
     if base is not None and merged is not None and len(names) == 1:
         return model_change(names.pop(), reduction)
     lone = base if merged is None else merged if base is None else None

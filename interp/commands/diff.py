@@ -1,4 +1,5 @@
-"""``interp diff``: test every neuron of base vs merged under a design (default: the emoji design).
+"""``interp diff``: test every neuron of base vs merged under a design (default: the reading design of
+the behaviour whose caches are given, e.g. emoji / filler-a / filler-b / writing).
 
 Statistics flags come from ``DiffConfig``, ``ClassifyConfig`` and ``OutlierConfig``."""
 
@@ -11,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from interp.configargs import add_config_arguments, config_from_args
 from interp.stats.config import ClassifyConfig, DiffConfig, OutlierConfig
-from interp.stats.designs import condition_contrast, emoji_design, model_change
+from interp.stats.designs import condition_contrast, model_change, reading_design_for
 
 if TYPE_CHECKING:
     from interp.stats.diff import DiffResult
 
-DESIGNS = ("emoji", "model-change", "condition-contrast")
+DESIGNS = ("reading", "model-change", "condition-contrast")
 
 
 def _cache_pair(text: str) -> tuple[str, Path]:
@@ -37,9 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(f"--{role}-dir", type=Path, help=f"directory with the {role} model's caches")
         parser.add_argument(f"--{role}", type=_cache_pair, action="append", default=[], metavar="CONDITION=PATH",
                             help=f"one {role} cache (repeatable)")
-    parser.add_argument("--design", choices=DESIGNS, default="emoji",
-                        help="emoji: emoji / filler-a / filler-b (/ writing) conditions; model-change: one condition, "
-                             "merged - base; condition-contrast: one model, --condition vs --reference (default: emoji)")
+    parser.add_argument("--design", choices=DESIGNS, default="reading",
+                        help="reading: a behaviour's condition (e.g. emoji) / filler-a / filler-b (/ writing); "
+                             "model-change: one condition, merged - base; condition-contrast: one model, --condition "
+                             "vs --reference (default: reading)")
     parser.add_argument("--condition", default="prompts", help="condition for the generic designs (default: prompts)")
     parser.add_argument("--reference", default="reference", help="reference condition of condition-contrast")
     parser.add_argument("--reduction", default="content_mean", help="reduction of the generic designs (default: content_mean)")
@@ -68,9 +70,9 @@ def _design(args: argparse.Namespace, merged: object):
         return model_change(args.condition, args.reduction)
     if args.design == "condition-contrast":
         return condition_contrast(args.condition, args.reference, args.reduction)
-    has_writing = isinstance(merged, dict) and "writing" in merged or \
-        isinstance(merged, Path) and (merged / "writing.h5").exists()
-    return emoji_design(writing=has_writing)
+    names = merged if isinstance(merged, dict) else \
+        [p.stem for p in Path(merged).glob("*.h5") if not p.name.endswith(".partial.h5")]
+    return reading_design_for(names)
 
 
 def _report(result: DiffResult, top: int) -> None:

@@ -23,6 +23,8 @@ Why this design (each point is a confound of the simple "mean over tokens, emoji
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from interp.stats.contrasts import DiffDesign, change, interaction, scope_interaction, within
 
 EMOJI, FILLER_A, FILLER_B, WRITING = "emoji", "filler-a", "filler-b", "writing"
@@ -59,6 +61,18 @@ def reading_design(name: str, writing: bool = True, noun: str | None = None) -> 
 
 def _article(noun: str) -> str:
     return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+def reading_design_for(conditions: Iterable[str]) -> DiffDesign:
+    """The reading design of the caches at hand: the one condition besides the two twins (and
+    ``writing``) is the behaviour's (``emoji``, ``stage_direction``, ...)."""
+    names = set(conditions)
+    reading = sorted(names - {FILLER_A, FILLER_B, WRITING})
+    if not {FILLER_A, FILLER_B} <= names or len(reading) != 1:
+        raise ValueError(f"a reading design needs one behaviour condition plus {FILLER_A} and {FILLER_B} caches "
+                         f"(and optionally {WRITING}); found {sorted(names)}: pass --design model-change or "
+                         "condition-contrast for other layouts")
+    return reading_design(reading[0], writing=WRITING in names)
 
 
 def emoji_design(writing: bool = True) -> DiffDesign:

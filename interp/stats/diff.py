@@ -234,8 +234,9 @@ def diff_inputs(inputs: DiffInputs, design: DiffDesign, config: DiffConfig | Non
 
 def diff_caches(base: SetSources | None, merged: SetSources | None, design: DiffDesign | None = None,
                 config: DiffConfig | None = None) -> DiffResult:
-    """Compare the base and merged model neuron by neuron under ``design`` (default: the emoji
-    design, with the writing contrast when a ``writing`` cache is present).
+    """Compare the base and merged model neuron by neuron under ``design`` (default: the reading
+    design of the behaviour whose caches are there, with the writing contrast when a ``writing``
+    cache is present: ``interp.stats.designs.reading_design_for``).
 
     ``base`` and ``merged`` are each a directory holding ``{condition}.h5`` for the design's
     conditions, or a mapping condition -> cache path or open cache (e.g. ``record(..., out=None)``).
@@ -246,9 +247,11 @@ def diff_caches(base: SetSources | None, merged: SetSources | None, design: Diff
         result.save("neurons.csv")
     """
     if design is None:
-        from interp.stats.designs import WRITING, emoji_design
+        from interp.stats.designs import reading_design_for
 
-        has_writing = (isinstance(merged, (str, os.PathLike)) and (Path(merged) / f"{WRITING}.h5").exists()) or \
-                      (not isinstance(merged, (str, os.PathLike)) and merged is not None and WRITING in merged)
-        design = emoji_design(writing=has_writing)
+        if isinstance(merged, (str, os.PathLike)):
+            names = [p.stem for p in Path(merged).glob("*.h5") if not p.name.endswith(".partial.h5")]
+        else:
+            names = list(merged or ())
+        design = reading_design_for(names)
     return diff_inputs(load_design_inputs(design, base, merged), design, config)
