@@ -115,7 +115,7 @@ def qlora_section(device: torch.device, fallback: bool, budget: float) -> dict:
     dtype = compute_dtype(device)
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=os.environ.get("GPU_CHECK_TMP")) as folder:
         start = time.perf_counter()
-        random_model(model_config, dtype=torch.bfloat16).save_pretrained(folder, safe_serialization=True)
+        random_model(model_config, dtype=torch.bfloat16, device=device).save_pretrained(folder, safe_serialization=True)
         saved = time.perf_counter() - start
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                           bnb_4bit_compute_dtype=dtype)
@@ -154,7 +154,7 @@ def attribution_section(device: torch.device, fallback: bool, budget: float) -> 
         model, shape = load_model("tiny-random-llama", device=str(device)).model, "tiny"
     else:
         start = time.perf_counter()
-        model, shape = random_model("mistral-7b", dtype=torch.bfloat16).to(device), "mistral-7b"
+        model, shape = random_model("mistral-7b", dtype=torch.bfloat16, device=device), "mistral-7b"
         build = time.perf_counter() - start
     rows, width = (4, 32) if fallback else (32, 128)
     generator = torch.Generator().manual_seed(0)
