@@ -115,7 +115,8 @@ def qlora_section(device: torch.device, fallback: bool, budget: float) -> dict:
     dtype = compute_dtype(device)
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=os.environ.get("GPU_CHECK_TMP")) as folder:
         start = time.perf_counter()
-        random_model(model_config, dtype=torch.bfloat16, device=device).save_pretrained(folder, safe_serialization=True)
+        random_model(model_config, dtype=torch.bfloat16, device=device).save_pretrained(
+            folder, safe_serialization=True, max_shard_size="2GB")
         saved = time.perf_counter() - start
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                           bnb_4bit_compute_dtype=dtype)
