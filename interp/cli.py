@@ -32,6 +32,7 @@ COMMANDS = [
     "replicate",
     "sweep",
     "report",
+    "pages",
 ]
 
 
