@@ -228,7 +228,9 @@ def plan(shape: ModelShape, config: PlanConfig = PlanConfig()) -> Plan:
                        + hashing)
     capture = StageEstimate("capture", runtime + weights + 3 * stats + 2 * acts + config.batch_size * reductions
                             + shape.largest_tensor * width / MB, capture_disk, capture_seconds, "per model")
-    diff = StageEstimate("diff", runtime + 2 * config.prompts * reductions * 2 + shape.neurons * 800 / MB, 0.0,
+    # one reduction of both caches (float32) and a neuron table of ~100 float64 columns; not checked
+    # apart: the bench's diff ran in a process already holding more (7B, 16 prompts: +49 MB)
+    diff = StageEstimate("diff", runtime + 2 * config.prompts * shape.neurons * 4 / MB + shape.neurons * 800 / MB, 0.0,
                          2 * config.prompts * shape.neurons / rate["diff_values"], "both caches, no model (numpy, on the CPU)")
     chunk_tokens = min(8, config.contexts) * config.context_tokens
     context_tokens = config.contexts * config.context_tokens
