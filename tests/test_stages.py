@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.study.stages import Stage, content_hash, run_stages
+from interp.stages import Stage, content_hash, run_stages
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,7 +97,7 @@ def test_a_rerun_skips_fresh_stages_and_a_changed_setting_reruns_what_reads_it(f
     out = tmp_path / "sweep"
     shutil.copytree(finished, out)
     config = read_sweep_config(out)
-    caplog.set_level("INFO", logger="interp.study.stages")
+    caplog.set_level("INFO", logger="interp.stages")
     records = run_sweep(config, out)
     assert all(r.get("skipped") for r in records.values()) and not _ran(caplog)
     caplog.clear()

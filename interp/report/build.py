@@ -16,7 +16,7 @@ from typing import Any
 from activations.atomic_io import write_json_atomic, write_text_atomic
 from interp.report import sections
 from interp.report.blocks import Block, Heading, Paragraph, Table, to_html, to_markdown
-from interp.study.stages import load_records
+from interp.stages import load_records
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from interp.report import figures
 from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph, Table
-from interp.study.stages import content_hash
+from interp.stages import content_hash
 
 BEHAVIOUR_METRICS = ("rate", "sentence_ratio", "mass")
 
@@ -142,10 +142,10 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
 def _behavior(out: Path):
     """The study's behaviour (``study.json``), for the causal sections' wording."""
     from activations.behaviors import Behavior
+    from training.studies import STUDY_BEHAVIORS
 
-    from interp.study.pipeline import read_study_config
-
-    return Behavior.parse(read_study_config(out).target_behavior)
+    study = read(out / "study.json") or {}
+    return Behavior.parse(study.get("behavior") or STUDY_BEHAVIORS[study.get("study", "injection")])
 
 
 def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:

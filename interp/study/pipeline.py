@@ -2,7 +2,7 @@
 -> examples -> causal (screen + sweep) -> suppressor -> report.
 
 Every stage reads the outputs of earlier ones from the study directory and writes its own there,
-so ``interp report DIR`` can rebuild the report from files alone; ``interp.study.stages`` chains
+so ``interp report DIR`` can rebuild the report from files alone; ``interp.stages`` chains
 each stage's record on the content of what it read. The stage bodies only wire files to the public
 API (the same functions ``interp train``, ``interp cache``, ``interp diff``, ``interp ablate`` and
 ``interp suppress`` call).
@@ -20,7 +20,7 @@ from activations import load_model
 from activations.atomic_io import write_json_atomic
 from interp.configargs import config_from_json
 from interp.study.config import STAGE_NAMES, StudyConfig
-from interp.study.stages import Stage, StageContext, relative, run_stages, stale_stages
+from interp.stages import Stage, StageContext, relative, run_stages, stale_stages
 from interp.study.stages_causal import stage_causal, stage_report, stage_separability, stage_suppress
 from interp.study.stages_data import stage_behavior, stage_cache
 
@@ -139,7 +139,7 @@ STAGES: tuple[Stage, ...] = (
 
 def run_study(config: StudyConfig, out: str | Path, *, force: tuple[str, ...] = (),
               until: str | None = None) -> dict[str, dict[str, Any]]:
-    """Run (or resume) the whole study into ``out``; fresh stages are skipped (``interp.study.stages``)."""
+    """Run (or resume) the whole study into ``out``; fresh stages are skipped (``interp.stages``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "study.json"

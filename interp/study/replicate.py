@@ -35,7 +35,7 @@ from interp.report.blocks import to_markdown
 from interp.report.sections import replication_blocks
 from interp.study.config import StudyConfig
 from interp.study.pipeline import run_study
-from interp.study.stages import content_hash
+from interp.stages import content_hash
 
 log = logging.getLogger(__name__)
 

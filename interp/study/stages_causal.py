@@ -12,7 +12,7 @@ from typing import Any
 from activations.atomic_io import read_jsonl, write_json_atomic, write_jsonl_atomic
 from activations.sampling import SampledReply
 from interp.study.config import StudyConfig
-from interp.study.stages import StageContext, relative
+from interp.stages import StageContext, relative
 from interp.study.stages_data import behavior_config
 
 

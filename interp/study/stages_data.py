@@ -14,7 +14,7 @@ from activations.twins import filler_twins
 from activations.behaviors import Behavior
 from interp.stats.diff import MIN_CONTRAST_PROMPTS
 from interp.study.config import StudyConfig
-from interp.study.stages import StageContext, relative
+from interp.stages import StageContext, relative
 
 CACHE_REDUCTIONS = {
     "reading": ("content_mean", "content_absmean", "content_max", "marked_mean", "context_mean"),

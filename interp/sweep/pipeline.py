@@ -1,6 +1,6 @@
 """``interp sweep``: the five traits x {personality, injection}, fine-tuned and prompted, side by side.
 
-Stages (``interp.study.stages``: resumable, each record chained on the content of what it read, so a
+Stages (``interp.stages``: resumable, each record chained on the content of what it read, so a
 changed setting or file reruns exactly what depends on it):
 
 - ``measure-base-T``: the base model on trait T (one per trait, shared by every row of T);
@@ -23,7 +23,7 @@ from typing import Any
 
 from activations.atomic_io import write_json_atomic
 from interp.configargs import config_from_json
-from interp.study.stages import Stage, StageContext, relative, run_stages
+from interp.stages import Stage, StageContext, relative, run_stages
 from interp.sweep.config import TraitSweepConfig
 from interp.sweep.measure import Condition, measure
 from interp.sweep.neurons import arms

@@ -16,7 +16,7 @@ import pandas as pd
 
 from activations.atomic_io import write_json_atomic, write_text_atomic
 from interp.report.blocks import Block, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from interp.study.stages import load_record
+from interp.stages import load_record
 from interp.sweep.config import TraitSweepConfig
 from interp.sweep.table import HEADER, figure, sweep_rows, table_cells
 
