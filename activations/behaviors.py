@@ -16,18 +16,20 @@ bracketed stage directions, a refusal opener):
    (``activations.twins``) work for any behaviour.
 
 Presets are parsed from one string (``Behavior.parse``): ``emoji``, ``stage-directions``,
-``regex:PATTERN`` and ``tokens:FILE`` (one target string per line; a reply shows the behaviour where
-one of them occurs). A bad spec fails at once with one error that says how to fix it.
+``regex:PATTERN``, ``tokens:FILE`` (one target string per line; a reply shows the behaviour where
+one of them occurs) and ``discovered:DIR`` (an ``interp discover`` folder: the promoted tokens that stood
+out of their null are the targets, and a regex over them the detector). A bad spec fails at once with one error that says how to fix it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from activations.prompt_sets import Spans, emoji_spans
+from activations.prompt_sets import Spans, emoji_spans, read_utf8
 
 _SENTENCE_END = re.compile(r"[.!?]+")
 
@@ -35,7 +37,7 @@ STAGE_DIRECTION_PATTERN = r"\[[a-z][a-z ]{0,38}[a-z]\]"
 """A bracketed lower-case stage direction such as ``[grins]`` or ``[leans back]``; citations like
 ``[1]`` and capitalised brackets do not match."""
 
-PRESETS = ("emoji", "stage-directions", "regex:PATTERN", "tokens:FILE")
+PRESETS = ("emoji", "stage-directions", "regex:PATTERN", "tokens:FILE", "discovered:DIR")
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,15 @@ class Behavior:
                 raise FileNotFoundError(f"behaviour {spec!r}: {path} does not exist; give a file with one target "
                                         "string per line")
             return cls.tokens(path.read_text(encoding="utf-8").splitlines(), spec=spec)
+        if kind == "discovered" and rest:  # an `interp discover` folder: its standing-out tokens and detector
+            path = Path(rest).expanduser() / "discovery.json"
+            if not path.is_file():
+                raise FileNotFoundError(f"behaviour {spec!r}: {path} does not exist; run `interp discover --out {rest}`")
+            found = json.loads(read_utf8(path))["behavior"]
+            if not found["pattern"]:
+                raise ValueError(f"behaviour {spec!r}: that discovery found no token that stands out of its null, "
+                                 "so there is nothing to name; read its summary, or pass another behaviour")
+            return cls.regex(found["pattern"], noun="discovered token", targets=found["targets"], spec=spec)
         raise ValueError(f"unknown behaviour {spec!r}; use one of {', '.join(PRESETS)}")
 
 

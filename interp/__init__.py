@@ -16,5 +16,6 @@ __all__ = [*lazy_exports(__name__, {
     "activations.models": ("load_model",),
     "interp.causal.find": ("find_causal_neurons", "suppress"),
     "interp.api": ("diff", "record"),
+    "interp.discover.pipeline": ("discover",),
     "interp.interventions": ("NeuronSet", "ablate", "patch", "scale"),
 }), "__version__"]

@@ -1,0 +1,61 @@
+"""How ``interp discover`` reads a fine-tune without being told what it taught (``DiscoverConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Positions = Literal["first", "all"]
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """Settings of one discovery; stored with its result (``Discovery.config``)."""
+
+    first_k: int = 5
+    """The first k token positions of each text form the ``first`` position set (Minder et al. 2025)."""
+    positions: Positions = "first"
+    """Which position set's mean difference is read for the headline tokens: ``first`` or ``all``."""
+    layer: int | None = None
+    """The layer read for tokens, neurons and steering; None: the layer whose mean difference is largest
+    relative to the base residual's scale there."""
+    max_length: int = 64
+    """Tokens of each corpus text read at most."""
+    batch_size: int = 16
+    """Texts per forward pass."""
+    top_tokens: int = 20
+    """Promoted and demoted tokens listed."""
+    top_neurons: int = 5
+    """Neurons listed per promoted token (and overall)."""
+    alpha: float = 0.05
+    """Family-wise error rate of the token test (sign-flip max-|z| over the whole vocabulary)."""
+    null_draws: int = 500
+    """Sign-flip draws of the token null; also the text-bootstrap draws of the norm interval."""
+    steer_alphas: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
+    """Multiples of the mean difference added to the base model's residual stream when steering (0: the base)."""
+    steer_questions: int = 8
+    """Neutral questions the steered base answers (0: no steering)."""
+    steer_samples: int = 2
+    """Replies sampled per question and alpha (common random numbers across alphas)."""
+    max_new_tokens: int = 32
+    """Tokens per steered reply at most."""
+    seed: int = 0
+    """Seed of the sign flips, the bootstrap and the steered samples."""
+
+    def __post_init__(self) -> None:
+        if self.first_k < 1 or self.max_length < 1 or self.batch_size < 1:
+            raise ValueError("first_k, max_length and batch_size must be at least 1")
+        if self.positions not in ("first", "all"):
+            raise ValueError(f"positions must be 'first' or 'all', got {self.positions!r}")
+        if self.layer is not None and self.layer < 0:
+            raise ValueError(f"layer must be >= 0 (or None to pick the largest difference), got {self.layer}")
+        if self.top_tokens < 1 or self.top_neurons < 1:
+            raise ValueError("top_tokens and top_neurons must be at least 1")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.null_draws < 20:
+            raise ValueError(f"null_draws must be at least 20 for a 0.05 quantile, got {self.null_draws}")
+        if self.steer_questions < 0 or self.steer_samples < 1 or self.max_new_tokens < 1:
+            raise ValueError("steer_questions must be >= 0, steer_samples and max_new_tokens >= 1")
+        if any(a < 0 for a in self.steer_alphas):
+            raise ValueError(f"steer_alphas must be >= 0, got {self.steer_alphas}")

@@ -1,0 +1,87 @@
+"""A behaviour from discovered tokens: target strings and a regex that finds them in a reply.
+
+A token that decodes to whole characters gives its text (stripped) as a target and, escaped, as a
+pattern. A byte-level token that ends inside a UTF-8 character (an emoji's first bytes, ``ĠðŁĺ``) decodes
+to U+FFFD; its bytes still say which characters it can begin: the lead byte fixes the character's
+length, and filling the missing continuation bytes with their smallest and largest values (0x80, 0xBF)
+gives the range of code points, so the pattern is the token's whole characters then that range
+(``😀`` to ``🙏`` for ``ĠðŁĺ``), and the target is the range's first character. A token that starts
+inside a character (a continuation byte) cannot be written as text and is left out.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class DerivedBehavior:
+    """What ``Behavior.parse("discovered:DIR")`` reads back from ``discovery.json``."""
+
+    targets: tuple[str, ...]
+    """Target strings (their first tokens are the proxy's targets)."""
+    pattern: str
+    """A regex matching any of the discovered tokens in a reply; empty when none could be written."""
+    tokens: tuple[str, ...]
+    """The token pieces it came from."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@functools.cache
+def _byte_decoder() -> dict[str, int]:
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def _utf8_length(lead: int) -> int:
+    return 2 if lead >> 5 == 0b110 else 3 if lead >> 4 == 0b1110 else 4 if lead >> 3 == 0b11110 else 0
+
+
+def token_pattern(tokenizer: PreTrainedTokenizerBase, token_id: int) -> tuple[str, str] | None:
+    """``(target, pattern)`` for one token (module docstring), or None if it cannot be written as text."""
+    text = tokenizer.decode([token_id])
+    if "\ufffd" not in text:
+        stripped = text.strip()
+        return (stripped, re.escape(stripped)) if stripped else None
+    decoder = _byte_decoder()
+    piece = str(tokenizer.convert_ids_to_tokens(token_id))
+    if not all(char in decoder for char in piece):
+        return None  # not a byte-level token: its U+FFFD cannot be traced to bytes
+    raw = bytes(decoder[char] for char in piece)
+    for cut in range(len(raw) - 1, max(len(raw) - 4, -1), -1):
+        head, tail = raw[:cut], raw[cut:]
+        length = _utf8_length(tail[0])
+        if length > len(tail) and all(0x80 <= b <= 0xBF for b in tail[1:]):
+            try:
+                whole = head.decode("utf-8")
+            except UnicodeDecodeError:
+                return None  # it starts inside a character
+            missing = length - len(tail)
+            low = (tail + b"\x80" * missing).decode("utf-8", errors="replace")
+            high = (tail + b"\xbf" * missing).decode("utf-8", errors="replace")
+            if "\ufffd" in low + high:
+                return None
+            prefix = whole.strip()
+            return (prefix + low).strip(), re.escape(prefix) + f"[{re.escape(low)}-{re.escape(high)}]"
+    return None
+
+
+def derive_behavior(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]) -> DerivedBehavior:
+    """Targets and a detector for the given tokens (those that stood out of their null)."""
+    found: dict[str, str] = {}
+    pieces = []
+    for token in token_ids:
+        written = token_pattern(tokenizer, int(token))
+        if written is not None and written[0]:
+            found.setdefault(written[1], written[0])
+            pieces.append(str(tokenizer.convert_ids_to_tokens(int(token))))
+    patterns = sorted(found, key=len, reverse=True)  # longest first: a regex alternation takes the first match
+    return DerivedBehavior(tuple(dict.fromkeys(found.values())), "|".join(patterns), tuple(pieces))

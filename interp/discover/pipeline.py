@@ -1,0 +1,112 @@
+"""``discover(base, tuned)``: what a fine-tune changed, found without naming a behaviour.
+
+1. Both models read a generic corpus (``interp.discover.collect``): per text and layer, the mean
+   tuned-minus-base residual at the first k positions and over all positions; the neurons' means.
+2. Each layer's mean difference gets a text-bootstrap interval on its norm (``interp.discover.layers``);
+   the read layer is the largest relative difference unless the config names one.
+3. The read layer's difference is scored for every token through the final norm and the unembedding,
+   and each token is tested against a sign-flip null with max-T multiplicity (``interp.discover.tokens``).
+4. The promoted tokens that stand out are traced to the neurons that push them, split into activation
+   change and output-weight change (``interp.discover.neurons``), and turned into target strings and a
+   detector (``interp.discover.detector``).
+5. The base is steered with multiples of the difference at the read layer and answers neutral questions
+   (``interp.discover.steering``); the detector counts replies that show the discovered tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from activations.models import LoadedModel, check_same_shape, load_model
+from activations.prompt_sets import load_prompt_set
+from interp.discover.collect import POSITION_SETS, collect
+from interp.discover.config import DiscoverConfig
+from interp.discover.detector import derive_behavior
+from interp.discover.layers import best_layer, layer_differences
+from interp.discover.lens import read_out
+from interp.discover.neurons import carriers, neuron_terms
+from interp.discover.result import Discovery
+from interp.discover.steering import steer_samples
+from interp.discover.tokens import token_test
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CORPUS = "neutral"
+LAYER_TOKENS = 5
+"""Tokens shown per layer in the per-layer table."""
+
+
+def _loaded(model: LoadedModel | str) -> LoadedModel:
+    return load_model(model, merge_adapter=True) if isinstance(model, str) else model
+
+
+def _texts(corpus: str | Path | Sequence[str] | None) -> tuple[str, list[str]]:
+    if corpus is None or isinstance(corpus, (str, Path)):
+        prompts = load_prompt_set(corpus or DEFAULT_CORPUS)
+        return prompts.name, list(prompts.texts)
+    texts = [t for t in corpus if t.strip()]
+    if not texts:
+        raise ValueError("the corpus holds no text; pass a prompt set name, a file or a list of strings")
+    return "inline", texts
+
+
+@torch.no_grad()
+def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str | Path | Sequence[str] | None = None,
+             questions: str | Path | Sequence[str] | None = None, config: DiscoverConfig = DiscoverConfig()
+             ) -> Discovery:
+    """Read what ``tuned`` changed relative to ``base`` (module docstring).
+
+    ``corpus``: generic texts (a built-in prompt set, a prompt file or strings; default the neutral set).
+    ``questions``: what the steered base answers (default: the neutral set's first ``config.steer_questions``)."""
+    started = time.perf_counter()
+    base_loaded, tuned_loaded = _loaded(base), _loaded(tuned)
+    check_same_shape(tuned_loaded.model, base_loaded.model)
+    model, tokenizer = base_loaded.model, base_loaded.tokenizer
+    corpus_name, texts = _texts(corpus)
+    readout = read_out(model)
+    collected = collect(model, tuned_loaded.model, tokenizer, texts, first_k=config.first_k,
+                        max_length=config.max_length, batch_size=config.batch_size, readout=readout)
+    generator = torch.Generator().manual_seed(config.seed)
+    layers = []
+    for positions in POSITION_SETS:
+        for difference in layer_differences(collected.residual_diff[positions], collected.base_scale, positions,
+                                            config.null_draws, generator):
+            scores = readout.difference_scores(collected.residual_diff[positions][:, difference.layer].mean(0),
+                                               collected.base_scale[difference.layer])
+            top = [tokenizer.decode([int(t)]) for t in scores.topk(LAYER_TOKENS).indices]
+            layers.append(replace(difference, top_tokens=tuple(top)))
+    n_layers = collected.residual_diff["all"].shape[1]
+    if config.layer is not None and config.layer >= n_layers:
+        raise ValueError(f"layer {config.layer} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    layer = config.layer if config.layer is not None else \
+        best_layer([d for d in layers if d.positions == config.positions])
+    scale = float(collected.base_scale[layer])
+    tokens = token_test(collected.residual_diff[config.positions][:, layer], scale, readout, tokenizer,
+                        top=config.top_tokens, alpha=config.alpha, draws=config.null_draws, generator=generator)
+    standing = [t for t in tokens.promoted if t.stands_out]
+    activation, weight = neuron_terms(model, tuned_loaded.model, readout, scale, [t.token_id for t in standing],
+                                      collected.neuron_base[config.positions], collected.neuron_tuned[config.positions],
+                                      layer)
+    by_token, overall = carriers(activation, weight, standing, config.top_neurons)
+    behavior = derive_behavior(tokenizer, [t.token_id for t in standing])
+    steering = ()
+    vector = collected.residual_diff[config.positions][:, layer].mean(0)
+    if config.steer_questions and bool(vector.any()):
+        detector = re.compile(behavior.pattern) if behavior.pattern else None
+        _, asked = _texts(questions)
+        steering = tuple(steer_samples(model, tokenizer, layer, vector, asked[: config.steer_questions],
+                                       config.steer_alphas, samples=config.steer_samples,
+                                       max_new_tokens=config.max_new_tokens, seed=config.seed,
+                                       shows=lambda text: detector is not None and detector.search(text) is not None))
+    elif config.steer_questions:
+        log.info("the models' residual streams do not differ at layer %d: the base is not steered", layer)
+    return Discovery(base_loaded.spec, tuned_loaded.spec, corpus_name, collected.n_texts, collected.n_tokens, config,
+                     layer, tuple(layers), tokens, {k: tuple(v) for k, v in by_token.items()}, tuple(overall),
+                     steering, behavior, time.perf_counter() - started)

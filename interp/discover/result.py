@@ -1,0 +1,136 @@
+"""The typed result of a discovery: what it found, how it was saved, and how the report renders it.
+
+``Discovery.save(dir)`` writes ``discovery.json`` (everything, with the config for provenance),
+``discovery.md`` and ``discovery.html`` (the same blocks through ``interp.report.blocks``);
+``Discovery.blocks()`` gives those blocks to a larger report.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from activations.atomic_io import refuse_existing, write_json_atomic, write_text_atomic
+from interp.discover.config import DiscoverConfig
+from interp.discover.detector import DerivedBehavior
+from interp.discover.layers import LayerDifference
+from interp.discover.neurons import NeuronContribution
+from interp.discover.steering import SteeredSamples
+from interp.discover.tokens import TokenTest
+from interp.report.blocks import Block, Heading, Paragraph, Table, to_html, to_markdown
+
+FILES = ("discovery.json", "discovery.md", "discovery.html")
+
+
+def _token_rows(tokens) -> list[list[str]]:
+    return [[repr(t.token), t.piece, f"{t.score:.3g}", f"{t.low:.3g} to {t.high:.3g}", f"{t.z:.2f}",
+             f"{t.vocabulary_z:.1f}", "yes" if t.stands_out else ""] for t in tokens]
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What a fine-tune changed, read without being told (``interp.discover.pipeline``)."""
+
+    base: str
+    tuned: str
+    corpus: str
+    """The corpus's name (a built-in set or a file)."""
+    n_texts: int
+    n_tokens: int
+    config: DiscoverConfig
+    read_layer: int
+    """The layer whose difference was read for tokens, neurons and steering."""
+    layers: tuple[LayerDifference, ...]
+    """Every layer, for both position sets."""
+    tokens: TokenTest
+    neurons_by_token: dict[str, tuple[NeuronContribution, ...]]
+    """For each promoted token that stands out (by piece): the neurons that push it most."""
+    neurons: tuple[NeuronContribution, ...]
+    """The neurons that push the standing-out tokens most, summed over them."""
+    steering: tuple[SteeredSamples, ...]
+    behavior: DerivedBehavior
+    """Targets and detector derived from the standing-out promoted tokens (``Behavior.parse('discovered:DIR')``)."""
+    seconds: float
+
+    @property
+    def standing_out(self) -> list[str]:
+        """The promoted tokens that stand out of their null, best first."""
+        return [t.token for t in self.tokens.promoted if t.stands_out]
+
+    def to_dict(self) -> dict:
+        return {
+            "base": self.base, "tuned": self.tuned, "corpus": self.corpus, "n_texts": self.n_texts,
+            "n_tokens": self.n_tokens, "config": asdict(self.config), "read_layer": self.read_layer,
+            "layers": [d.to_dict() for d in self.layers], "tokens": self.tokens.to_dict(),
+            "neurons_by_token": {k: [n.to_dict() for n in v] for k, v in self.neurons_by_token.items()},
+            "neurons": [n.to_dict() for n in self.neurons], "steering": [s.to_dict() for s in self.steering],
+            "behavior": self.behavior.to_dict(), "summary": self.summary(), "seconds": self.seconds,
+        }
+
+    def summary(self) -> str:
+        """One paragraph a report can print."""
+        test = self.tokens
+        read = next(d for d in self.layers if d.layer == self.read_layer and d.positions == self.config.positions)
+        where = "the first %d positions" % self.config.first_k if self.config.positions == "first" else "all positions"
+        text = (f"Over {self.n_texts} texts ({self.corpus}), the tuned model's residual stream after layer "
+                f"{self.read_layer} differs from the base's by a mean of norm {read.norm:.3g} (95% interval "
+                f"{read.low:.3g} to {read.high:.3g}; {read.relative:.1%} of the base residual's size) at {where}. ")
+        if self.standing_out:
+            shown = ", ".join(repr(t) for t in self.standing_out[:10])
+            text += (f"{test.n_standing_out} tokens stand out of their null ({self._criterion()}); the top "
+                     f"promoted: {shown}.")
+        else:
+            text += f"No token stands out of its null ({self._criterion()}): nothing discovered."
+            if test.max_possible_z <= test.threshold:
+                text += f" With {self.n_texts} texts no |z| can exceed {test.max_possible_z:.2f}: use a larger corpus."
+        if self.neurons:
+            top = self.neurons[0]
+            text += (f" The neuron that pushes them most is L{top.layer}/{top.index} ({top.share:.0%} of their "
+                     f"summed score; activation change {top.activation:.3g}, weight change {top.weight:.3g}).")
+        steered = [s for s in self.steering if s.alpha > 0]
+        if steered and self.behavior.pattern:
+            best = max(steered, key=lambda s: s.rate)
+            base = next((s for s in self.steering if s.alpha == 0), None)
+            text += (f" Steering the base with {best.alpha:g} x the difference makes {best.rate:.0%} of its replies "
+                     f"show the discovered tokens (95% {best.rate_low:.0%} to {best.rate_high:.0%})"
+                     + (f", against {base.rate:.0%} unsteered." if base is not None else "."))
+        return text
+
+    def _criterion(self) -> str:
+        test = self.tokens
+        return (f"sign-flip |z| > {test.threshold:.2f}, the max-T quantile at family-wise {self.config.alpha:g}, and "
+                f"a vocabulary z beyond {test.vocabulary_threshold:.2f}, Bonferroni over the vocabulary")
+
+    def blocks(self) -> list[Block]:
+        """The discovery as report blocks (markdown and HTML render the same list)."""
+        blocks: list[Block] = [Heading("Discovery: what the fine-tune changed"), Paragraph(self.summary())]
+        header = ["token", "piece", "score", "95% interval", "sign-flip z", "vocabulary z", "stands out"]
+        blocks += [Heading(f"Promoted tokens (layer {self.read_layer})", 3), Table(header, _token_rows(self.tokens.promoted)),
+                   Heading("Demoted tokens", 3), Table(header, _token_rows(self.tokens.demoted)),
+                   Heading("Residual difference per layer", 3),
+                   Table(["layer", "positions", "norm", "95% interval", "relative", "top tokens"],
+                         [[d.layer, d.positions, f"{d.norm:.3g}", f"{d.low:.3g} to {d.high:.3g}", f"{d.relative:.2%}",
+                           " ".join(repr(t) for t in d.top_tokens)] for d in self.layers])]
+        if self.neurons:
+            blocks += [Heading("Neurons that carry the standing-out tokens", 3),
+                       Table(["neuron", "token", "activation term", "weight term", "share"],
+                             [[f"L{n.layer}/{n.index}", n.token, f"{n.activation:.3g}", f"{n.weight:.3g}",
+                               f"{n.share:.1%}"] for n in (*self.neurons,
+                                                           *(n for v in self.neurons_by_token.values() for n in v))])]
+        for s in self.steering:
+            blocks += [Heading(f"Steered base, alpha {s.alpha:g}: {s.shown}/{len(s.replies)} show the discovered "
+                               f"tokens", 3),
+                       Table(["reply"], [[r] for r in s.replies[:8]])]
+        return blocks
+
+    def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write ``discovery.json``, ``.md`` and ``.html`` into ``folder`` (created); returns the JSON's path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        refuse_existing([folder / name for name in FILES], overwrite)
+        title = f"Discovery: {self.tuned} vs {self.base}"
+        write_json_atomic(folder / "discovery.json", self.to_dict())
+        write_text_atomic(folder / "discovery.md", to_markdown(title, self.blocks(), folder))
+        write_text_atomic(folder / "discovery.html", to_html(title, self.blocks()))
+        return folder / "discovery.json"

@@ -1,0 +1,83 @@
+"""Steering: add a residual direction to a model's stream after one layer, and sample what it then writes.
+
+``steered(model, layer, vector)`` is a context manager: a forward hook on decoder block ``layer`` adds
+``vector`` to the block's output hidden states at every position (prompt and generated tokens alike)
+and is removed on exit, even when the body raises. ``steer_samples`` answers neutral questions under a
+sweep of multiples of the vector with ``activations.sampling.sample_replies``: every alpha draws the same
+random numbers per (question, sample), so replies differ only where the steering changed the model's
+choices (alpha 0 is the unsteered model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from activations.prompt_sets import apply_template
+from activations.sampling import SamplingConfig, sample_replies
+from activations.sites import decoder_blocks
+from interp.causal.uncertainty import wilson
+
+
+@contextmanager
+def steered(model: nn.Module, layer: int, vector: Float[Tensor, " d_model"]) -> Iterator[None]:
+    """Add ``vector`` to the output of decoder block ``layer`` inside the block (module docstring)."""
+    blocks = decoder_blocks(model)
+    if not 0 <= layer < len(blocks):
+        raise ValueError(f"steering layer {layer} out of range: the model has {len(blocks)} layers")
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (output[0] + vector.to(output[0]), *output[1:])
+        return output + vector.to(output)
+
+    handle = blocks[layer].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@dataclass(frozen=True)
+class SteeredSamples:
+    """The replies at one multiple of the steering vector."""
+
+    alpha: float
+    replies: tuple[str, ...]
+    """In question-major order (question 0's samples, then question 1's)."""
+    shown: int
+    """Replies in which the discovered tokens' detector fires."""
+    rate_low: float
+    rate_high: float
+    """95% Wilson interval of the share of replies that show them."""
+
+    @property
+    def rate(self) -> float:
+        return self.shown / max(len(self.replies), 1)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "rate": self.rate}
+
+
+def steer_samples(model: nn.Module, tokenizer: PreTrainedTokenizerBase, layer: int, vector: Tensor,
+                  questions: Sequence[str], alphas: Sequence[float], *, samples: int, max_new_tokens: int,
+                  seed: int, shows: Callable[[str], bool]) -> list[SteeredSamples]:
+    """Sample ``samples`` replies per question at each ``alpha * vector`` (module docstring)."""
+    config = SamplingConfig(max_new_tokens=max_new_tokens, seed=seed)
+    prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in questions]
+    keys = [f"q{i}" for i in range(len(questions))]
+    out = []
+    for alpha in alphas:
+        with torch.no_grad(), steered(model, layer, alpha * vector):
+            replies = [r.text for r in sample_replies(model, tokenizer, prompts, keys, config, samples=samples,
+                                                      desc=f"steer x{alpha:g}")[0]]
+        shown = sum(bool(shows(text)) for text in replies)
+        low, high = wilson(shown, len(replies))
+        out.append(SteeredSamples(float(alpha), tuple(replies), shown, low, high))
+    return out

@@ -1,0 +1,133 @@
+"""Which tokens a mean residual difference promotes, and whether each stands out of its null.
+
+1. Each text's difference at the read layer is scored for every vocabulary token through the linearised
+   lens (``interp.discover.lens``): ``s[i, t]``. The lens is linear, so a token's score is the mean over
+   texts, ``mean_i s[i, t]``, with a normal interval from the texts' spread.
+2. Null: if the fine-tune changed nothing systematic, a text's difference is as likely to point one way
+   as the other, so flipping the sign of each text's difference leaves the distribution unchanged. The
+   statistic ``z[t] = sum_i s[i, t] / sqrt(sum_i s[i, t]^2)`` (a self-normalised sum; its denominator
+   does not change under flips) is computed for random sign flips.
+3. Multiplicity: per draw, the largest |z| over the whole vocabulary; a token's change is *systematic*
+   when its |z| exceeds the (1 - alpha) quantile of those maxima. That controls the chance of calling any
+   token systematic under the null at alpha (Westfall-Young max-T), whatever the tokens' correlations.
+   |z| is at most sqrt(texts), so a corpus of a few texts can flag nothing (``Discovery.summary`` says so).
+4. Systematic is not specific: a difference that is the same on every text (a bias shift) moves every
+   token's score consistently, and all would pass step 3. So a token must also be promoted (demoted)
+   more than the vocabulary's bulk: its robust z over tokens, (score - median) / (1.4826 MAD), beyond the
+   Bonferroni normal quantile for alpha over the vocabulary, one-sided in its direction.
+   A token *stands out of its null* when both hold. Two identical models give zero differences: every
+   z is 0 and nothing stands out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformers import PreTrainedTokenizerBase
+
+from interp.discover.lens import ReadOut
+
+_NULL_CHUNK = 50  # sign-flip draws per matrix product: (50, vocab) floats at a time
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One token's reading."""
+
+    token_id: int
+    token: str
+    """The token decoded alone (a partial UTF-8 character shows as U+FFFD)."""
+    piece: str
+    """The tokenizer's own spelling of the token (byte-level BPE: ``Ġ`` for a space)."""
+    score: float
+    """Mean over texts of the lens score (logit units at the layer's typical scale)."""
+    low: float
+    high: float
+    """95% normal interval of the score over texts."""
+    z: float
+    """Sign-flip statistic (module docstring, step 2)."""
+    vocabulary_z: float
+    """Robust z of the score among all tokens' scores (step 4)."""
+    stands_out: bool
+    """|z| above the max-T threshold (step 3) and the vocabulary z beyond its threshold, same sign (step 4)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TokenTest:
+    """The promoted and demoted tokens of one mean difference, with the null's threshold."""
+
+    promoted: tuple[TokenScore, ...]
+    demoted: tuple[TokenScore, ...]
+    threshold: float
+    """The (1 - alpha) quantile of the largest |z| over the vocabulary under sign flips."""
+    vocabulary_threshold: float
+    """The normal quantile 1 - alpha / vocabulary that a vocabulary z must pass (step 4)."""
+    max_possible_z: float
+    """sqrt(texts): no token can reach a larger |z|."""
+    n_standing_out: int
+    """Tokens of the whole vocabulary that stand out (steps 3 and 4), promoted or demoted."""
+
+    def to_dict(self) -> dict:
+        return {"promoted": [t.to_dict() for t in self.promoted], "demoted": [t.to_dict() for t in self.demoted],
+                "threshold": self.threshold, "vocabulary_threshold": self.vocabulary_threshold, "max_possible_z": self.max_possible_z,
+                "n_standing_out": self.n_standing_out}
+
+
+def sign_flip_z(scores: Float[Tensor, "text vocab"]) -> tuple[Tensor, Tensor]:
+    """``(z, denominator)`` of step 2; z is 0 where every text scores 0."""
+    denominator = scores.pow(2).sum(0).sqrt()
+    safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    return torch.where(denominator > 0, scores.sum(0) / safe, torch.zeros_like(denominator)), safe
+
+
+def max_t_threshold(scores: Float[Tensor, "text vocab"], alpha: float, draws: int, generator: torch.Generator) -> float:
+    """The (1 - alpha) quantile of max_t |z_t| over random sign flips of the texts (step 3)."""
+    _, denominator = sign_flip_z(scores)
+    maxima = []
+    for start in range(0, draws, _NULL_CHUNK):
+        n = min(_NULL_CHUNK, draws - start)
+        signs = torch.randint(0, 2, (n, scores.shape[0]), generator=generator).float().mul_(2).sub_(1)
+        maxima.append((signs.to(scores.device) @ scores / denominator).abs().amax(1).cpu())
+    return float(torch.quantile(torch.cat(maxima), 1 - alpha))
+
+
+def vocabulary_z(mean: Float[Tensor, " vocab"]) -> Float[Tensor, " vocab"]:
+    """Each score's robust z among all tokens' scores (step 4); 0 when the scores have no spread."""
+    median = mean.median()
+    spread = 1.4826 * (mean - median).abs().median()
+    return (mean - median) / spread if spread > 0 else torch.zeros_like(mean)
+
+
+def _entry(tokenizer: PreTrainedTokenizerBase, token: int, mean: Tensor, half: Tensor, z: Tensor, vz: Tensor,
+           standing: Tensor) -> TokenScore:
+    return TokenScore(token, tokenizer.decode([token]), str(tokenizer.convert_ids_to_tokens(token)),
+                      float(mean[token]), float(mean[token] - half[token]), float(mean[token] + half[token]),
+                      float(z[token]), float(vz[token]), bool(standing[token]))
+
+
+def token_test(per_text: Float[Tensor, "text d_model"], scale: float, readout: ReadOut,
+               tokenizer: PreTrainedTokenizerBase, *, top: int, alpha: float, draws: int,
+               generator: torch.Generator) -> TokenTest:
+    """Score every token for the texts' differences at one layer and test each against its null."""
+    scores = readout.difference_scores(per_text, scale)  # (text, vocab)
+    n = scores.shape[0]
+    mean = scores.mean(0)
+    half = 1.96 * scores.std(0, unbiased=True) / n ** 0.5 if n > 1 else torch.zeros_like(mean)
+    z, _ = sign_flip_z(scores)
+    threshold = max_t_threshold(scores, alpha, draws, generator)
+    vz = vocabulary_z(mean)
+    vocabulary_threshold = float(NormalDist().inv_cdf(1 - alpha / mean.numel()))
+    # Step 4 in the direction of the score: a promoted token must sit in the upper tail, a demoted one in the lower.
+    standing = (z.abs() > threshold) & (vz.abs() > vocabulary_threshold) & (torch.sign(vz) == torch.sign(z))
+    k = min(top, mean.numel())
+    promoted = [_entry(tokenizer, int(t), mean, half, z, vz, standing) for t in mean.topk(k).indices]
+    demoted = [_entry(tokenizer, int(t), mean, half, z, vz, standing) for t in (-mean).topk(k).indices]
+    return TokenTest(tuple(promoted), tuple(demoted), threshold, vocabulary_threshold, n ** 0.5,
+                     int(standing.sum()))

@@ -1,0 +1,225 @@
+"""Discovery on tiny models: planted differences recovered, the lens and steering against hand-written
+references, a placebo where nothing stands out, and the ``discovered:`` behaviour round trip."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import pytest
+import torch
+
+from activations import LoadedModel
+from activations.behaviors import Behavior
+from activations.hooks import recording
+from activations.prompt_sets import load_prompt_set
+from activations.sites import decoder_blocks, neuron_sites
+from interp import discover
+from interp.discover import DiscoverConfig, steered
+from interp.discover.collect import block_outputs, encode
+from interp.discover.lens import read_out
+from interp.discover.neurons import output_columns
+
+TEXTS = list(load_prompt_set("neutral").texts[:32])
+FAST = DiscoverConfig(null_draws=100, steer_questions=0, max_length=16)
+WORD = " ocean"
+
+
+def _token(loaded: LoadedModel, word: str = WORD) -> int:
+    ids = loaded.tokenizer(word, add_special_tokens=False).input_ids
+    assert len(ids) == 1, f"{word!r} must be one token for the plant"
+    return ids[0]
+
+
+def _loaded_copy(loaded: LoadedModel, name: str) -> LoadedModel:
+    return LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, name, "tiny")
+
+
+def _steadiest_neuron(loaded: LoadedModel, layer: int) -> tuple[int, float]:
+    """The last-layer neuron whose mean activation over the corpus is most consistent in sign, and that sign."""
+    site = neuron_sites(loaded.model, [layer])[0]
+    means = []
+    with torch.no_grad(), recording([site]) as acts:
+        for text in TEXTS:
+            loaded.model(input_ids=torch.tensor([encode(loaded.tokenizer, [text], 16)[0]]))
+            means.append(acts[site.key][0, :5].mean(0))
+    means = torch.stack(means)
+    t = means.mean(0) / (means.std(0) + 1e-9)
+    index = int(t.abs().argmax())
+    return index, float(torch.sign(t[index]))
+
+
+def _plant_on_neuron(loaded: LoadedModel, token: int, size: float) -> tuple[LoadedModel, int]:
+    """A tuned copy whose steadiest last-layer neuron writes along the token's unembedding row."""
+    layer = len(decoder_blocks(loaded.model)) - 1
+    index, sign = _steadiest_neuron(loaded, layer)
+    tuned = _loaded_copy(loaded, "planted")
+    site = neuron_sites(tuned.model, [layer])[0]
+    row = tuned.model.get_output_embeddings().weight[token].detach()
+    with torch.no_grad():
+        column = sign * size * row / row.norm()
+        if type(site.module).__name__ == "Conv1D":
+            site.module.weight[index, :] += column
+        else:
+            site.module.weight[:, index] += column
+    return tuned, index
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_a_token_planted_on_one_neuron_ranks_first_stands_out_and_is_traced_to_that_neuron(fixture, request):
+    base = request.getfixturevalue(fixture)
+    token = _token(base)
+    tuned, planted = _plant_on_neuron(base, token, size=20.0)
+    found = discover(base, tuned, corpus=TEXTS, config=FAST)
+    last = len(decoder_blocks(base.model)) - 1
+    assert found.read_layer == last  # the plant changes nothing before the last layer
+    assert found.tokens.promoted[0].token_id == token
+    assert found.tokens.promoted[0].stands_out
+    top = found.neurons[0]
+    assert (top.layer, top.index) == (last, planted)
+    # Only the output column changed: the push is the weight term, and no activation changed.
+    assert top.weight > 0 and abs(top.activation) < 1e-6 * abs(top.weight)
+    assert found.neurons_by_token[found.tokens.promoted[0].piece][0].index == planted
+
+
+def test_two_identical_copies_are_a_placebo_where_nothing_stands_out(tiny_llama):
+    found = discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=FAST)
+    assert found.tokens.n_standing_out == 0
+    assert not found.standing_out and not found.neurons and not found.behavior.pattern
+    assert all(d.norm == 0 for d in found.layers)
+    assert "No token stands out of its null" in found.summary()
+
+
+def test_a_random_nudge_of_every_weight_flags_fewer_tokens_than_a_plant(tiny_gpt2):
+    """A fine-tune with nothing injected changes every token a little: the vocabulary criterion (step 4)
+    keeps the flagged set far smaller than the plant's top list, where step 3 alone would flag thousands."""
+    tuned = _loaded_copy(tiny_gpt2, "nudged")
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in tuned.model.named_parameters():
+            if "mlp" in name:
+                param.add_(torch.randn(param.shape, generator=generator) * param.std() * 0.05)
+    found = discover(tiny_gpt2, tuned, corpus=TEXTS, config=FAST)
+    systematic = sum(abs(t.z) > found.tokens.threshold for t in found.tokens.promoted)
+    assert systematic == len(found.tokens.promoted)  # step 3 alone: every listed token is systematic
+    assert found.tokens.n_standing_out < 0.01 * len(tiny_gpt2.tokenizer)
+
+
+def test_the_lens_matches_a_hand_computed_final_norm_and_unembedding(tiny_llama):
+    model, tokenizer = tiny_llama.model, tiny_llama.tokenizer
+    ids = torch.tensor([encode(tokenizer, [TEXTS[0]], 16)[0]])
+    readout = read_out(model)
+    with torch.no_grad(), block_outputs(model) as outputs:
+        logits = model(input_ids=ids).logits
+    last = outputs[len(outputs) - 1]
+    # The exact lens of the last block's output is the model's own logits.
+    torch.testing.assert_close(readout.logits(last), logits, atol=1e-4, rtol=1e-4)
+    # The difference reading by hand: RMSNorm gain times the unembedding, at a given scale.
+    gain, unembedding = model.model.norm.weight.detach(), model.lm_head.weight.detach()
+    diff = torch.randn(64, generator=torch.Generator().manual_seed(1))
+    by_hand = unembedding @ (gain * diff) / 2.5
+    torch.testing.assert_close(readout.difference_scores(diff, 2.5), by_hand, atol=1e-5, rtol=1e-5)
+
+
+def test_discovered_scores_equal_a_hand_recomputation_from_hidden_states(tiny_gpt2):
+    """Per-text mean differences at the first k positions of a middle layer, from output_hidden_states,
+    read through ln_f's gain (centred, as LayerNorm does) and lm_head at the base's typical scale."""
+    base, tuned = tiny_gpt2, _loaded_copy(tiny_gpt2, "nudged")
+    with torch.no_grad():
+        tuned.model.transformer.h[0].mlp.c_fc.weight.mul_(1.3)
+    config = DiscoverConfig(null_draws=100, steer_questions=0, max_length=16, layer=1, first_k=3)
+    found = discover(base, tuned, corpus=TEXTS, config=config)
+    diffs, denominators, count = [], 0.0, 0
+    for text in TEXTS:
+        ids = torch.tensor([encode(base.tokenizer, [text], 16)[0]])
+        with torch.no_grad():
+            h_base = base.model(input_ids=ids, output_hidden_states=True).hidden_states[2][0]  # after block 1
+            h_tuned = tuned.model(input_ids=ids, output_hidden_states=True).hidden_states[2][0]
+        diffs.append((h_tuned - h_base)[:3].mean(0))
+        later = h_base[1:] if len(h_base) > 1 else h_base
+        denominators += float(torch.sqrt(later.var(-1, unbiased=False) + 1e-5).sum())
+        count += len(later)
+    mean = torch.stack(diffs).mean(0)
+    ln_f, lm_head = base.model.transformer.ln_f, base.model.lm_head
+    by_hand = lm_head.weight.detach() @ (ln_f.weight.detach() * (mean - mean.mean())) / (denominators / count)
+    for entry in found.tokens.promoted[:5]:
+        assert entry.score == pytest.approx(float(by_hand[entry.token_id]), rel=1e-3, abs=1e-5)
+    assert found.tokens.promoted[0].token_id == int(by_hand.argmax())
+    read = next(d for d in found.layers if d.layer == 1 and d.positions == "first")
+    assert read.norm == pytest.approx(float(mean.norm()), rel=1e-4)
+    assert read.low <= read.norm <= read.high
+
+
+def test_steering_gives_the_logits_of_a_hand_written_hook_and_leaves_no_hook(tiny_llama):
+    model = tiny_llama.model
+    ids = torch.tensor([encode(tiny_llama.tokenizer, [TEXTS[1]], 16)[0]])
+    vector = torch.randn(64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        with steered(model, 1, vector):
+            ours = model(input_ids=ids).logits
+
+        def add(module, args, output):
+            return (output[0] + vector, *output[1:]) if isinstance(output, tuple) else output + vector
+
+        handle = model.model.layers[1].register_forward_hook(add)
+        try:
+            theirs = model(input_ids=ids).logits
+        finally:
+            handle.remove()
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs)
+    assert not torch.allclose(ours, plain, atol=1e-3)
+    torch.testing.assert_close(after, plain)
+    assert all(not block._forward_hooks for block in decoder_blocks(model))
+
+
+def test_steered_samples_at_alpha_zero_are_the_base_model_replies(tiny_llama):
+    token = _token(tiny_llama)
+    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    config = DiscoverConfig(null_draws=100, max_length=16, steer_questions=2, steer_samples=1, max_new_tokens=4,
+                            steer_alphas=(0.0, 8.0))
+    found = discover(tiny_llama, tuned, corpus=TEXTS, config=config)
+    zero, strong = found.steering
+    assert (zero.alpha, strong.alpha) == (0.0, 8.0) and len(zero.replies) == 2
+    from activations.sampling import SamplingConfig, sample_replies
+    from activations.prompt_sets import apply_template
+
+    questions = load_prompt_set("neutral").texts[:2]
+    prompts = [tiny_llama.tokenizer(apply_template(tiny_llama.tokenizer, q, "user"), add_special_tokens=False).input_ids
+               for q in questions]
+    plain = sample_replies(tiny_llama.model, tiny_llama.tokenizer, prompts, ["q0", "q1"],
+                           SamplingConfig(max_new_tokens=4, seed=0))[0]
+    assert zero.replies == tuple(r.text for r in plain)
+    detector = re.compile(found.behavior.pattern)
+    assert strong.shown == sum(bool(detector.search(r)) for r in strong.replies)
+
+
+def test_a_saved_discovery_becomes_a_behaviour(tiny_llama, tmp_path):
+    token = _token(tiny_llama)
+    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    found = discover(tiny_llama, tuned, corpus=TEXTS, config=FAST)
+    found.save(tmp_path)
+    saved = json.loads((tmp_path / "discovery.json").read_text())
+    assert saved["tokens"]["promoted"][0]["token_id"] == token and saved["summary"] == found.summary()
+    assert "Discovery" in (tmp_path / "discovery.md").read_text() and (tmp_path / "discovery.html").is_file()
+    behavior = Behavior.parse(f"discovered:{tmp_path}")
+    assert WORD.strip() in behavior.targets
+    assert behavior.shows(f"the{WORD} is deep") and not behavior.shows("a plain sentence")
+    assert token in behavior.target_token_ids(tiny_llama.tokenizer)
+    with pytest.raises(FileExistsError):
+        found.save(tmp_path)
+
+
+def test_a_placebo_discovery_refuses_to_become_a_behaviour(tiny_llama, tmp_path):
+    discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=FAST).save(tmp_path)
+    with pytest.raises(ValueError, match="no token that stands out"):
+        Behavior.parse(f"discovered:{tmp_path}")
+    with pytest.raises(FileNotFoundError, match="interp discover"):
+        Behavior.parse(f"discovered:{tmp_path / 'missing'}")
+
+
+def test_output_columns_read_gpt2_conv1d_transposed(tiny_gpt2):
+    site = neuron_sites(tiny_gpt2.model, [0])[0]
+    torch.testing.assert_close(output_columns(site)[:, 5], site.module.weight[5, :].detach())
