@@ -21,6 +21,7 @@ COMMANDS = [
     "behavior",
     "traits",
     "diff",
+    "discover",
     "regress",
     "cache",
     "plan",

@@ -223,3 +223,23 @@ def test_a_placebo_discovery_refuses_to_become_a_behaviour(tiny_llama, tmp_path)
 def test_output_columns_read_gpt2_conv1d_transposed(tiny_gpt2):
     site = neuron_sites(tiny_gpt2.model, [0])[0]
     torch.testing.assert_close(output_columns(site)[:, 5], site.module.weight[5, :].detach())
+
+
+def test_the_command_line_writes_a_discovery_that_names_the_planted_token(tiny_llama, tmp_path, capsys):
+    from interp.cli import main
+
+    token = _token(tiny_llama)
+    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    tuned.model.save_pretrained(tmp_path / "tuned")
+    tiny_llama.tokenizer.save_pretrained(tmp_path / "tuned")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(TEXTS), encoding="utf-8")
+    argv = ["discover", "--base", "tiny-random-llama", "--tuned", str(tmp_path / "tuned"), "--out",
+            str(tmp_path / "found"), "--corpus", str(corpus), "--null-draws", "100", "--steer-questions", "0",
+            "--max-length", "16"]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "found" / "discovery.json").read_text())
+    assert saved["tokens"]["promoted"][0]["token_id"] == token and saved["n_texts"] == len(TEXTS)
+    assert WORD.strip() in capsys.readouterr().out
+    assert main(argv) == 2  # the outputs exist: refused before the work
+    assert "already exist" in capsys.readouterr().err

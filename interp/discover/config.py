@@ -7,6 +7,9 @@ from typing import Literal
 
 Positions = Literal["first", "all"]
 
+FILES = ("discovery.json", "discovery.md", "discovery.html")
+"""What ``Discovery.save`` writes into its folder (the command refuses existing ones before the work)."""
+
 
 @dataclass(frozen=True)
 class DiscoverConfig:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from activations.atomic_io import refuse_existing, write_json_atomic, write_text_atomic
-from interp.discover.config import DiscoverConfig
+from interp.discover.config import FILES, DiscoverConfig
 from interp.discover.detector import DerivedBehavior
 from interp.discover.layers import LayerDifference
 from interp.discover.neurons import NeuronContribution
@@ -20,7 +20,6 @@ from interp.discover.steering import SteeredSamples
 from interp.discover.tokens import TokenTest
 from interp.report.blocks import Block, Heading, Paragraph, Table, to_html, to_markdown
 
-FILES = ("discovery.json", "discovery.md", "discovery.html")
 
 
 def _token_rows(tokens) -> list[list[str]]:
