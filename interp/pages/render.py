@@ -143,7 +143,7 @@ def neuron_html(page: NeuronPage, report: str | None = None) -> str:
     return "\n".join(out)
 
 
-INDEX_SCRIPT = """
+INDEX_SCRIPT = r"""
 const rows = JSON.parse(document.getElementById('data').textContent);
 const cols = JSON.parse(document.getElementById('cols').textContent);
 let key = 'rank', dir = 1;
@@ -152,7 +152,8 @@ function fmt(v){ return v === null ? '' : (typeof v === 'number' && !Number.isIn
 function draw(){
   const q = $('search').value.trim().replace(/^L/i,'').replace(/N/i,''), layer = $('layer').value, cls = $('class').value,
         role = $('role').value, min = parseFloat($('min').value);
-  const shown = rows.filter(r => (!q || (r.layer + '.' + r.index).startsWith(q)) && (!layer || String(r.layer) === layer)
+  const exact = /^\d+\.\d+$/.test(q);  // a whole L.N finds that neuron; a part of one, every neuron it starts
+  const shown = rows.filter(r => (!q || (exact ? r.layer + '.' + r.index === q : (r.layer + '.' + r.index).startsWith(q))) && (!layer || String(r.layer) === layer)
     && (!cls || r.class === cls) && (!role || r.roles.includes(role)) && (isNaN(min) || Math.abs(r.strength ?? 0) >= min));
   shown.sort((a, b) => { const x = a[key], y = b[key]; return (x === y ? 0 : x === null ? 1 : y === null ? -1 : x < y ? -1 : 1) * dir; });
   $('count').textContent = shown.length + ' of ' + rows.length + ' neurons';
@@ -162,7 +163,9 @@ function draw(){
 }
 document.querySelectorAll('th[data-key]').forEach(th => th.onclick = () => {
   dir = key === th.dataset.key ? -dir : 1; key = th.dataset.key; draw(); });
-['search','layer','class','role','min'].forEach(id => $(id).oninput = draw);
+// Text boxes redraw as one types; selects on change (a text box's change, on blur, would redraw under a click).
+['search','min'].forEach(id => $(id).oninput = draw);
+['layer','class','role'].forEach(id => $(id).onchange = draw);
 draw();
 """
 
