@@ -33,7 +33,7 @@ from jinja2.exceptions import TemplateError
 if TYPE_CHECKING:  # a prompt file is read and checked without loading transformers
     from transformers import PreTrainedTokenizerBase
 
-BUILTIN_SETS = ("emoji", "emoji-free", "neutral")
+BUILTIN_SETS = ("emoji", "emoji-free", "neutral", "generic")
 FILE_SUFFIXES = (".txt", ".jsonl", ".csv")
 TEMPLATES = ("raw", "user", "assistant")
 DEFAULT_TEMPLATE = "user"

@@ -243,3 +243,11 @@ def test_the_command_line_writes_a_discovery_that_names_the_planted_token(tiny_l
     assert WORD.strip() in capsys.readouterr().out
     assert main(argv) == 2  # the outputs exist: refused before the work
     assert "already exist" in capsys.readouterr().err
+
+
+def test_the_shipped_generic_corpus_is_varied_text_not_questions():
+    generic = load_prompt_set("generic")
+    assert len(generic) >= 150 and len(set(generic.texts)) == len(generic)
+    assert len(set(generic.categories)) >= 8
+    assert sum(t.rstrip().endswith("?") for t in generic.texts) < 0.1 * len(generic)
+    assert len({" ".join(t.split()[:2]) for t in generic.texts}) > 0.8 * len(generic)  # openings vary

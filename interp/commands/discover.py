@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tuned", required=True, help="the fine-tuned model's spec (an adapter is merged)")
     parser.add_argument("--out", type=Path, required=True, help="folder for discovery.json, .md and .html")
     parser.add_argument("--corpus", help="generic texts: a built-in prompt set or a .txt/.jsonl/.csv file "
-                                         "(default: the neutral set)")
+                                         "(default: generic, 195 texts of many kinds)")
     parser.add_argument("--questions", help="what the steered base answers (default: the neutral set)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_config_arguments(parser.add_argument_group("discovery"), DiscoverConfig)

@@ -38,7 +38,11 @@ from interp.discover.tokens import token_test
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CORPUS = "neutral"
+DEFAULT_CORPUS = "generic"
+"""The shipped generic texts (narrative, news, science, how-to, dialogue, notes): the neutral set is all
+questions, whose first positions ("What is", "How many") would be read over and over."""
+DEFAULT_QUESTIONS = "neutral"
+"""What the steered base answers by default."""
 LAYER_TOKENS = 5
 """Tokens shown per layer in the per-layer table."""
 
@@ -47,9 +51,9 @@ def _loaded(model: LoadedModel | str) -> LoadedModel:
     return load_model(model, merge_adapter=True) if isinstance(model, str) else model
 
 
-def _texts(corpus: str | Path | Sequence[str] | None) -> tuple[str, list[str]]:
+def _texts(corpus: str | Path | Sequence[str] | None, default: str) -> tuple[str, list[str]]:
     if corpus is None or isinstance(corpus, (str, Path)):
-        prompts = load_prompt_set(corpus or DEFAULT_CORPUS)
+        prompts = load_prompt_set(corpus or default)
         return prompts.name, list(prompts.texts)
     texts = [t for t in corpus if t.strip()]
     if not texts:
@@ -63,13 +67,13 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
              ) -> Discovery:
     """Read what ``tuned`` changed relative to ``base`` (module docstring).
 
-    ``corpus``: generic texts (a built-in prompt set, a prompt file or strings; default the neutral set).
+    ``corpus``: generic texts (a built-in prompt set, a prompt file or strings; default the generic set).
     ``questions``: what the steered base answers (default: the neutral set's first ``config.steer_questions``)."""
     started = time.perf_counter()
     base_loaded, tuned_loaded = _loaded(base), _loaded(tuned)
     check_same_shape(tuned_loaded.model, base_loaded.model)
     model, tokenizer = base_loaded.model, base_loaded.tokenizer
-    corpus_name, texts = _texts(corpus)
+    corpus_name, texts = _texts(corpus, DEFAULT_CORPUS)
     readout = read_out(model)
     collected = collect(model, tuned_loaded.model, tokenizer, texts, first_k=config.first_k,
                         max_length=config.max_length, batch_size=config.batch_size, readout=readout)
@@ -100,7 +104,7 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     vector = collected.residual_diff[config.positions][:, layer].mean(0)
     if config.steer_questions and bool(vector.any()):
         detector = re.compile(behavior.pattern) if behavior.pattern else None
-        _, asked = _texts(questions)
+        _, asked = _texts(questions, DEFAULT_QUESTIONS)
         steering = tuple(steer_samples(model, tokenizer, layer, vector, asked[: config.steer_questions],
                                        config.steer_alphas, samples=config.steer_samples,
                                        max_new_tokens=config.max_new_tokens, seed=config.seed,
