@@ -130,3 +130,16 @@ def test_the_cli_writes_the_pages(study, tmp_path, capsys):
                  "--per-class", "0"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "p" / "index.html")
     assert {p.name for p in (tmp_path / "p").glob("L*.html")} >= {f"L{a}_N{b}.html" for a, b in CHOSEN}
+
+
+def test_report_tables_link_a_neuron_to_its_page_only_where_it_exists(site):
+    from interp.report.blocks import Link, Table, to_html, to_markdown
+    from interp.report.sections import neuron_cell
+
+    a, b = CHOSEN[0]
+    cell = neuron_cell(site.out_dir.parent, a, b)
+    assert cell == Link(f"L{a}.N{b}", f"pages/L{a}_N{b}.html")
+    assert neuron_cell(site.out_dir.parent, 2, 10_000) == "L2.N10000"  # no page, no link
+    table = [Table(["neuron"], [[cell]])]
+    assert f"<a href='pages/L{a}_N{b}.html'>L{a}.N{b}</a>" in to_html("t", table)
+    assert f"[L{a}.N{b}](pages/L{a}_N{b}.html)" in to_markdown("t", table, site.out_dir)

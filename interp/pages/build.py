@@ -108,8 +108,10 @@ class StudyPages:
 
 
 def build_pages(study_dir: str | Path, out_dir: str | Path | None = None, limits: IndexLimits = IndexLimits(),
-                examples_per_model: int = 3) -> PagesResult:
-    """Write the study's neuron site into ``out_dir`` (default ``STUDY/pages``)."""
+                examples_per_model: int = 3, link_report: bool | None = None) -> PagesResult:
+    """Write the study's neuron site into ``out_dir`` (default ``STUDY/pages``). Pages link back to
+    ``STUDY/report.html`` when ``link_report`` (default: when it exists; the report stage, which writes
+    the report right after, passes True)."""
     from interp.pages.render import index_html, neuron_html
 
     start = time.perf_counter()
@@ -118,7 +120,8 @@ def build_pages(study_dir: str | Path, out_dir: str | Path | None = None, limits
     out.mkdir(parents=True, exist_ok=True)
     roles = study.files.index_neurons(limits)
     report_path = study.dir / "report.html"
-    report = os.path.relpath(report_path, out) if report_path.is_file() else None
+    linked = report_path.is_file() if link_report is None else link_report
+    report = os.path.relpath(report_path, out) if linked else None
     pages = study.pages(list(roles), roles)
     for page in pages:
         write_text_atomic(out / page.filename, neuron_html(page, report))

@@ -46,6 +46,14 @@ class Highlighted:
     """In [0, 1]: 0 = no shading, 1 = the neuron's strongest activation."""
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell that links somewhere (a neuron to its page)."""
+
+    text: str
+    href: str
+
+
 Block = Heading | Paragraph | Table | Figure | Highlighted
 
 CSS = """
@@ -88,7 +96,8 @@ def to_html(title: str, blocks: Sequence[Block]) -> str:
         elif isinstance(block, Table):
             head = "".join(f"<th>{html.escape(str(h))}</th>" for h in block.header)
             body = "".join(
-                "<tr>" + "".join(f"<td{_align(c)}>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in block.rows
+                "<tr>" + "".join(f"<td><a href='{html.escape(c.href)}'>{html.escape(c.text)}</a></td>" if isinstance(c, Link)
+                                 else f"<td{_align(c)}>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>" for row in block.rows
             )
             out.append(f"<table><tr>{head}</tr>{body}</table>")
         elif isinstance(block, Figure):
@@ -116,7 +125,8 @@ def to_markdown(title: str, blocks: Sequence[Block], figure_dir: Path) -> str:
         elif isinstance(block, Table):
             out.append("| " + " | ".join(map(str, block.header)) + " |")
             out.append("|" + "---|" * len(block.header))
-            out += ["| " + " | ".join(_fmt(c).replace("|", "\\|") for c in row) + " |" for row in block.rows]
+            out += ["| " + " | ".join(f"[{c.text}]({c.href})" if isinstance(c, Link) else _fmt(c).replace("|", "\\|")
+                                      for c in row) + " |" for row in block.rows]
             out.append("")
         elif isinstance(block, Figure):
             rel = Path(block.path).resolve().relative_to(figure_dir.resolve())

@@ -13,7 +13,8 @@ from typing import Any
 import pandas as pd
 
 from interp.report import figures
-from interp.report.blocks import Block, Figure, Heading, Highlighted, Paragraph, Table
+from interp.pages.data import page_filename
+from interp.report.blocks import Block, Figure, Heading, Highlighted, Link, Paragraph, Table
 from interp.stages import content_hash
 
 BEHAVIOUR_METRICS = ("rate", "sentence_ratio", "mass")
@@ -29,6 +30,12 @@ def neuron_columns(design: dict) -> list[str]:
         columns += [f"{design['change']}_std", "fold"]
     columns += [f"{name}_std" for name in design["contrasts"] if name.endswith("_base")]
     return columns
+
+
+def neuron_cell(out: Path, layer: int, index: int) -> Link | str:
+    """``L.N``, linked to its neuron page where the study has one (``interp.pages``)."""
+    page = Path("pages") / page_filename(int(layer), int(index))
+    return Link(f"L{layer}.N{index}", page.as_posix()) if (out / page).is_file() else f"L{layer}.N{index}"
 
 
 def read(path: Path) -> Any:
@@ -122,7 +129,9 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
     if missing:  # a column the design promises must never vanish from the report quietly
         raise ValueError(f"neurons.csv lacks columns {missing} of its own design; run the diff stage again")
     top = table[table["flagged"].astype(str) == "True"].sort_values("rank").head(15)
-    blocks.append(Table(columns, top[columns].values.tolist()))
+    blocks.append(Table(["neuron", *columns], [[neuron_cell(out, r[1], r[2]), *r] for r in top[columns].values.tolist()]))
+    if (out / "pages" / "index.html").is_file():
+        blocks.append(Table(["neuron pages"], [[Link("index of the neurons that matter", "pages/index.html")]]))
     layers = sorted(int(layer) for layer in diff["counts_by_layer"])
     per_layer = {name: [int(diff["counts_by_layer"][str(layer)].get(name, 0)) for layer in layers]
                  for name in ("activated", "amplified", "suppressed", "flagged")}
@@ -188,7 +197,7 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
             blocks += [Paragraph("Where the screen misses: sampled neurons whose exact effect (change of log "
                                  f"P({noun})) exceeds the 100th-largest estimate, with the rank their estimate got."),
                        Table(["neuron", "estimate", "exact", "exact / threshold", "estimate rank"],
-                             [[f"L{m['layer']}.N{m['index']}", num(m["patch_estimate"], ".4f"), num(m["exact_effect"], ".4f"),
+                             [[neuron_cell(out, m["layer"], m["index"]), num(m["patch_estimate"], ".4f"), num(m["exact_effect"], ".4f"),
                                num(abs(m["exact_effect"]) / check["threshold"], ".1f"), m["estimate_rank"]]
                               for m in check["exceeding"]])]
     if sweep:

@@ -133,7 +133,7 @@ STAGES: tuple[Stage, ...] = (
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
           version=4),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                   "separability"), ("quick", "study", "behavior"), version=4),
+                                   "separability"), ("quick", "study", "behavior"), version=5),
 )
 
 

@@ -85,7 +85,10 @@ def stage_separability(ctx: StageContext) -> dict[str, Any]:
 
 
 def stage_report(ctx: StageContext) -> dict[str, Any]:
+    from interp.pages import build_pages
     from interp.report.build import build_report
 
+    pages = build_pages(ctx.out, link_report=True)  # first, so the report's tables can link to them
     paths = build_report(ctx.out)
-    return {"outputs": [relative(ctx.out, p) for p in paths]}
+    return {"outputs": [relative(ctx.out, p) for p in [*paths, pages.index]], "pages": pages.n_pages,
+            "pages_mb": round(pages.bytes / 1e6, 2), "pages_seconds": round(pages.seconds, 1)}
