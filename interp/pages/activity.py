@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 
 from activations.hooks import recording
 from activations.reader import ActivationCache, open_cache
-from activations.sites import neuron_sites
+from activations.sites import neuron_sites, unwrap_model
 from interp.pages.data import Distribution, Example
 from interp.report.examples import readable_pieces
 
@@ -97,11 +97,13 @@ def token_values(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Se
     layers = sorted({layer for neurons in wanted.values() for layer, _ in neurons})
     sites = neuron_sites(model, layers)
     device = next(model.parameters()).device
+    # The backbone alone: the hooks sit inside it, and the unembedding's vocabulary-wide product is not needed.
+    backbone = getattr(unwrap_model(model), "base_model", model)
     out = {}
     for prompt, neurons in sorted(wanted.items()):
         ids = tokenizer(texts[prompt], return_tensors="pt").input_ids.to(device)
         with recording(sites) as acts, torch.inference_mode():
-            model(ids)
+            backbone(ids)
         for layer, index in sorted(neurons):
             values = acts[layer][0, :, index].float().cpu().numpy()
             # Only a window around the peak is shown: a page stays small however long the prompt.
