@@ -251,3 +251,19 @@ def test_the_shipped_generic_corpus_is_varied_text_not_questions():
     assert len(set(generic.categories)) >= 8
     assert sum(t.rstrip().endswith("?") for t in generic.texts) < 0.1 * len(generic)
     assert len({" ".join(t.split()[:2]) for t in generic.texts}) > 0.8 * len(generic)  # openings vary
+
+
+def test_a_study_report_renders_a_saved_discovery(tiny_llama, tmp_path):
+    from interp.report.build import build_report
+
+    token = _token(tiny_llama)
+    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    found = discover(tiny_llama, tuned, corpus=TEXTS, config=FAST)
+    (tmp_path / "stages").mkdir()
+    found.save(tmp_path / "discovery")
+    build_report(tmp_path)
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert found.summary() in report and f"| {found.tokens.promoted[0].token!r} |" in report
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    top = found.neurons[0]
+    assert "Discovery: what the fine-tune changed" in page and f"<td>L{top.layer}/{top.index}</td>" in page

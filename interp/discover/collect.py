@@ -101,7 +101,7 @@ def _read(model: nn.Module, ids: Tensor, mask: Tensor, first_k: int, readout: Re
     weights = {"all": mask.float(),
                "first": mask.float() * (torch.arange(mask.shape[1], device=mask.device) < first_k).float()}
     with block_outputs(model) as resid, recording(sites) as neurons:
-        model(input_ids=ids, attention_mask=mask)
+        model(input_ids=ids, attention_mask=mask, logits_to_keep=1)  # the lens reads hidden states, not logits
         residual, neuron = {}, {}
         for name, w in weights.items():
             per_text = w / w.sum(1, keepdim=True)  # (text, pos)

@@ -2,7 +2,7 @@
 
 ``Discovery.save(dir)`` writes ``discovery.json`` (everything, with the config for provenance),
 ``discovery.md`` and ``discovery.html`` (the same blocks through ``interp.report.blocks``);
-``Discovery.blocks()`` gives those blocks to a larger report.
+``interp.discover.render`` builds those blocks from the JSON, so a larger report renders a saved one.
 """
 
 from __future__ import annotations
@@ -18,13 +18,9 @@ from interp.discover.layers import LayerDifference
 from interp.discover.neurons import NeuronContribution
 from interp.discover.steering import SteeredSamples
 from interp.discover.tokens import TokenTest
-from interp.report.blocks import Block, Heading, Paragraph, Table, to_html, to_markdown
+from interp.discover.render import discovery_blocks
+from interp.report.blocks import Block, to_html, to_markdown
 
-
-
-def _token_rows(tokens) -> list[list[str]]:
-    return [[repr(t.token), t.piece, f"{t.score:.3g}", f"{t.low:.3g} to {t.high:.3g}", f"{t.z:.2f}",
-             f"{t.vocabulary_z:.1f}", "yes" if t.stands_out else ""] for t in tokens]
 
 
 @dataclass(frozen=True)
@@ -102,26 +98,8 @@ class Discovery:
                 f"a vocabulary z beyond {test.vocabulary_threshold:.2f}, Bonferroni over the vocabulary")
 
     def blocks(self) -> list[Block]:
-        """The discovery as report blocks (markdown and HTML render the same list)."""
-        blocks: list[Block] = [Heading("Discovery: what the fine-tune changed"), Paragraph(self.summary())]
-        header = ["token", "piece", "score", "95% interval", "sign-flip z", "vocabulary z", "stands out"]
-        blocks += [Heading(f"Promoted tokens (layer {self.read_layer})", 3), Table(header, _token_rows(self.tokens.promoted)),
-                   Heading("Demoted tokens", 3), Table(header, _token_rows(self.tokens.demoted)),
-                   Heading("Residual difference per layer", 3),
-                   Table(["layer", "positions", "norm", "95% interval", "relative", "top tokens"],
-                         [[d.layer, d.positions, f"{d.norm:.3g}", f"{d.low:.3g} to {d.high:.3g}", f"{d.relative:.2%}",
-                           " ".join(repr(t) for t in d.top_tokens)] for d in self.layers])]
-        if self.neurons:
-            blocks += [Heading("Neurons that carry the standing-out tokens", 3),
-                       Table(["neuron", "token", "activation term", "weight term", "share"],
-                             [[f"L{n.layer}/{n.index}", n.token, f"{n.activation:.3g}", f"{n.weight:.3g}",
-                               f"{n.share:.1%}"] for n in (*self.neurons,
-                                                           *(n for v in self.neurons_by_token.values() for n in v))])]
-        for s in self.steering:
-            blocks += [Heading(f"Steered base, alpha {s.alpha:g}: {s.shown}/{len(s.replies)} show the discovered "
-                               f"tokens", 3),
-                       Table(["reply"], [[r] for r in s.replies[:8]])]
-        return blocks
+        """The discovery as report blocks (``interp.discover.render``; markdown and HTML render the same list)."""
+        return discovery_blocks(self.to_dict())
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``discovery.json``, ``.md`` and ``.html`` into ``folder`` (created); returns the JSON's path."""

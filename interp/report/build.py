@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from activations.atomic_io import write_json_atomic, write_text_atomic
+from interp.discover.render import discovery_blocks
 from interp.report import sections
 from interp.report.blocks import Block, Heading, Paragraph, Table, to_html, to_markdown
 from interp.stages import load_records
@@ -88,6 +89,9 @@ def build_report(out: str | Path) -> list[Path]:
     sections.causal(out, fig_dir, summary, blocks)
     sections.separability(out, summary, blocks)
     sections.replication(out, summary, blocks)
+    discovered = sections.read(out / "discovery" / "discovery.json")  # `interp discover --out STUDY/discovery`
+    if discovered:
+        blocks += discovery_blocks(discovered)
     _methods(out, records, summary, blocks)
     html_path, md_path, json_path = out / "report.html", out / "report.md", out / "summary.json"
     write_text_atomic(html_path, to_html(title, blocks))
