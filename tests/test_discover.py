@@ -267,3 +267,25 @@ def test_a_study_report_renders_a_saved_discovery(tiny_llama, tmp_path):
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     top = found.neurons[0]
     assert "Discovery: what the fine-tune changed" in page and f"<td>L{top.layer}/{top.index}</td>" in page
+
+
+def test_interp_discover_is_the_function_even_after_its_package_is_imported():
+    import interp
+    import interp.discover.config  # noqa: F401 - binds the package interp.discover; the export must win
+
+    assert callable(interp.discover) and interp.discover.__module__ == "interp.discover.pipeline"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("positions", "middle", "positions must be"), ("null_draws", 5, "null_draws must be at least 20"),
+    ("alpha", 1.5, "alpha must be in"), ("steer_alphas", (-1.0,), "steer_alphas must be >= 0"),
+])
+def test_a_bad_config_fails_at_once_naming_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        DiscoverConfig(**{field: value})
+
+
+def test_a_layer_past_the_model_is_refused_with_its_range(tiny_llama):
+    with pytest.raises(ValueError, match=r"layer 7 out of range: the model has 3 layers \(0..2\)"):
+        discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS[:4],
+                 config=DiscoverConfig(null_draws=20, steer_questions=0, max_length=8, layer=7))

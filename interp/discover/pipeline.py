@@ -26,6 +26,7 @@ import torch
 
 from activations.models import LoadedModel, check_same_shape, load_model
 from activations.prompt_sets import load_prompt_set
+from activations.sites import decoder_blocks
 from interp.discover.collect import POSITION_SETS, collect
 from interp.discover.config import DiscoverConfig
 from interp.discover.detector import derive_behavior
@@ -73,6 +74,9 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     base_loaded, tuned_loaded = _loaded(base), _loaded(tuned)
     check_same_shape(tuned_loaded.model, base_loaded.model)
     model, tokenizer = base_loaded.model, base_loaded.tokenizer
+    n_layers = len(decoder_blocks(model))
+    if config.layer is not None and config.layer >= n_layers:  # before the models read the corpus, not after
+        raise ValueError(f"layer {config.layer} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
     corpus_name, texts = _texts(corpus, DEFAULT_CORPUS)
     readout = read_out(model)
     collected = collect(model, tuned_loaded.model, tokenizer, texts, first_k=config.first_k,
@@ -86,9 +90,6 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
                                                collected.base_scale[difference.layer])
             top = [tokenizer.decode([int(t)]) for t in scores.topk(LAYER_TOKENS).indices]
             layers.append(replace(difference, top_tokens=tuple(top)))
-    n_layers = collected.residual_diff["all"].shape[1]
-    if config.layer is not None and config.layer >= n_layers:
-        raise ValueError(f"layer {config.layer} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
     layer = config.layer if config.layer is not None else \
         best_layer([d for d in layers if d.positions == config.positions])
     scale = float(collected.base_scale[layer])
