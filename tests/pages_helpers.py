@@ -10,7 +10,7 @@ import pandas as pd
 
 from activations import load_model
 from interp.api import diff, record
-from tests.model_helpers import save_tuned
+from model_helpers import save_tuned
 
 PROMPTS = [f"The {w} walked to the market and bought {n} apples for the family." for w, n in
            [("farmer", "three"), ("teacher", "five"), ("doctor", "two"), ("child", "nine"), ("baker", "six"),

@@ -15,7 +15,7 @@ from activations.reader import open_cache
 from interp.cli import main
 from interp.pages import IndexLimits, StudyPages, build_pages
 from interp.pages.activity import WINDOW
-from tests.pages_helpers import CHOSEN, build_tiny_study
+from pages_helpers import CHOSEN, build_tiny_study
 
 LIMITS = IndexLimits(flagged=6, screen=3, per_class=2)
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from interp.pages import IndexLimits, build_pages
-from tests.pages_helpers import build_tiny_study
+from pages_helpers import build_tiny_study
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")

@@ -67,19 +67,24 @@ def histogram_svg(found: Sequence[Distribution], width: int = 520, height: int =
     n_bins, top = hi - lo, max(float(s[lo:hi].max()) for s in shares)
     colours = {"base": "#1f77b4", "merged": "#d62728"}
     bar = (width - 40) / n_bins / len(shown)
-    parts = [f"<svg class='hist' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height + 30}'>"]
+    # The legend sits in a band above the bars, the axis labels below them.
+    parts = [f"<svg class='hist' xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height + 48}'>"
+             "<g transform='translate(0,18)'>"]
     for j, (d, share) in enumerate(zip(shown, shares)):
         for i in range(lo, hi):
             h = height * share[i] / top
             x = 30 + ((i - lo) * len(shown) + j) * bar
             parts.append(f"<rect x='{x:.1f}' y='{height - h:.1f}' width='{bar:.1f}' height='{h:.1f}' "
                          f"fill='{colours[d.model]}'><title>{MODEL_LABELS[d.model]}: {share[i]:.3f}</title></rect>")
-    edges = np.concatenate([[0.0], ABS_HIST_EDGES, [np.inf]])
-    for i in (lo, hi - 1):
-        x = 30 + (i - lo) * len(shown) * bar
-        parts.append(f"<text x='{x:.1f}' y='{height + 14}' font-size='10'>|a|&gt;{edges[i]:.0e}</text>")
-    legend = " ".join(f"<tspan fill='{colours[d.model]}'>{MODEL_LABELS[d.model]}</tspan>" for d in shown)
-    parts.append(f"<text x='{width - 120}' y='12' font-size='11'>{legend}</text></svg>")
+    parts.append("</g>")
+    lower = np.concatenate([[0.0], ABS_HIST_EDGES])  # bin i holds |a| from lower[i] up to the next edge
+    parts.append(f"<text x='30' y='{height + 32}' font-size='10'>|a| from {lower[lo]:.0e}</text>")
+    parts.append(f"<text x='{width - 10}' y='{height + 32}' font-size='10' text-anchor='end'>"
+                 f"to {lower[hi - 1]:.0e} and above (log bins; bar = share of content tokens)</text>")
+    for j, d in enumerate(shown):
+        parts.append(f"<text x='{width - 110 + 50 * j}' y='12' font-size='11' fill='{colours[d.model]}'>"
+                     f"{MODEL_LABELS[d.model]}</text>")
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -134,7 +139,9 @@ def neuron_html(page: NeuronPage, report: str | None = None) -> str:
                         f"{d.mean_interval[1]:.3g}]", _num(d.sd), _num(d.absmax)] for d in page.distributions]))
     out.append("</div><h2>Top-activating examples</h2>"
                f"<p>Shading: activation / {page.scale:.3g} (the largest |a| among these examples; red positive, "
-               "blue negative), the same scale for base and tuned.</p><div class='cols'>")
+               "blue negative), the same scale for base and tuned. Prompts are ranked by the cache's peak over "
+               "content tokens (in the chat template); the tokens shown are rerun as raw text, a window around "
+               "their peak.</p><div class='cols'>")
     for model in ("base", "merged"):
         mine = [e for e in page.examples if e.model == model]
         out.append(f"<div style='flex:1;min-width:300px'><h3>{MODEL_LABELS[model]}</h3>"
