@@ -4,13 +4,14 @@ data against independent recomputation, and the static site's files and links.""
 from __future__ import annotations
 
 import re
+import sys
+import types
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from activations import load_model
 from activations.reader import open_cache
 from interp.cli import main
 from interp.pages import IndexLimits, StudyPages, build_pages
@@ -143,3 +144,17 @@ def test_report_tables_link_a_neuron_to_its_page_only_where_it_exists(site):
     table = [Table(["neuron"], [[cell]])]
     assert f"<a href='pages/L{a}_N{b}.html'>L{a}.N{b}</a>" in to_html("t", table)
     assert f"[L{a}.N{b}](pages/L{a}_N{b}.html)" in to_markdown("t", table, site.out_dir)
+
+
+def test_show_displays_the_pages_html_in_a_notebook_and_returns_it_without_one(study, monkeypatch):
+    page = StudyPages(study).neuron(2, 7)
+    shown = []
+    fake = types.ModuleType("IPython.display")
+    fake.HTML = lambda text: ("HTML", text)
+    fake.display = shown.append
+    monkeypatch.setitem(sys.modules, "IPython", types.ModuleType("IPython"))
+    monkeypatch.setitem(sys.modules, "IPython.display", fake)
+    assert page.show() == ("HTML", page.to_html()) and shown == [("HTML", page.to_html())]
+    assert "<h1>Neuron L2.N7</h1>" in page.to_html()
+    monkeypatch.setitem(sys.modules, "IPython.display", None)  # no IPython: the HTML text comes back
+    assert page.show() == page.to_html()

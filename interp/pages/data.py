@@ -7,7 +7,7 @@ JSON, or inspected in a notebook without the models; ``NeuronPage.show()`` rende
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 Z95 = 1.959964
@@ -134,7 +134,6 @@ class NeuronPage:
     """The shading scale of every example (the largest |a| over both models' examples)."""
     previous: tuple[int, int] | None = None
     next: tuple[int, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
