@@ -77,7 +77,8 @@ class StudyPages:
         for neuron in neurons:
             self.files.row(neuron)  # an unknown neuron fails here, naming the table's range
         roles = roles or {}
-        found = examples(self.models, self.caches, neurons, self.examples_per_model)
+        caches = self.caches  # missing caches fail here, before two models load
+        found = examples(self.models, caches, neurons, self.examples_per_model)
         (base, tokenizer), (tuned, _) = self.models["base"], self.models["merged"]
         logits = logit_effects(base, tuned, tokenizer, neurons, self.n_tokens)
         spread = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import logging
 from typing import Any
 
 from activations.atomic_io import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -14,6 +15,8 @@ from activations.sampling import SampledReply
 from interp.study.config import StudyConfig
 from interp.stages import StageContext, relative
 from interp.study.stages_data import behavior_config
+
+log = logging.getLogger(__name__)
 
 
 def causal_setup(c: StudyConfig):
@@ -88,7 +91,14 @@ def stage_report(ctx: StageContext) -> dict[str, Any]:
     from interp.pages import build_pages
     from interp.report.build import build_report
 
-    pages = build_pages(ctx.out, link_report=True)  # first, so the report's tables can link to them
+    try:  # first, so the report's tables can link to them
+        pages = build_pages(ctx.out, link_report=True)
+    except Exception as error:  # the pages are a view of finished results: a failure there must not cost the report
+        log.error("neuron pages failed (%s); the report is written without links; retry with `interp pages %s`",
+                  error, ctx.out)
+        pages = None
     paths = build_report(ctx.out)
+    if pages is None:
+        return {"outputs": [relative(ctx.out, p) for p in paths], "pages_error": True}
     return {"outputs": [relative(ctx.out, p) for p in [*paths, pages.index]], "pages": pages.n_pages,
             "pages_mb": round(pages.bytes / 1e6, 2), "pages_seconds": round(pages.seconds, 1)}
