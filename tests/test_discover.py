@@ -289,3 +289,12 @@ def test_a_layer_past_the_model_is_refused_with_its_range(tiny_llama):
     with pytest.raises(ValueError, match=r"layer 7 out of range: the model has 3 layers \(0..2\)"):
         discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS[:4],
                  config=DiscoverConfig(null_draws=20, steer_questions=0, max_length=8, layer=7))
+
+
+def test_a_token_planted_against_the_neuron_is_demoted_stands_out_and_names_no_behaviour(tiny_gpt2):
+    token = _token(tiny_gpt2)
+    tuned, _ = _plant_on_neuron(tiny_gpt2, token, size=-20.0)
+    found = discover(tiny_gpt2, tuned, corpus=TEXTS, config=FAST)
+    assert found.tokens.demoted[0].token_id == token and found.tokens.demoted[0].stands_out
+    assert not found.standing_out and not found.behavior.pattern and not found.neurons
+    assert f"demoted: {WORD!r}" in found.summary()

@@ -71,10 +71,12 @@ class Discovery:
         text = (f"Over {self.n_texts} texts ({self.corpus}), the tuned model's residual stream after layer "
                 f"{self.read_layer} differs from the base's by a mean of norm {read.norm:.3g} (95% interval "
                 f"{read.low:.3g} to {read.high:.3g}; {read.relative:.1%} of the base residual's size) at {where}. ")
-        if self.standing_out:
-            shown = ", ".join(repr(t) for t in self.standing_out[:10])
-            text += (f"{test.n_standing_out} tokens stand out of their null ({self._criterion()}); the top "
-                     f"promoted: {shown}.")
+        demoted = [t.token for t in test.demoted if t.stands_out]
+        if self.standing_out or demoted:
+            text += f"{test.n_standing_out} tokens stand out of their null ({self._criterion()})"
+            text += f"; the top promoted: {', '.join(repr(t) for t in self.standing_out[:10])}" if self.standing_out \
+                else "; none of them is promoted"
+            text += f"; demoted: {', '.join(repr(t) for t in demoted[:10])}." if demoted else "."
         else:
             text += f"No token stands out of its null ({self._criterion()}): nothing discovered."
             if test.max_possible_z <= test.threshold:
@@ -82,7 +84,7 @@ class Discovery:
         if self.neurons:
             top = self.neurons[0]
             text += (f" The neuron that pushes them most is L{top.layer}/{top.index} ({top.share:.0%} of their "
-                     f"summed score; activation change {top.activation:.3g}, weight change {top.weight:.3g}).")
+                     f"summed score; activation term {top.activation:.3g}, weight term {top.weight:.3g}).")
         steered = [s for s in self.steering if s.alpha > 0]
         if steered and self.behavior.pattern:
             best = max(steered, key=lambda s: s.rate)
