@@ -158,3 +158,15 @@ def test_show_displays_the_pages_html_in_a_notebook_and_returns_it_without_one(s
     assert "<h1>Neuron L2.N7</h1>" in page.to_html()
     monkeypatch.setitem(sys.modules, "IPython.display", None)  # no IPython: the HTML text comes back
     assert page.show() == page.to_html()
+
+
+def test_gpt2_logit_effects_read_conv1d_rows_and_centre_under_layernorm(tiny_gpt2):
+    from interp.pages.logits import direct_logits, output_columns
+
+    model = tiny_gpt2.model
+    row = model.transformer.h[1].mlp.c_proj.weight[9].detach()  # Conv1D stores (in, out): neuron 9's output row
+    centred = row - row.mean()
+    by_hand = model.lm_head.weight.detach() @ (model.transformer.ln_f.weight.detach() * centred)
+    columns = output_columns(model, [(1, 9)])
+    torch.testing.assert_close(columns[:, 0], row)
+    torch.testing.assert_close(direct_logits(model, columns)[:, 0], by_hand, rtol=1e-4, atol=1e-6)
