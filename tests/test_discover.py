@@ -298,3 +298,25 @@ def test_a_token_planted_against_the_neuron_is_demoted_stands_out_and_names_no_b
     assert found.tokens.demoted[0].token_id == token and found.tokens.demoted[0].stands_out
     assert not found.standing_out and not found.behavior.pattern and not found.neurons
     assert f"demoted: {WORD!r}" in found.summary()
+
+
+def test_the_sign_flip_max_t_test_holds_its_family_wise_rate_under_a_symmetric_null_and_finds_a_shift():
+    """Simulated texts x tokens: heavy-tailed noise, symmetric about zero (the null), correlated across tokens.
+    The chance of flagging any token must be near alpha = 0.05; one shifted token must be found."""
+    from interp.discover.tokens import max_t_threshold, sign_flip_z
+
+    generator = torch.Generator().manual_seed(5)
+    studies, texts, vocab = 120, 24, 200
+    mixing = torch.randn(vocab, vocab, generator=generator) / vocab ** 0.5 + torch.eye(vocab)
+    false, found = 0, 0
+    for _ in range(studies):
+        noise = torch.distributions.StudentT(3.0).sample((texts, vocab)) @ mixing
+        z, _ = sign_flip_z(noise)
+        false += bool((z.abs() > max_t_threshold(noise, 0.05, 100, generator)).any())
+        shifted = noise.clone()
+        shifted[:, 7] += 3.0 * noise[:, 7].std()
+        z, _ = sign_flip_z(shifted)
+        found += bool(z[7].abs() > max_t_threshold(shifted, 0.05, 100, generator))
+    rate, se = false / studies, (0.05 * 0.95 / studies) ** 0.5
+    assert abs(rate - 0.05) < 3 * se + 0.02, rate  # the quantile of 100 draws adds a little slack
+    assert found / studies > 0.9
