@@ -117,6 +117,14 @@ def test_cache_refuses_a_capture_that_would_not_fit(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "a.h5").exists()
 
 
+def test_run_refuses_a_study_that_would_not_fit_before_any_stage(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("interp.plan.available_mb", lambda: 1_000.0)
+    assert main(["run", "--model", "smollm2-135m-instruct", "--out", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "--skip-plan-check" in err
+    assert not (tmp_path / "study" / "stages").exists()
+
+
 def test_planner_imports_no_torch():
     code = "import sys, interp.plan, interp.commands.plan; assert 'torch' not in sys.modules, 'torch imported'"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=120).returncode == 0

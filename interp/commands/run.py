@@ -19,6 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="append", default=[], choices=STAGE_NAMES, metavar="STAGE",
                         help=f"redo this stage even if fresh (repeatable): {', '.join(STAGE_NAMES)}")
     parser.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
+    parser.add_argument("--skip-plan-check", action="store_true",
+                        help="run even when `interp plan` predicts a stage will not fit this machine's memory")
     add_config_arguments(parser.add_argument_group("study settings"), StudyConfig,
                          exclude=("quick", "setup.seed", "screen.seed", "sweep.seed"))
     parser.set_defaults(func=run)
@@ -29,8 +31,21 @@ def study_config(args: argparse.Namespace) -> StudyConfig:
     return config_from_args(args, StudyConfig, base=base)
 
 
+def check_plan(config: StudyConfig) -> None:
+    """Refuse, before any stage runs, a study whose stages the planner says will not fit in memory."""
+    from interp.plan import preflight
+
+    for stage in ("capture", "attribution", "proxy", "export"):
+        problem = preflight(config.model, prompts=config.reading_prompts or 240, batch_size=config.capture_batch,
+                            stage=stage)
+        if problem:
+            raise ValueError(f"{problem}; or pass --skip-plan-check to try anyway")
+
+
 def run(args: argparse.Namespace) -> int:
     config = study_config(args)
+    if not args.skip_plan_check:
+        check_plan(config)
     from interp.study.pipeline import run_study
 
     records = run_study(config, args.out, force=tuple(args.force), until=args.until)
