@@ -4,6 +4,7 @@ The notebook API (``interp.api``)::
 
     from interp import ablate, diff, load_model, record
     from interp import Behavior, find_causal_neurons, suppress
+    from interp import discover          # what a fine-tune changed, without naming a behaviour
 """
 
 __version__ = "0.1.0"
