@@ -15,7 +15,7 @@ from activations import ModelSpecError, load_model, weights_fingerprint
 from activations.capture import capture
 from activations.hooks import any_hooks
 from activations.placement import PlacementError, input_device
-from activations.reduce import DEFAULT_REDUCTIONS
+from activations.config import DEFAULT_REDUCTIONS
 from activations.sites import neuron_sites
 from interp.causal import attribution_scores, teacher_forced_batch
 from interp.interventions import NeuronSet, ablate, mean_activations, suppressed_model
