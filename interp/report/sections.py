@@ -148,6 +148,20 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
         blocks.append(Highlighted(example["label"], example["tokens"], example["weights"]))
 
 
+def _criterion(name: str, verdict: dict) -> tuple[str, str]:
+    """What the verdict's criterion ``name`` required and what was measured, so a failure reads as a
+    shortfall with numbers."""
+    c = verdict["criteria"]
+    cut = verdict["cut"]
+    return {
+        "rate_cut": (f">= {100 * c['min_cut']:.0f}%, interval above 0",
+                     f"{100 * cut['value']:.0f}% [{100 * cut['low']:.0f}, {100 * cut['high']:.0f}]"),
+        "perplexity": (f"<= +{100 * c['max_ppl_increase']:.0f}%", f"{100 * verdict['ppl_increase']:+.1f}%"),
+        "kl": (f"<= {c['max_kl']:g} nats/token", f"{verdict['kl_neutral']['suppressed']:.4f}"),
+        "random_sets": (f">= {100 * c['min_random_beaten']:.0f}% beaten", f"{100 * verdict['random_beaten']:.0f}%"),
+    }.get(name, ("", ""))
+
+
 def _behavior(out: Path):
     """The study's behaviour (``study.json``), for the causal sections' wording."""
     from activations.behaviors import Behavior
@@ -174,7 +188,9 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                          [["merged", _pct(er["merged"]), num(verdict["ppl_neutral"]["merged"]), "0"],
                           ["suppressed (reloaded, no hooks)", _pct(er["suppressed"]),
                            num(verdict["ppl_neutral"]["suppressed"]), num(verdict["kl_neutral"]["suppressed"], ".4f")]]),
-                   Table(["criterion", "met"], [[name, "yes" if ok else "NO"] for name, ok in verdict["checks"].items()])]
+                   Table(["criterion", "required", "measured", "met"],
+                         [[name, *_criterion(name, verdict), "yes" if ok else "NO"]
+                          for name, ok in verdict["checks"].items()])]
     if screen and screen.get("check"):
         check = screen["check"]
         summary["screen"] = {"check": check, "load_bearing": screen["load_bearing"]}
