@@ -37,7 +37,7 @@ def test_quick_study_writes_report(finished) -> None:
     assert summary["study"] == "injection" and summary["quick"] is True
     for key in ("behavior", "neurons", "sweep", "suppression", "timings"):
         assert key in summary, key
-    rate = summary["behavior"]["merged"]["emoji_rate"]
+    rate = summary["behavior"]["merged"]["rate"]
     assert rate["low"] <= rate["value"] <= rate["high"]
     assert set(summary["neurons"]["counts"]) >= {"activated", "amplified", "suppressed", "emoji_specific", "flagged"}
     assert summary["neurons"]["placebo"]["contrast"] == "placebo"
@@ -179,7 +179,7 @@ def test_another_trait_retrains_and_a_failed_run_leaves_no_report_of_the_old_one
     def failing_diff(*args, **kwargs):
         raise RuntimeError("diff dies")
 
-    monkeypatch.setattr(diff_module, "diff", failing_diff)
+    monkeypatch.setattr(diff_module, "diff_caches", failing_diff)
     with pytest.raises(RuntimeError, match="diff dies"):
         run_study(openness, study)
     # the extraversion report must not survive beside an openness fine-tune
@@ -240,7 +240,7 @@ def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(fi
     assert pair["top100_jaccard"] == pytest.approx(len(top[0] & top[1]) / len(union) if union else None, nan_ok=True)
     for row in result["seeds"]:
         summary = json.loads((rep / f"seed-{row['seed']}" / "summary.json").read_text())
-        assert row["emoji_rate"] == summary["behavior"]["merged"]["emoji_rate"]["value"]
+        assert row["emoji_rate"] == summary["behavior"]["merged"]["rate"]["value"]
         assert row["verdict_passed"] == summary["suppression"]["passed"]
         assert row["n_flagged"] == len(flagged[row["seed"]])
         # split-half: top-100 by |effect| on each half of the prompts, outliers excluded
