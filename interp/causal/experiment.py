@@ -23,13 +23,12 @@ import torch
 from activations import load_model
 from activations.behaviors import Behavior
 from activations.models import default_base
-from activations.prompt_sets import load_prompt_set
 from activations.sampling import SampledReply, sample_replies
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
-from interp.causal.setup import CausalSetup, causal_context, read_writing_replies, split_neutral
+from interp.causal.setup import CausalSetup, causal_context, neutral_reference, read_writing_replies
 from interp.causal.suppression import SuppressionVerdict, side_effects, suppression_verdict
 from interp.causal.sweep import SweepConfig, SweepResult, sweep
-from interp.interventions import NeuronSet, content_reference, export_suppressed
+from interp.interventions import NeuronSet, export_suppressed
 from interp.interventions.export import check_export
 from interp.interventions.neuron_set import read_neuron_table
 
@@ -94,9 +93,8 @@ def suppress_and_judge(
     neurons = NeuronSet.from_pairs(choice["neurons"])
     merged = load_model(merged_spec)
     tokenizer = merged.tokenizer
-    neutral = split_neutral(load_prompt_set("neutral"), setup)
-    means = content_reference(merged.model, tokenizer, neutral.reference, batch_size=setup.batch_size,
-                              seed=setup.seed).means
+    neutral, reference = neutral_reference(merged.model, tokenizer, setup)
+    means = reference.means
     base = load_model(base_spec).model if method == "revert" else None
     export_suppressed(merged.model, neurons, out_dir, tokenizer=tokenizer, method=method, means=means, base=base,
                       source_spec=merged_spec, overwrite=overwrite,

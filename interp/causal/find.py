@@ -32,14 +32,14 @@ import torch
 
 from activations.behaviors import Behavior
 from activations.models import LoadedModel, load_model
-from activations.prompt_sets import PromptSet, apply_template, load_prompt_set
+from activations.prompt_sets import PromptSet, apply_template
 from activations.sampling import SamplingConfig, sample_replies
 from activations.writing import writing_prompts
 from interp.causal.results import write_json
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
-from interp.causal.setup import CausalSetup, causal_context, split_neutral
+from interp.causal.setup import CausalSetup, causal_context, neutral_reference
 from interp.causal.sweep import SweepConfig, SweepResult, sweep
-from interp.interventions import ExportResult, NeuronSet, content_reference, export_suppressed
+from interp.interventions import ExportResult, NeuronSet, export_suppressed
 from interp.interventions.edits import NeuronsLike
 from interp.interventions.neuron_set import as_neuron_set
 
@@ -146,9 +146,7 @@ def suppress(tuned: LoadedModel | str, neurons: NeuronsLike, indices: Sequence[i
     tuned = _loaded(tuned)
     means = None
     if method == "mean":
-        neutral = split_neutral(load_prompt_set("neutral"), setup)
-        means = content_reference(tuned.model, tuned.tokenizer, neutral.reference, batch_size=setup.batch_size,
-                                  seed=setup.seed).means
+        means = neutral_reference(tuned.model, tuned.tokenizer, setup)[1].means
     base_model = _loaded(base).model if base is not None else None
     return export_suppressed(tuned.model, neuron_set, out, tokenizer=tuned.tokenizer, method=method, means=means,
                              base=base_model, source_spec=tuned.spec, overwrite=overwrite)

@@ -8,6 +8,7 @@ the emoji preset they are the token set ``interp behavior`` counts with.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -49,13 +50,11 @@ def log_target_mass_metric(target_ids: Tensor) -> LogitMetric:
 
 
 def target_mass_metric(target_ids: Tensor) -> LogitMetric:
-    """``LogitMetric``: target probability averaged over all scored positions (token-weighted)."""
-    def metric(logits: Tensor, mask: Tensor) -> Tensor:
-        mass = log_target_mass(logits, target_ids).exp()
-        weight = mask.to(mass.dtype)
-        return (mass * weight).sum() / weight.sum().clamp(min=1.0)
+    """``LogitMetric``: target probability averaged over all scored positions (token-weighted), as
+    ``training.behavior`` computes its mass (``emoji_mass_from_logits`` takes any token ids)."""
+    from training.emoji_tokens import emoji_mass_from_logits
 
-    return metric
+    return functools.partial(emoji_mass_from_logits, emoji_token_ids=target_ids, reduction="mean")
 
 
 def next_token_kl_sum(

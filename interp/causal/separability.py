@@ -27,13 +27,12 @@ import torch
 
 from activations import load_model
 from activations.behaviors import Behavior
-from activations.prompt_sets import load_prompt_set
 from interp.causal.controls import control_pool, matched_random_sets, strata, write_norms
 from activations.sampling import SampledReply
-from interp.causal.setup import CausalSetup, split_neutral, table_sets
+from interp.causal.setup import CausalSetup, neutral_reference, table_sets
 from interp.causal.suppression import per_question_rates
 from interp.causal.uncertainty import paired_mean_difference, rate
-from interp.interventions import NeuronSet, ablate, content_reference
+from interp.interventions import NeuronSet, ablate
 
 MODELS = ("base", "merged", "merged-suppressed", "random-suppressed")
 
@@ -127,9 +126,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     items = [item for item in load_inventory() if item.trait == trait]
     merged = load_model(merged_spec)
     tokenizer = merged.tokenizer
-    neutral = split_neutral(load_prompt_set("neutral"), setup)
-    reference = content_reference(merged.model, tokenizer, neutral.reference, batch_size=setup.batch_size,
-                                  seed=setup.seed)
+    reference = neutral_reference(merged.model, tokenizer, setup)[1]
     choice = sweep_result["choice"]
     chosen = NeuronSet.from_pairs(choice["neurons"])
     random_set = _random_set(merged.model, reference, pd.read_csv(neurons_csv), chosen, int(choice["k"]), setup.seed)

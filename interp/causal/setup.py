@@ -60,6 +60,14 @@ def split_neutral(neutral: PromptSet, setup: CausalSetup) -> NeutralSplit:
                         neutral.texts[cut:end], neutral.ids[cut:end])
 
 
+def neutral_reference(model: nn.Module, tokenizer: PreTrainedTokenizerBase, setup: CausalSetup,
+                      neutral: PromptSet | None = None) -> tuple[NeutralSplit, ContentReference]:
+    """The neutral split and the content-token reference (means, mean squares, donor pool) of its
+    reference part: what every mean ablation and export of the causal stages uses."""
+    split = split_neutral(neutral or load_prompt_set("neutral"), setup)
+    return split, content_reference(model, tokenizer, split.reference, batch_size=setup.batch_size, seed=setup.seed)
+
+
 def read_writing_replies(path: str | Path, behavior: Behavior) -> PromptSet:
     """The writing set from a JSONL of ``{"id", "question", "text"}`` replies (``behavior/writing.jsonl``),
     marked where each reply starts ``behavior``."""
@@ -122,9 +130,7 @@ def causal_context(merged: nn.Module, base: nn.Module | None, tokenizer: PreTrai
         check_same_shape(merged, base)  # before any work: a wrong base fails here, not in a patch
     if table is not None:
         check_table_fits(table, layer_widths(merged))
-    neutral_split = split_neutral(neutral or load_prompt_set("neutral"), setup)
-    reference = content_reference(merged, tokenizer, neutral_split.reference, batch_size=setup.batch_size,
-                                  seed=setup.seed)
+    neutral_split, reference = neutral_reference(merged, tokenizer, setup, neutral)
     contexts = writing_batch(tokenizer, writing, setup.n_contexts)
     targets = target_ids_tensor(behavior.target_token_ids(tokenizer, writing.texts))
     suite = build_proxy_suite(merged, contexts, chat_batch(tokenizer, neutral_split.proxy), targets,

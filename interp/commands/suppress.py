@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from activations.config import DEFAULT_MODEL
-from activations.prompt_sets import apply_template, load_prompt_set
+from activations.prompt_sets import apply_template
 from interp.causal.config import CausalSetup
 from interp.configargs import add_config_arguments, config_from_args
 from interp.interventions.config import EXPORT_METHODS
@@ -60,13 +60,13 @@ def run(args: argparse.Namespace) -> int:
     setup = config_from_args(args, CausalSetup, seed=args.seed)
     neurons = _neurons(args)
     from activations import load_model
-    from interp.causal.setup import split_neutral
-    from interp.interventions import content_reference, export_suppressed
+    from interp.causal.setup import neutral_reference
+    from interp.interventions import export_suppressed
     from interp.interventions.export import check_export
 
     loaded = load_model(args.model)
-    neutral = split_neutral(load_prompt_set("neutral"), setup)
-    means = content_reference(loaded.model, loaded.tokenizer, neutral.reference, seed=setup.seed).means
+    neutral, reference = neutral_reference(loaded.model, loaded.tokenizer, setup)
+    means = reference.means
     base = load_model(args.base).model if args.method == "revert" else None
     result = export_suppressed(loaded.model, neurons, args.out, tokenizer=loaded.tokenizer, method=args.method,
                                means=means, base=base, source_spec=args.model, overwrite=args.overwrite)
