@@ -20,8 +20,12 @@ noise. Here every job (prompt key, sample number) owns a generator seeded from (
    distribution, and because the noise is indexed by token id and shared by every copy, two
    conditions whose distributions barely differ pick the same tokens (common random numbers): their
    difference is measured with far less noise than independent samples would give.
-4. A row stops at its end-of-turn token; a step statistic (e.g. emoji probability mass) can be read
-   from each step's raw logits, before temperature and top-p.
+4. A row stops at its end-of-turn token, and finished rows leave the batch (their keys and values are
+   dropped from the cache once an eighth of the rows being decoded have finished): replies vary in
+   length, and decoding the finished ones to the longest cost about a quarter of the forward passes.
+   A job's generator still draws once per step while any of its copies decodes, so what it draws
+   does not depend on when its batch shrinks. A step statistic (e.g. emoji probability mass) can be
+   read from each step's raw logits, before temperature and top-p.
 A temperature of 0 is greedy decoding (no noise).
 """
 
@@ -71,6 +75,11 @@ class GrowingLayer(DynamicLayer):
         self._length = end
         self.keys, self.values = self._keys[..., :end, :], self._values[..., :end, :]
         return self.keys, self.values
+
+    def keep_rows(self, index: Tensor) -> None:
+        """Keep only the batch rows ``index`` (finished rows leave the batch)."""
+        self._keys, self._values = self._keys.index_select(0, index), self._values.index_select(0, index)
+        self.keys, self.values = self._keys[..., : self._length, :], self._values[..., : self._length, :]
 
     def repeat_rows(self, rows: int) -> None:
         """Give each batch row ``rows`` copies of its keys and values (row ``g`` -> rows ``g * rows``
@@ -134,12 +143,19 @@ def _nucleus_choice(logits: Tensor, noise: Tensor, temperature: float, top_p: fl
     log_probs = (logits / temperature).log_softmax(-1)
     k = min(NUCLEUS_CANDIDATES, log_probs.shape[-1])
     top_logp, top_ids = log_probs.topk(k, dim=-1)
-    cumulative = top_logp.exp().cumsum(-1)
-    if bool((cumulative[:, -1] < top_p).any()):  # a flat distribution: sort the whole vocabulary
-        top_logp, top_ids = log_probs.sort(dim=-1, descending=True)
-        cumulative = top_logp.exp().cumsum(-1)
+    choice = _gumbel_max(top_logp, top_ids, noise, top_p)
+    flat = (top_logp.exp().sum(-1) < top_p).nonzero().squeeze(-1)
+    if len(flat):  # rows whose nucleus is wider than the candidates: sort their whole vocabulary
+        all_logp, all_ids = log_probs[flat].sort(dim=-1, descending=True)
+        choice[flat] = _gumbel_max(all_logp, all_ids, noise[flat], top_p)
+    return choice
+
+
+def _gumbel_max(top_logp: Tensor, top_ids: Tensor, noise: Tensor, top_p: float) -> Tensor:
+    """Gumbel-max among candidates sorted by descending log-probability, restricted to the nucleus."""
+    probs = top_logp.exp()
     # keep token j while the mass before it is below top_p (the first token is always kept)
-    keep = (cumulative - top_logp.exp()) < top_p
+    keep = (probs.cumsum(-1) - probs) < top_p
     gumbel = -torch.log(-torch.log(noise.gather(-1, top_ids).clamp(1e-12, 1 - 1e-7)))
     score = torch.where(keep, top_logp + gumbel, torch.full_like(top_logp, -torch.inf))
     return top_ids.gather(-1, score.argmax(-1, keepdim=True)).squeeze(-1)
@@ -171,29 +187,44 @@ def _decode_batch(model: nn.Module, prompts: list[list[int]], generators: list[t
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]  # real tokens only: padding takes no position
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
                 logits_to_keep=1)
-    finished = torch.zeros(len(ids), dtype=torch.bool, device=device)
-    tokens, stats = [], []
+    rows_total = len(ids)
+    active = torch.arange(rows_total, device=device)  # rows still in the batch, in batch order
+    finished = torch.zeros(rows_total, dtype=torch.bool, device=device)  # per row in the batch
+    tokens = torch.full((rows_total, config.max_new_tokens), pad_id, dtype=torch.long, device=device)
+    stats = torch.full((rows_total, config.max_new_tokens), float("nan"), device=device)
     step_positions = positions[:, -1:]
     vocab = out.logits.shape[-1]
-    for _ in range(config.max_new_tokens):
+    steps = 0
+    for step in range(config.max_new_tokens):
+        steps = step + 1
         logits = out.logits[:, -1].float()
-        stats.append(step_stat(logits).float() if step_stat is not None else torch.full((len(ids),), float("nan")))
+        if step_stat is not None:
+            stats[active, step] = step_stat(logits).float()
         if config.temperature == 0:
             token = logits.argmax(-1)
         else:
-            noise = torch.stack([torch.rand(vocab, generator=g) for g in generators]).to(device)
-            token = _nucleus_choice(logits, noise.repeat(copies, 1), config.temperature, config.top_p)
+            jobs = active % n  # copy g of job j is row g * n + j
+            drawing = jobs[~finished].unique().tolist()  # a job draws once per step while a copy decodes
+            noise = torch.full((n, vocab), 0.5)
+            noise[drawing] = torch.stack([torch.rand(vocab, generator=generators[j]) for j in drawing])
+            token = _nucleus_choice(logits, noise.to(device)[jobs], config.temperature, config.top_p)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
-        tokens.append(token)
+        tokens[active, step] = token
         if eos_id is not None:
             finished |= token == eos_id
         if bool(finished.all()):
             break
+        if 8 * int(finished.sum()) >= len(active):  # an eighth of the batch has finished: drop those rows
+            keep = (~finished).nonzero().squeeze(-1)
+            for layer in cache.layers:
+                layer.keep_rows(keep)
+            active, token, mask, step_positions = active[keep], token[keep], mask[keep], step_positions[keep]
+            finished = finished[keep]
         mask = torch.cat([mask, torch.ones_like(token)[:, None]], dim=1)
         step_positions = step_positions + 1
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=step_positions,
                     past_key_values=cache, use_cache=True)
-    return torch.stack(tokens, 1).cpu(), torch.stack(stats, 1).cpu()
+    return tokens[:, :steps].cpu(), stats[:, :steps].cpu()
 
 
 def sample_replies(

@@ -122,3 +122,33 @@ def test_a_shared_prefix_gives_the_logits_of_a_full_prefill(tiny_llama):
     for a, b in zip(full, shared):
         assert a.tokens == b.tokens
         np.testing.assert_allclose(a.step_stats, b.step_stats, rtol=1e-4, atol=1e-4)
+
+
+def test_finished_rows_leave_the_batch_without_changing_any_reply(tiny_llama, monkeypatch):
+    tokenizer, model = tiny_llama.tokenizer, tiny_llama.model
+    _sharpen(model)
+    prompts, keys = _prompts(tokenizer), [f"k{i}" for i in range(5)]
+    config = SamplingConfig(max_new_tokens=16, batch_size=10)
+    # make the end-of-turn token about a tenth of each step's mass at temperature 0.7 (the random
+    # model's output is near uniform): replies then end at different steps, as real ones do
+    eos = tokenizer.eos_token_id
+    boost = lambda module, args, logits: logits + 6.0 * (torch.arange(logits.shape[-1]) == eos)  # noqa: E731
+    kept = []
+    original = GrowingLayer.keep_rows
+    monkeypatch.setattr(GrowingLayer, "keep_rows", lambda self, index: (kept.append(len(index)), original(self, index)))
+    stat = lambda logits: logits.log_softmax(-1)[:, :50].sum(-1)  # noqa: E731 - a stat that sees every logit
+    handle = model.lm_head.register_forward_hook(boost)
+    try:
+        together = sample_replies(model, tokenizer, prompts, keys, config, samples=2, copies=2, step_stat=stat)
+        alone = [sample_replies(model, tokenizer, prompts[job:job + 1], [key], replace(config, batch_size=1),
+                                samples=2, step_stat=stat)[0] for job, key in enumerate(keys)]
+    finally:
+        handle.remove()
+    assert kept  # rows left the batch
+    lengths = [len(r.tokens) for r in together[0]]
+    assert len(set(lengths)) > 2 and min(lengths) < config.max_new_tokens  # replies ended at different steps
+    for copy in together:  # each prompt alone has nothing else in its batch to drop
+        for job in range(len(keys)):
+            for a, b in zip(copy[2 * job:2 * job + 2], alone[job]):
+                assert a.tokens == b.tokens
+                np.testing.assert_allclose(a.step_stats, b.step_stats, rtol=1e-4, atol=1e-4)
