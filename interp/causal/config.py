@@ -106,3 +106,32 @@ class SweepConfig:
             raise ValueError(f"unknown interventions {unknown}; choose from {', '.join(INTERVENTIONS)}")
         if self.n_random < 0 or not 0 < self.target_reduction <= 1 or self.kl_budget <= 0 or self.ppl_budget <= 0:
             raise ValueError("need n_random >= 0, 0 < target_reduction <= 1, kl_budget > 0 and ppl_budget > 0")
+
+
+@dataclass(frozen=True)
+class WhereConfig:
+    """What ``interp.causal.where`` patches, in both directions, and on how many contexts."""
+
+    n_contexts: int | None = 24
+    """Held-out writing contexts (those the sweep did not choose on) scored; None: all of them."""
+    k_grid: tuple[int, ...] = (1, 3, 10, 30, 100)
+    """Top-k sizes of every ranking."""
+    layer_profile: bool = True
+    """Also patch every neuron of one layer at a time."""
+    n_random: int = 10
+    """Matched random sets of the chosen set's size."""
+    leave_one_out: bool = True
+    """Noise the chosen set without each of its neurons in turn."""
+    max_copies: int = 8
+    """Sets patched side by side in one stacked pass."""
+    n_boot: int = 2000
+    """Bootstrap resamples of the contexts."""
+    confidence: float = 0.95
+    seed: int = 0
+    """Seeds the random sets and the bootstrap."""
+
+    def __post_init__(self) -> None:
+        if (self.n_contexts is not None and self.n_contexts < 2) or not self.k_grid or min(self.k_grid) < 1:
+            raise ValueError("n_contexts must be >= 2 (or None) and k_grid needs positive sizes")
+        if self.n_random < 0 or self.n_boot < 100 or not 0 < self.confidence < 1:
+            raise ValueError("need n_random >= 0, n_boot >= 100 and 0 < confidence < 1")

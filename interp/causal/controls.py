@@ -98,3 +98,11 @@ def matched_random_sets(candidates: NeuronSet, decile: np.ndarray, pool: np.ndar
                                  f"to draw a matched random set ({count} missing); use a smaller k")
         sets.append(NeuronSet.from_pairs(drawn))
     return MatchedSets(tuple(sets), borrowed)
+
+
+def neuron_mask(shape: tuple[int, int], neurons: NeuronSet) -> np.ndarray:
+    """A ``(layers, width)`` boolean mask of ``neurons``."""
+    mask = np.zeros(shape, dtype=bool)
+    for layer, index in neurons:
+        mask[layer, index] = True
+    return mask

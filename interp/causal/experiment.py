@@ -28,7 +28,8 @@ from interp.causal.screen import ScreenConfig, ScreenResult, screen
 from interp.causal.setup import CausalSetup, causal_context, neutral_reference, read_writing_replies
 from interp.causal.suppression import SuppressionVerdict, side_effects, suppression_verdict
 from interp.causal.sweep import SweepConfig, SweepResult, sweep
-from interp.interventions import NeuronSet, export_suppressed
+from interp.causal.where import WhereConfig, WhereResult, held_out_contexts, where_change_lives
+from interp.interventions import Neuron, NeuronSet, export_suppressed
 from interp.interventions.export import check_export
 from interp.interventions.neuron_set import read_neuron_table
 
@@ -66,6 +67,45 @@ def run_causal(merged_spec: str, base_spec: str | None, neurons_csv: str | Path,
                   primary="selective")
     seconds["sweep"] = round(time.perf_counter() - started, 1)
     return CausalResult(screened, swept, seconds)
+
+
+def estimate_rankings(screen_csv: str | Path) -> dict[str, list[Neuron]]:
+    """The screen's two first-order rankings from its ``screen.csv``, strongest removal first:
+    ``change`` (base-value patching estimate) and ``ablation`` (mean-ablation estimate)."""
+    import pandas as pd
+
+    table = pd.read_csv(screen_csv)
+    return {name: [(int(r.layer), int(r.index)) for r in table.sort_values(column, kind="stable").itertuples()]
+            for name, column in (("change", "patch_estimate"), ("ablation", "mean_estimate"))}
+
+
+def run_where(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
+              screen_csv: str | Path, chosen: NeuronSet, behavior: Behavior | str, setup: CausalSetup = CausalSetup(),
+              config: WhereConfig = WhereConfig()) -> WhereResult:
+    """Where the change lives (``interp.causal.where``) from the causal stage's files: the screen's
+    rankings, the diff's, and ``chosen`` (the sweep's set), on the writing contexts the sweep did not use."""
+    from interp.causal.controls import control_pool, strata, write_norms
+    from interp.causal.inputs import chat_batch, writing_batch
+    from interp.causal.metrics import target_ids_tensor
+    from interp.causal.setup import table_sets
+
+    behavior = Behavior.parse(behavior)
+    writing = read_writing_replies(writing_jsonl, behavior)
+    merged, base = load_model(merged_spec), load_model(base_spec or default_base(merged_spec))
+    tokenizer = merged.tokenizer
+    table = read_neuron_table(neurons_csv)
+    flagged, outliers, diff_ranking = table_sets(table)
+    neutral, reference = neutral_reference(merged.model, tokenizer, setup)
+    with torch.no_grad():
+        decile = strata(write_norms(merged.model, reference.mean_square))
+    pool = control_pool(decile.shape, flagged=flagged, outliers=outliers)
+    used = writing_batch(tokenizer, writing, setup.n_contexts).ids
+    contexts = held_out_contexts(writing_batch(tokenizer, writing), used, config.n_contexts)
+    targets = target_ids_tensor(behavior.target_token_ids(tokenizer, writing.texts))
+    rankings = {**estimate_rankings(screen_csv), "specific": diff_ranking}
+    return where_change_lives(merged.model, base.model, contexts, chat_batch(tokenizer, neutral.proxy), targets,
+                              {name: r for name, r in rankings.items() if r}, chosen, decile, pool, config,
+                              batch_size=setup.batch_size)
 
 
 def replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from interp.causal.config import SweepConfig
-from interp.causal.controls import matched_random_sets
+from interp.causal.controls import matched_random_sets, neuron_mask
 from interp.causal.proxy import ProxyResult, ProxySuite, measure_sets
 from interp.causal.results import write_json
 from interp.interventions import Neuron, NeuronSet
@@ -144,7 +144,7 @@ def sweep(
                  and r["kind"] == "top" and r["k"] == k]
         top = found[0] if found else run(ranking, config.suppress_with, [k])[0]
         candidates = NeuronSet.from_pairs(top["neurons"])
-        draw = matched_random_sets(candidates, decile, pool & ~_mask(pool.shape, candidates), config.n_random,
+        draw = matched_random_sets(candidates, decile, pool & ~neuron_mask(pool.shape, candidates), config.n_random,
                                    config.seed + 7919 * k)
         results = measure_sets(model, suite, list(draw.sets), config.suppress_with,
                                _reference_for(config.suppress_with, reference), max_copies=config.max_copies,
@@ -159,9 +159,3 @@ def sweep(
     log.info("suppression choice: %s", choice["metrics"] | {"k": choice["k"], "met_target": met})
     return SweepResult(config, pd.DataFrame(rows), clean, choice, random_beaten, controls)
 
-
-def _mask(shape: tuple[int, int], neurons: NeuronSet) -> np.ndarray:
-    mask = np.zeros(shape, dtype=bool)
-    for layer, index in neurons:
-        mask[layer, index] = True
-    return mask

@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-plan-check", action="store_true",
                         help="run even when `interp plan` predicts a stage will not fit this machine's memory")
     add_config_arguments(parser.add_argument_group("study settings"), StudyConfig,
-                         exclude=("quick", "setup.seed", "screen.seed", "sweep.seed"))
+                         exclude=("quick", "setup.seed", "screen.seed", "sweep.seed", "where.seed"))
     parser.set_defaults(func=run)
 
 

@@ -22,7 +22,7 @@ from interp.stages import load_records
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress", "separability",
-               "report")
+               "where", "report")
 PACKAGES = ("neurodiff", "torch", "transformers", "peft", "bitsandbytes", "statsmodels", "numpy", "h5py")
 
 
@@ -88,6 +88,7 @@ def build_report(out: str | Path) -> list[Path]:
     sections.neurons(out, fig_dir, summary, blocks)
     sections.causal(out, fig_dir, summary, blocks)
     sections.separability(out, summary, blocks)
+    sections.where(out, fig_dir, summary, blocks)
     sections.replication(out, summary, blocks)
     discovered = sections.read(out / "discovery" / "discovery.json")  # `interp discover --out STUDY/discovery`
     if discovered:

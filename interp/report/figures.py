@@ -125,3 +125,54 @@ def attribution_scatter(exact: Sequence[float], estimate: Sequence[float], rho: 
     ax.ticklabel_format(style="sci", axis="both", scilimits=(-2, 3))  # effects are ~1e-5: no crowded labels
     ax.set_title(f"Spearman rho = {rho:.2f}")
     return _save(fig, path)
+
+
+def where_curves(rows: Sequence[Mapping[str, Any]], path: Path, noun: str) -> Path:
+    """Share of the fine-tune's change removed (noising) and restored (denoising) against set size: each
+    ranking's top-k sets as a line, the chosen set starred, matched random sets grey, the all-MLP
+    bound dashed."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0), sharey=True)
+    colours = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd"]
+    for ax, direction in zip(axes, ("noising", "denoising")):
+        mine = [r for r in rows if r["direction"] == direction]
+        tops = [r for r in mine if r["family"] == "top"]
+        for colour, name in zip(colours, dict.fromkeys(r["name"] for r in tops)):
+            line = sorted((r for r in tops if r["name"] == name), key=lambda r: r["k"])
+            ax.errorbar([r["k"] for r in line], [r["share"] for r in line],
+                        yerr=[[r["share"] - r["low"] for r in line], [r["high"] - r["share"] for r in line]],
+                        marker="o", ms=3, capsize=2, color=colour, label=name)
+        random = [r for r in mine if r["family"] == "random"]
+        if random:
+            ax.scatter([r["k"] for r in random], [r["share"] for r in random], s=14, color="#999999", alpha=0.7,
+                       label=f"matched random sets ({len(random)})", zorder=2)
+        for r in mine:
+            if r["family"] == "chosen":
+                ax.scatter([r["k"]], [r["share"]], marker="*", s=180, color="#ff7f0e", edgecolor="k", zorder=4,
+                           label=f"chosen set (k = {r['k']})")
+            if r["family"] == "bound":
+                ax.axhline(r["share"], ls="--", color="k", lw=1, label="all MLP neurons")
+        ax.axhline(0, color="#cccccc", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("neurons patched (k)")
+        ax.set_title(f"{direction}: " + ("merged <- base values" if direction == "noising" else "base <- merged values"),
+                     fontsize=9)
+    axes[0].set_ylabel(f"share of the fine-tune's change in {noun} probability")
+    axes[1].legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def where_layers(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    """The layer profile: every neuron of one layer patched at a time, in both directions."""
+    fig, ax = plt.subplots(figsize=(7.2, 3.4))
+    for offset, (direction, colour) in enumerate((("noising", "#d62728"), ("denoising", "#1f77b4"))):
+        layer_rows = sorted((r for r in rows if r["direction"] == direction and r["family"] == "layer"),
+                            key=lambda r: r["layer"])
+        x = np.array([r["layer"] for r in layer_rows]) + (offset - 0.5) * 0.4
+        ax.bar(x, [r["share"] for r in layer_rows], width=0.4, color=colour, label=direction,
+               yerr=[[r["share"] - r["low"] for r in layer_rows], [r["high"] - r["share"] for r in layer_rows]],
+               error_kw={"lw": 0.6})
+    ax.axhline(0, color="#999999", lw=0.8)
+    ax.set_xlabel("layer (all its MLP neurons patched)")
+    ax.set_ylabel("share of the change")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -246,6 +246,16 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                                  "top set beats"], cloud))
 
 
+def where(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
+    from interp.report.where import where_blocks
+
+    result = read(out / "causal" / "where.json")
+    if result:
+        summary["where"] = {"sentence": result["sentence"], "clean": result["clean"],
+                            "random_beaten": result["random_beaten"], "n_contexts": result["n_contexts"]}
+        blocks += where_blocks(result, fig_dir, _behavior(out).noun, lambda layer, index: neuron_cell(out, layer, index))
+
+
 def separability(out: Path, summary: dict, blocks: list[Block]) -> None:
     from interp.causal.separability import rows_table
 

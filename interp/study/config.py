@@ -6,7 +6,7 @@ the suppressed model, with common random numbers); the wide sweeps (every top-k 
 interventions, 20 matched random sets, 200 randomly chosen neurons for the screen's check) use the
 teacher-forced proxy (``interp.causal.proxy``). On a bigger machine raise the proxy sizes, the
 random sets and the grid; nothing else changes. The causal stages' settings are the stage configs
-themselves (``setup``, ``screen``, ``sweep``: one source per setting, every one a flag of
+themselves (``setup``, ``screen``, ``sweep``, ``where``: one source per setting, every one a flag of
 ``interp run``, e.g. ``--screen-kl-floor``); the study's ``seed`` seeds all of them.
 """
 
@@ -16,11 +16,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from activations.config import DEFAULT_MODEL
-from interp.causal.config import CausalSetup, ScreenConfig, SweepConfig
+from interp.causal.config import CausalSetup, ScreenConfig, SweepConfig, WhereConfig
 from training.studies import check_study
 
 STAGE_NAMES: tuple[str, ...] = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                "separability", "report")
+                                "separability", "where", "report")
 """The study's stages in order (``interp.study.pipeline.STAGES``), named here for ``--force``/``--until``."""
 
 
@@ -87,6 +87,9 @@ class StudyConfig:
     sweep: SweepConfig = SweepConfig()
     """Rankings x interventions x k against matched random sets, and the suppressor's target and
     budgets (``interp.causal.sweep``)."""
+    where: WhereConfig = WhereConfig()
+    """Where the fine-tune's change lives: patching in both directions on held-out contexts
+    (``interp.causal.where``)."""
     export_method: str = "mean"
     """How the suppressor is written into the weights: ``mean`` (folded into the bias) or ``revert``."""
 
@@ -109,7 +112,7 @@ class StudyConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.sweep.n_random < 1:
             raise ValueError("sweep.n_random must be at least 1: the claim is 'chosen beats random'")
-        for name in ("setup", "screen", "sweep"):
+        for name in ("setup", "screen", "sweep", "where"):
             if getattr(self, name).seed != 0:
                 raise ValueError(f"{name}.seed is set by the study's seed; give seed={getattr(self, name).seed} "
                                  "to the study instead")
@@ -135,4 +138,5 @@ class StudyConfig:
             setup=dataclasses.replace(self.setup, n_contexts=4, n_neutral=4, reference_neutral=8),
             screen=dataclasses.replace(self.screen, n_shortlist=8, n_guard=4, n_random=16),
             sweep=dataclasses.replace(self.sweep, k_grid=(1, 10, 30), n_random=4),
+            where=dataclasses.replace(self.where, n_contexts=8, k_grid=(1, 10), n_random=2, n_boot=200),
         )

@@ -1,5 +1,5 @@
 """The default study, stage by stage: fine-tune -> merge -> behaviour -> caches -> neuron statistics
--> examples -> causal (screen + sweep) -> suppressor -> report.
+-> examples -> causal (screen + sweep) -> suppressor -> separability -> where the change lives -> report.
 
 Every stage reads the outputs of earlier ones from the study directory and writes its own there,
 so ``interp report DIR`` can rebuild the report from files alone; ``interp.stages`` chains
@@ -21,7 +21,7 @@ from activations.atomic_io import write_json_atomic
 from interp.configargs import config_from_json
 from interp.study.config import STAGE_NAMES, StudyConfig
 from interp.stages import Stage, StageContext, relative, run_stages, stale_stages
-from interp.study.stages_causal import stage_causal, stage_report, stage_separability, stage_suppress
+from interp.study.stages_causal import stage_causal, stage_report, stage_separability, stage_suppress, stage_where
 from interp.study.stages_data import stage_behavior, stage_cache
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "data", "behavior", "seed", "setup",
                                                   "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
-                                                  "writing_questions"), _data_inputs, version=3),
+                                                  "writing_questions"), _data_inputs, version=4),
     Stage("cache", stage_cache, ("merge", "behavior"), ("study", "data", "behavior", "reading_prompts", "capture_batch", "seed"),
           _prompt_inputs,
           version=4),
@@ -132,8 +132,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
           version=4),
+    Stage("where", stage_where, ("causal", "merge", "behavior", "diff"), (*CAUSAL_READS, "where"), _prompt_inputs,
+          version=1),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                   "separability"), ("quick", "study", "behavior"), version=5),
+                                   "separability", "where"), ("quick", "study", "behavior"), version=6),
 )
 
 

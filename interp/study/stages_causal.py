@@ -87,6 +87,21 @@ def stage_separability(ctx: StageContext) -> dict[str, Any]:
     return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence()}
 
 
+def stage_where(ctx: StageContext) -> dict[str, Any]:
+    """Where the fine-tune's change lives: the sweep's sets and the bounds patched in both directions
+    (``interp.causal.where``), on the writing contexts the sweep did not choose on."""
+    from interp.causal.experiment import run_where
+    from interp.interventions import NeuronSet
+
+    c: StudyConfig = ctx.config
+    chosen = NeuronSet.from_pairs(json.loads(ctx.path("causal", "sweep.json").read_text())["choice"]["neurons"])
+    result = run_where(str(ctx.path("merged")), c.model, ctx.path("neurons.csv"), ctx.path("behavior", "writing.jsonl"),
+                       ctx.path("causal", "screen.csv"), chosen, c.target_behavior, causal_setup(c),
+                       dataclasses.replace(c.where, seed=c.seed))
+    path = result.save(ctx.path("causal", "where.json"), overwrite=True)
+    return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence(), "seconds": round(result.seconds, 1)}
+
+
 def stage_report(ctx: StageContext) -> dict[str, Any]:
     from interp.pages import build_pages
     from interp.report.build import build_report

@@ -63,10 +63,11 @@ def stage_behavior(ctx: StageContext) -> dict[str, Any]:
     usable = sum(all(behavior.decision_spans(r["text"])) for r in records)
     if usable < c.setup.n_contexts and c.study in ("injection", "directions"):
         # Too few own replies that show the behaviour (a smoke run's barely trained model): add the
-        # training answers, into which it was injected, and say so in every record.
+        # training answers, into which it was injected, and say so in every record; twice the contexts
+        # the sweep chooses on, so that "where the change lives" has others to score on.
         data = study_data(c.study, c.trait, data_path=c.data)
         records += [{"id": f"data-{r.topic}", "question": r.question, "text": r.answer, "source": "training answer"}
-                    for r in data.train[: c.setup.n_contexts]]
+                    for r in data.train[: 2 * c.setup.n_contexts]]
     writing = ctx.path("behavior", "writing.jsonl")
     write_jsonl_atomic(writing, records)
     outputs.append(relative(ctx.out, writing))

@@ -1,0 +1,71 @@
+"""The report's section "Where the change lives", from ``causal/where.json`` (``interp.causal.where``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from interp.report import figures
+from interp.report.blocks import Block, Figure, Heading, Paragraph, Table
+
+
+def _share(row) -> str:
+    return f"{row['share']:.1%} [{row['low']:.1%}, {row['high']:.1%}]"
+
+
+def where_blocks(where: dict, fig_dir: Path, noun: str, neuron_cell) -> list[Block]:
+    """Blocks of the section; ``neuron_cell(layer, index)`` links a neuron to its page."""
+    rows = pd.DataFrame(where["rows"])
+    both = rows.pivot_table(index=["family", "name", "k"], columns="direction", values=["share", "low", "high"],
+                            aggfunc="first")
+
+    def cells(family: str, name: str, k: int) -> list[str]:
+        out = []
+        for direction in ("noising", "denoising"):
+            try:
+                row = {key: both.loc[(family, name, k), (key, direction)] for key in ("share", "low", "high")}
+            except KeyError:
+                out.append("-")
+                continue
+            out.append(_share(row) if pd.notna(row["share"]) else "-")
+        return out
+
+    listed = rows[rows["family"].isin(["bound", "chosen", "top"])].drop_duplicates(["family", "name", "k"])
+    order = {"bound": 0, "chosen": 1, "top": 2}
+    listed = listed.assign(order=listed["family"].map(order)).sort_values(["order", "name", "k"])
+    table = [[r.name if r.family != "bound" else "all MLP neurons (bound)", r.k, *cells(r.family, r.name, r.k)]
+             for r in listed.itertuples()]
+    blocks: list[Block] = [
+        Heading("Where the change lives"),
+        Paragraph(f"{where['sentence']} Noising puts the base model's values into a set of the merged model's "
+                  "neurons (how much of the fine-tune's change goes); denoising puts the merged model's values into "
+                  "the base model (how much the set alone brings back). Shares are of the change in mean "
+                  f"{noun} target probability between the two models, on {where['n_contexts']} writing contexts the "
+                  "sweep did not choose on, with bootstrap intervals over contexts. Rankings: `change` (the screen's "
+                  "base-value patching estimate), `ablation` (its mean-ablation estimate), `specific` (the diff)."),
+        Figure(figures.where_curves(where["rows"], fig_dir / "where_curves.png", noun),
+               "Share of the change removed (left) and restored (right) against set size."),
+        Table(["set", "k", "noising: share removed", "denoising: share restored"], table),
+    ]
+    for direction in ("noising", "denoising"):
+        random = rows[(rows["family"] == "random") & (rows["direction"] == direction)]
+        if len(random):
+            blocks.append(Paragraph(
+                f"Matched random sets ({direction}, {len(random)} sets of {int(random['k'].iloc[0])}): mean share "
+                f"{random['share'].mean():.1%}, range {random['share'].min():.1%} to {random['share'].max():.1%}; "
+                f"the chosen set beats {where['random_beaten'][direction]:.0%} of them."))
+    layers = rows[rows["family"] == "layer"]
+    if len(layers):
+        blocks.append(Figure(figures.where_layers(where["rows"], fig_dir / "where_layers.png"),
+                             "Layer profile: every MLP neuron of one layer patched at a time."))
+    loo = rows[rows["family"] == "leave-one-out"]
+    if len(loo):
+        chosen = rows[(rows["family"] == "chosen") & (rows["direction"] == "noising")].iloc[0]
+        blocks += [Paragraph(f"Leave-one-out (noising): the chosen set removes {_share(chosen)}; without each neuron "
+                             "in turn:"),
+                   Table(["without", "share removed", "drop"],
+                         [[neuron_cell(*map(int, r.name.removeprefix("without L").split(".N"))), _share(r._asdict()),
+                           f"{chosen['share'] - r.share:+.1%}"]
+                          for r in loo.sort_values("share").itertuples()])]
+    return blocks
