@@ -93,7 +93,10 @@ def test_statistics_and_causal_numbers_are_the_study_files(study):
     assert low < change.estimate < high and high - low == pytest.approx(2 * 1.959964 * row["se_change"])
     assert page.causal.patch_estimate == 0.5 and page.causal.exact_effect == 0.375
     assert page.causal.in_choice and page.causal.choice_rank == CHOSEN.index([2, 7]) + 1
-    assert page.causal.screen_rank == 1 and page.causal.leave_one_out is None  # the study does not measure it
+    assert page.causal.screen_rank == 1
+    position = CHOSEN.index([2, 7])  # where.json's leave-one-out row of this neuron, beside the whole set's share
+    assert page.causal.leave_one_out == 0.5 - 0.125 * (position + 1) and page.causal.set_share == 0.5
+    assert StudyPages(study).neuron(0, 4).causal.leave_one_out is None  # not in the chosen set: not measured
 
 
 def test_distributions_are_the_caches_running_statistics(study):

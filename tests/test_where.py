@@ -57,9 +57,11 @@ def _run(tiny_llama, **config):
     base, merged, tokenizer, contexts, targets = _setup(tiny_llama)
     decile, pool = np.zeros((LAYER, WIDTH), dtype=int), np.ones((LAYER, WIDTH), dtype=bool)
     ranking = PLANTED + [(layer, i) for layer in range(LAYER) for i in range(WIDTH) if (layer, i) not in PLANTED]
+    classes = {"amplified": NeuronSet.from_pairs(PLANTED), "other": NeuronSet.from_pairs([(1, 5), (1, 9), (0, 1)])}
     result = where_change_lives(merged, base, contexts, chat_batch(tokenizer, ["Hello there", "What is a cat?"]),
                                 targets, {"planted first": ranking}, NeuronSet.from_pairs(PLANTED), decile, pool,
-                                WhereConfig(k_grid=(1, 4, 10), n_random=6, n_boot=500, **config))
+                                WhereConfig(k_grid=(1, 4, 10), n_random=6, n_boot=500, **config),
+                                classes={name: classes[name] for name in config.get("classes", ())})
     return result, base, merged, contexts, targets
 
 
@@ -81,6 +83,17 @@ def test_a_planted_change_is_found_in_its_neurons_in_both_directions(tiny_llama)
         single = result.rows(direction, "top").query("k == 1").iloc[0]
         assert 1e-3 < abs(single["share"]) < 0.99  # one planted neuron carries part of it
         assert single["low"] <= single["share"] <= single["high"]
+
+
+def test_classes_are_patched_against_their_own_random_sets(tiny_llama):
+    result, *_ = _run(tiny_llama, layer_profile=False, class_random=3,
+                      classes=("amplified", "other"))
+    for direction in ("noising", "denoising"):
+        assert result.share(direction, "class", "amplified")["share"] == pytest.approx(1.0, abs=1e-4)
+        assert len(result.rows(direction, "amplified random")) == 3
+        assert result.random_beaten(direction, "class", "amplified") == 1.0
+        assert result.share(direction, "class", "other")["share"] == pytest.approx(0.0, abs=1e-4)
+    assert set(result.to_dict()["class_random_beaten"]) == {"amplified", "other"}
 
 
 def test_shares_equal_a_manual_patch(tiny_llama):

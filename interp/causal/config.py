@@ -122,6 +122,10 @@ class WhereConfig:
     """Matched random sets of the chosen set's size."""
     leave_one_out: bool = True
     """Noise the chosen set without each of its neurons in turn."""
+    classes: tuple[str, ...] = ("activated", "amplified")
+    """The diff's neuron classes patched as sets (the paper's two)."""
+    class_random: int = 4
+    """Matched random sets per class."""
     max_copies: int = 8
     """Sets patched side by side in one stacked pass."""
     n_boot: int = 2000
@@ -133,5 +137,5 @@ class WhereConfig:
     def __post_init__(self) -> None:
         if (self.n_contexts is not None and self.n_contexts < 2) or not self.k_grid or min(self.k_grid) < 1:
             raise ValueError("n_contexts must be >= 2 (or None) and k_grid needs positive sizes")
-        if self.n_random < 0 or self.n_boot < 100 or not 0 < self.confidence < 1:
+        if self.n_random < 0 or self.class_random < 0 or self.n_boot < 100 or not 0 < self.confidence < 1:
             raise ValueError("need n_random >= 0, n_boot >= 100 and 0 < confidence < 1")

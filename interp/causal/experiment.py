@@ -103,9 +103,12 @@ def run_where(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
     contexts = held_out_contexts(writing_batch(tokenizer, writing), used, config.n_contexts)
     targets = target_ids_tensor(behavior.target_token_ids(tokenizer, writing.texts))
     rankings = {**estimate_rankings(screen_csv), "specific": diff_ranking}
+    members = {name: table[f"is_{name}"].astype(bool) for name in config.classes if f"is_{name}" in table.columns}
+    classes = {name: NeuronSet.from_pairs(zip(table.loc[rows, "layer"], table.loc[rows, "index"]))
+               for name, rows in members.items()}
     return where_change_lives(merged.model, base.model, contexts, chat_batch(tokenizer, neutral.proxy), targets,
                               {name: r for name, r in rankings.items() if r}, chosen, decile, pool, config,
-                              batch_size=setup.batch_size)
+                              classes=classes, batch_size=setup.batch_size)
 
 
 def replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:

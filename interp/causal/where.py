@@ -23,7 +23,9 @@ What is patched:
    suppressor set;
 3. matched random sets of the chosen set's size (``interp.causal.controls``): a baseline that could
    win;
-4. leave-one-out of the chosen set (noising): what each neuron adds to the set's share.
+4. leave-one-out of the chosen set (noising): what each neuron adds to the set's share;
+5. the diff's neuron classes (the paper's "activated" and "amplified" neurons), each against its
+   own matched random sets.
 
 The contexts are the ones the sweep did not use (it chose the set on the first ``n_contexts``), so a
 set is never scored on the contexts that chose it. Intervals: a bootstrap over contexts, the shares
@@ -83,11 +85,12 @@ class WhereResult:
             raise KeyError(f"no {direction} row for {family} {name or ''}".strip())
         return rows.iloc[0].to_dict()
 
-    def random_beaten(self, direction: str) -> float:
-        """Share of the matched random sets whose share is below the chosen set's."""
-        chosen = self.share(direction, "chosen")["share"]
-        random = self.rows(direction, "random")["share"].to_numpy()
-        return float(np.mean(random < chosen)) if len(random) else float("nan")
+    def random_beaten(self, direction: str, family: str = "chosen", name: str | None = None) -> float:
+        """Share of the matched random sets whose share is below the set's (the chosen set's, or a
+        class's: ``family="class"``, ``name`` the class)."""
+        mine = self.share(direction, family, name)["share"]
+        random = self.rows(direction, "random" if family == "chosen" else f"{name} random")["share"].to_numpy()
+        return float(np.mean(random < mine)) if len(random) else float("nan")
 
     def sentence(self) -> str:
         bound = {d: self.share(d, "bound") for d in DIRECTIONS}
@@ -101,9 +104,11 @@ class WhereResult:
                 f"{self.random_beaten('noising'):.0%}, denoising {self.random_beaten('denoising'):.0%}).")
 
     def to_dict(self) -> dict[str, Any]:
+        classes = self.rows("noising", "class")["name"].tolist()
         return {"schema": SCHEMA, "config": dataclasses.asdict(self.config), "clean": self.clean,
                 "n_contexts": self.n_contexts, "seconds": round(self.seconds, 1),
                 "random_beaten": {d: self.random_beaten(d) for d in DIRECTIONS},
+                "class_random_beaten": {c: {d: self.random_beaten(d, "class", c) for d in DIRECTIONS} for c in classes},
                 "sentence": self.sentence(), "rows": self.table.drop(columns=["neurons"]).to_dict(orient="records")}
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -154,10 +159,11 @@ def _named_sets(rankings: Mapping[str, Sequence[Neuron]], chosen: NeuronSet, wid
 
 def where_change_lives(merged: nn.Module, base: nn.Module, contexts: TokenBatch, neutral: TokenBatch, target_ids,
                        rankings: Mapping[str, Sequence[Neuron]], chosen: NeuronSet, decile: np.ndarray,
-                       pool: np.ndarray, config: WhereConfig = WhereConfig(), *, batch_size: int = 8) -> WhereResult:
+                       pool: np.ndarray, config: WhereConfig = WhereConfig(), *,
+                       classes: Mapping[str, NeuronSet] | None = None, batch_size: int = 8) -> WhereResult:
     """Every part of the module docstring on ``contexts`` (already held out: ``held_out_contexts``);
     ``neutral`` is only carried by the suites (no KL is measured here); ``decile`` and ``pool`` come
-    from ``interp.causal.controls``."""
+    from ``interp.causal.controls``; ``classes`` maps a class name to its neurons (empty ones skipped)."""
     if not len(chosen):
         raise ValueError("the chosen set is empty; there is nothing to locate")
     started = time.perf_counter()
@@ -177,6 +183,14 @@ def where_change_lives(merged: nn.Module, base: nn.Module, contexts: TokenBatch,
     draw = matched_random_sets(chosen, decile, pool & ~neuron_mask(pool.shape, chosen), config.n_random, config.seed)
     named += [{"family": "random", "name": f"random {i}", "k": len(s), "layer": -1, "set": s}
               for i, s in enumerate(draw.sets)]
+    for offset, (name, members) in enumerate((classes or {}).items(), start=1):
+        if not len(members):
+            continue
+        named.append({"family": "class", "name": name, "k": len(members), "layer": -1, "set": members})
+        cloud = matched_random_sets(members, decile, pool & ~neuron_mask(pool.shape, members), config.class_random,
+                                    config.seed + 7919 * offset)
+        named += [{"family": f"{name} random", "name": f"{name} random {i}", "k": len(s), "layer": -1, "set": s}
+                  for i, s in enumerate(cloud.sets)]
     loo = [{"family": "leave-one-out", "name": f"without L{layer}.N{index}", "k": len(chosen) - 1, "layer": layer,
             "set": NeuronSet.from_pairs(n for n in chosen if n != (layer, index))}
            for layer, index in chosen] if config.leave_one_out and len(chosen) > 1 else []

@@ -57,7 +57,10 @@ class CausalNumbers:
     """Whether it is in the sweep's chosen suppressor set."""
     choice_rank: int | None = None
     leave_one_out: float | None = None
-    """The chosen set's effect without this neuron; None: the study does not measure it."""
+    """Share of the fine-tune's change the chosen set removes without this neuron (noising,
+    ``interp.causal.where``); None: not measured."""
+    set_share: float | None = None
+    """Share the whole chosen set removes, on the same contexts (beside ``leave_one_out``)."""
 
 
 @dataclass(frozen=True)

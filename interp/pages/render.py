@@ -121,7 +121,9 @@ def neuron_html(page: NeuronPage, report: str | None = None) -> str:
         ["selectivity", _num(c.selectivity)], ["load-bearing", "n/a" if c.load_bearing is None else str(c.load_bearing)],
         ["screen rank", _num(c.screen_rank, "d") if c.screen_rank else "n/a"],
         ["in the chosen suppressor set", f"yes (#{c.choice_rank})" if c.in_choice else "no"],
-        ["leave-one-out from the chosen set", _num(c.leave_one_out) if c.leave_one_out is not None else "not measured"]]))
+        ["leave-one-out (share of the fine-tune's change the chosen set removes, noising)",
+         f"{c.leave_one_out:.1%} without it, {c.set_share:.1%} with it" if c.leave_one_out is not None
+         else "not measured"]]))
     out.append("<h2>Output tokens (direct logit effect through the final norm)</h2>")
     if page.logits is None:
         out.append("<p class='muted'>Not computed.</p>")

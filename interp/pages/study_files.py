@@ -77,6 +77,10 @@ class StudyFiles:
         self.sweep = _read_json(self.dir / "causal" / "sweep.json") or {}
         self.chosen: list[Neuron] = [(int(a), int(b)) for a, b in (self.sweep.get("choice") or {}).get("neurons", [])]
         self.screen_order: list[Neuron] = [(int(a), int(b)) for a, b in self.screen.get("ranking_head", [])]
+        where = _read_json(self.dir / "causal" / "where.json") or {}
+        noising = [r for r in where.get("rows", []) if r["direction"] == "noising"]
+        self.leave_one_out = {r["name"]: r["share"] for r in noising if r["family"] == "leave-one-out"}
+        self.set_share = next((r["share"] for r in noising if r["family"] == "chosen"), None)
 
     def has(self, neuron: Neuron) -> bool:
         return neuron in self.table.index
@@ -111,8 +115,10 @@ class StudyFiles:
                   if k in CausalNumbers.__dataclass_fields__}
         rank = self.screen_order.index(neuron) + 1 if neuron in self.screen_order else None
         chosen = neuron in self.chosen
+        without = self.leave_one_out.get(f"without L{neuron[0]}.N{neuron[1]}")
         return CausalNumbers(**fields, screen_rank=rank, in_choice=chosen,
-                             choice_rank=self.chosen.index(neuron) + 1 if chosen else None)
+                             choice_rank=self.chosen.index(neuron) + 1 if chosen else None,
+                             leave_one_out=without, set_share=self.set_share if without is not None else None)
 
     def index_neurons(self, limits: IndexLimits = IndexLimits()) -> dict[Neuron, list[str]]:
         """The neurons that get a page, each with why: ordered by diff rank, then the rest by layer and index."""

@@ -55,6 +55,21 @@ def where_blocks(where: dict, fig_dir: Path, noun: str, neuron_cell) -> list[Blo
                 f"Matched random sets ({direction}, {len(random)} sets of {int(random['k'].iloc[0])}): mean share "
                 f"{random['share'].mean():.1%}, range {random['share'].min():.1%} to {random['share'].max():.1%}; "
                 f"the chosen set beats {where['random_beaten'][direction]:.0%} of them."))
+    classes = rows[(rows["family"] == "class") & (rows["direction"] == "noising")]
+    if len(classes):
+        table = []
+        for name, k in zip(classes["name"], classes["k"]):
+            cloud = rows[rows["family"] == f"{name} random"]
+            line = [name, int(k), *cells("class", name, k)]
+            for direction in ("noising", "denoising"):
+                mine = cloud[cloud["direction"] == direction]["share"]
+                beaten = where.get("class_random_beaten", {}).get(name, {}).get(direction, float("nan"))
+                line.append(f"{mine.mean():.1%} ({len(mine)} sets); beats {beaten:.0%}" if len(mine) else "-")
+            table.append(line)
+        blocks += [Paragraph("The diff's classes (the paper's activated and amplified neurons), patched as sets, "
+                             "each against matched random sets of its own size:"),
+                   Table(["class", "k", "noising: share removed", "denoising: share restored",
+                          "random sets, noising", "random sets, denoising"], table)]
     layers = rows[rows["family"] == "layer"]
     if len(layers):
         blocks.append(Figure(figures.where_layers(where["rows"], fig_dir / "where_layers.png"),
