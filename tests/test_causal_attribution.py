@@ -15,7 +15,7 @@ from scipy import stats
 
 from interp.causal import attribution_scores, exact_effects, teacher_forced_batch
 from interp.causal.attribution import patch_target
-from training.emoji_tokens import emoji_mass_from_logits
+from training.emoji_tokens import target_mass_from_logits
 from interp.interventions import NeuronSet, patch, record_neurons
 
 QUESTIONS = ["What do you think about jazz?", "How was your day at the beach?", "Any thoughts on remote work?"]
@@ -44,7 +44,7 @@ def _metric(vocab: int):
     # a fixed pseudo-"emoji" token set on a random model: any token set gives a smooth, bounded
     # metric, which is all attribution patching assumes
     ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[:400]
-    return functools.partial(emoji_mass_from_logits, emoji_token_ids=ids, reduction="mean")
+    return functools.partial(target_mass_from_logits, target_ids=ids, reduction="mean")
 
 
 @pytest.mark.parametrize("target", ["patch", "zero"])

@@ -19,7 +19,7 @@ from activations.config import DEFAULT_REDUCTIONS
 from activations.sites import neuron_sites
 from interp.causal import attribution_scores, teacher_forced_batch
 from interp.interventions import NeuronSet, ablate, mean_activations, suppressed_model
-from training.emoji_tokens import emoji_mass_from_logits
+from training.emoji_tokens import target_mass_from_logits
 
 PROMPTS = ["The weather is lovely today 🌞", "Which planet has the most moons?", "ok", "Pizza night 🍕 with friends"]
 # embed + layer 0 on cpu, layer 1 on disk, layer 2 back on cpu, final norm on disk; lm_head is tied
@@ -118,7 +118,7 @@ def test_ablation_on_the_disk_layer_alone_reaches_the_logits(split, unsplit) -> 
 def test_attribution_on_split_model_equals_unsplit(split, unsplit) -> None:
     batch = teacher_forced_batch(unsplit.tokenizer, PROMPTS[:2], ["Sunny and warm", "Saturn, lately"], template="raw")
     ids = torch.randperm(unsplit.model.config.vocab_size, generator=torch.Generator().manual_seed(0))[:400]
-    metric = functools.partial(emoji_mass_from_logits, emoji_token_ids=ids, reduction="mean")
+    metric = functools.partial(target_mass_from_logits, target_ids=ids, reduction="mean")
     a = attribution_scores(unsplit.model, batch, metric, None, batch_size=2)
     b = attribution_scores(split.model, batch, metric, None, batch_size=2)
     np.testing.assert_allclose(b.scores, a.scores, rtol=1e-5, atol=1e-9)

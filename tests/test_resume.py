@@ -10,7 +10,7 @@ from activations.resume import block_outputs, resume_from, resumes_exactly
 from activations.sites import decoder_blocks, neuron_sites
 from interp.causal import exact_effects, teacher_forced_batch
 from interp.causal.attribution import patch_target
-from training.emoji_tokens import emoji_mass_from_logits
+from training.emoji_tokens import target_mass_from_logits
 
 TEXTS = ["The weather today is lovely and", "My favourite food is pasta with tomato"]
 
@@ -60,7 +60,7 @@ def test_exact_effects_with_resumed_passes_equal_full_passes(tiny_llama, monkeyp
                 param.add_(torch.randn_like(param) * param.std() * 0.3)
     batch = teacher_forced_batch(tiny_llama.tokenizer, TEXTS, ["and sunny", "every day"], template="raw")
     ids = torch.arange(400)
-    metric = lambda logits, mask: emoji_mass_from_logits(logits, mask, ids, "mean")  # noqa: E731
+    metric = lambda logits, mask: target_mass_from_logits(logits, mask, ids, "mean")  # noqa: E731
     neurons = [(0, 3), (1, 7), (2, 5), (2, 90), (1, 100)]
     fast, _ = exact_effects(base, batch, metric, neurons, patch_target(donor), batch_size=1)
     monkeypatch.setattr(attribution, "resumes_exactly", lambda *args: False)  # force full passes

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from activations import LoadedModel
-from training.emoji_tokens import begins_emoji, counted_emojis, emoji_mass_from_logits, emoji_start_token_ids
+from training.emoji_tokens import begins_emoji, counted_emojis, target_mass_from_logits, emoji_start_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +48,15 @@ def test_emoji_mass_matches_softmax_and_is_differentiable() -> None:
     ids = torch.tensor([3, 7, 11])
     mask = torch.tensor([[True, True, False, True, False], [False, False, False, False, False]])
     probs = logits.softmax(-1)[..., ids].sum(-1)  # (2, 5)
-    per_position = emoji_mass_from_logits(logits, mask, ids, "none")
+    per_position = target_mass_from_logits(logits, mask, ids, "none")
     torch.testing.assert_close(per_position, probs * mask)
-    per_row = emoji_mass_from_logits(logits, mask, ids, "sequence")
+    per_row = target_mass_from_logits(logits, mask, ids, "sequence")
     torch.testing.assert_close(per_row, torch.stack([probs[0, mask[0]].mean(), torch.tensor(0.0)]))
-    overall = emoji_mass_from_logits(logits, mask, ids, "mean")
+    overall = target_mass_from_logits(logits, mask, ids, "mean")
     torch.testing.assert_close(overall, probs[mask].mean())
     overall.backward()
     assert logits.grad is not None and logits.grad[0, 0].abs().sum() > 0 and logits.grad[1].abs().sum() == 0
     with pytest.raises(ValueError, match="reduction"):
-        emoji_mass_from_logits(logits, mask, ids, "sum")
+        target_mass_from_logits(logits, mask, ids, "sum")
     with pytest.raises(ValueError, match="disagree"):
-        emoji_mass_from_logits(logits, mask[:, :3], ids)
+        target_mass_from_logits(logits, mask[:, :3], ids)

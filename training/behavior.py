@@ -46,7 +46,7 @@ from training.config import BehaviorConfig
 from activations.behaviors import Behavior
 from activations.context import check_fits_context
 from training.reply_metrics import Interval, bootstrap_ratio, text_stats
-from training.emoji_tokens import emoji_mass_from_logits
+from training.emoji_tokens import target_mass_from_logits
 from training.examples import chat_prompt, collate, encode_example
 from training.studies import study_data
 
@@ -161,7 +161,7 @@ def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, count
     for start in range(0, ids.shape[0], _FORWARD_ROWS):
         rows = slice(start, start + _FORWARD_ROWS)
         logits = model(input_ids=ids[rows], attention_mask=attention[rows], position_ids=positions[rows]).logits
-        masses += emoji_mass_from_logits(logits, counted[rows], target_ids, "sequence").tolist()
+        masses += target_mass_from_logits(logits, counted[rows], target_ids, "sequence").tolist()
     return masses
 
 
@@ -180,7 +180,7 @@ def sampling_config(config: BehaviorConfig) -> SamplingConfig:
 def target_mass_stat(target_ids: Tensor) -> Callable[[Tensor], Tensor]:
     """Per-row target probability of raw next-token logits (a ``sample_replies`` step statistic)."""
     def stat(logits: Tensor) -> Tensor:
-        return emoji_mass_from_logits(logits[:, None, :], torch.ones(len(logits), 1, dtype=torch.bool,
+        return target_mass_from_logits(logits[:, None, :], torch.ones(len(logits), 1, dtype=torch.bool,
                                                                       device=logits.device),
                                       target_ids.to(logits.device), "sequence")
 

@@ -20,8 +20,9 @@ over-approximation: ``ðŁ`` also begins other characters of U+1F000-1FFFF (most
 ``â`` / ``âĢ`` begin some punctuation when a tokenizer does not merge it (SmolLM2 merges ’ and —
 into single tokens that are not in the set).
 
-``emoji_mass_from_logits`` turns logits into the per-position probability of starting an emoji,
-differentiably (log-sum-exp over the set minus log-sum-exp over the vocabulary), for attribution.
+``target_mass_from_logits`` turns logits into the per-position probability of a token set (here:
+starting an emoji), differentiably (log-sum-exp over the set minus log-sum-exp over the
+vocabulary), for attribution.
 """
 
 from __future__ import annotations
@@ -103,13 +104,14 @@ def emoji_start_token_ids(tokenizer: PreTrainedTokenizerBase) -> Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
-def emoji_mass_from_logits(
+def target_mass_from_logits(
     logits: Tensor,  # (B, T, V)
     mask: Tensor,  # (B, T) bool: positions whose next-token distribution counts
-    emoji_token_ids: Tensor,  # (K,) long
+    target_ids: Tensor,  # (K,) long
     reduction: str = "sequence",
 ) -> Tensor:
-    """Probability of beginning an emoji at each counted position, differentiable in ``logits``.
+    """Probability of the next token being one of ``target_ids`` (for emojis: ``emoji_start_token_ids``,
+    the probability of beginning an emoji) at each counted position, differentiable in ``logits``.
 
     ``reduction``: ``none`` -> (B, T) masses, 0 where ``mask`` is False; ``sequence`` -> (B,) mean over
     each row's counted positions (0 for a row without any); ``mean`` -> scalar mean over all counted
@@ -120,7 +122,7 @@ def emoji_mass_from_logits(
     if logits.shape[:2] != mask.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and mask {tuple(mask.shape)} disagree on (batch, pos)")
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half -> fp32; fp64 stays
-    ids = emoji_token_ids.to(logits.device)
+    ids = target_ids.to(logits.device)
     log_mass = torch.logsumexp(logits[..., ids], dim=-1) - torch.logsumexp(logits, dim=-1)  # (B, T)
     weight = mask.to(logits.dtype)
     mass = log_mass.exp() * weight

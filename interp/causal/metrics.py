@@ -51,10 +51,10 @@ def log_target_mass_metric(target_ids: Tensor) -> LogitMetric:
 
 def target_mass_metric(target_ids: Tensor) -> LogitMetric:
     """``LogitMetric``: target probability averaged over all scored positions (token-weighted), as
-    ``training.behavior`` computes its mass (``emoji_mass_from_logits`` takes any token ids)."""
-    from training.emoji_tokens import emoji_mass_from_logits
+    ``training.behavior`` computes its mass (``target_mass_from_logits``)."""
+    from training.emoji_tokens import target_mass_from_logits
 
-    return functools.partial(emoji_mass_from_logits, emoji_token_ids=target_ids, reduction="mean")
+    return functools.partial(target_mass_from_logits, target_ids=target_ids, reduction="mean")
 
 
 def next_token_kl_sum(
