@@ -4,6 +4,7 @@ redone (settings and outputs), and a killed run resumed to the same numbers."""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -52,6 +53,19 @@ def test_quick_study_writes_report(finished) -> None:
     assert header in (finished / "report.md").read_text()
     assert (finished / "report.md").read_text().count("](figures/") >= 5
     assert (finished / "suppressed" / "config.json").is_file()
+
+
+def test_the_suppressor_is_also_exported_by_reverting_and_judged_beside(finished) -> None:
+    verdict = json.loads((finished / "suppression" / "verdict.json").read_text())
+    other = json.loads((finished / "suppression" / "verdict-revert.json").read_text())
+    assert verdict["method"] == "mean" and other["method"] == "revert" and other["neurons"] == verdict["neurons"]
+    assert other["rate"]["merged"] == verdict["rate"]["merged"]  # the same merged replies judge both
+    assert math.isnan(other["random_beaten"]) and not other["checks"]["random_sets"]  # measured for mean only
+    assert "reverted to the base model's" in other["sentence"] and "not measured" in other["sentence"]
+    assert (finished / "suppressed-revert" / "config.json").is_file()
+    summary = json.loads((finished / "summary.json").read_text())
+    assert set(summary["suppression_by_method"]) == {"mean", "revert"}
+    assert "| revert |" in (finished / "report.md").read_text()
 
 
 def test_separability_compares_four_models_with_a_matched_random_set(finished) -> None:

@@ -119,12 +119,15 @@ class SuppressionVerdict:
     def sentence(self) -> str:
         """The verdict in one sentence, with its numbers."""
         r = self
-        head = (f"Suppressing {r.k} neurons ({r.method} ablation folded into the weights) cut the merged model's "
+        how = METHOD_WORDS.get(r.method, r.method)
+        random = ("matched random sets not measured for this method" if math.isnan(r.random_beaten)
+                  else f"beating {100 * r.random_beaten:.0f}% of matched random sets")
+        head = (f"Suppressing {r.k} neurons ({how}) cut the merged model's "
                 f"{r.behavior.noun} rate from {100 * r.rate_merged.value:.0f}% to {100 * r.rate_suppressed.value:.0f}% "
                 f"(cut {100 * r.cut.value:.0f}% [{100 * r.cut.low:.0f}, {100 * r.cut.high:.0f}], "
                 f"{r.n_questions} held-out questions x {r.samples_per_question} samples) at neutral perplexity "
                 f"{r.ppl_merged:.1f} -> {r.ppl_suppressed:.1f} ({100 * r.ppl_increase:+.1f}%) and KL "
-                f"{r.kl_neutral:.3f} nats/token, beating {100 * r.random_beaten:.0f}% of matched random sets")
+                f"{r.kl_neutral:.3f} nats/token, {random}")
         failed = [name for name, ok in self.checks().items() if not ok]
         return head + (": every criterion met." if not failed else f"; not met: {', '.join(failed)}.")
 
@@ -140,6 +143,11 @@ class SuppressionVerdict:
             "criteria": dataclasses.asdict(self.criteria), "checks": self.checks(), "passed": self.passed,
             "sentence": self.sentence(), "selection": self.selection,
         }
+
+
+METHOD_WORDS = {"mean": "mean ablation folded into the weights", "zero": "their weights zeroed",
+                "revert": "their weights reverted to the base model's"}
+"""How each export method reads in a verdict's sentence (``interp.interventions.export``)."""
 
 
 def suppression_verdict(

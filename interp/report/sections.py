@@ -191,6 +191,22 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                    Table(["criterion", "required", "measured", "met"],
                          [[name, *_criterion(name, verdict), "yes" if ok else "NO"]
                           for name, ok in verdict["checks"].items()])]
+        others = [read(path) for path in sorted((out / "suppression").glob("verdict-*.json"))]
+        if others:
+            summary["suppression_by_method"] = {o["method"]: {key: o[key] for key in ("rate", "cut", "ppl_increase",
+                                                                                       "kl_neutral", "checks")}
+                                                for o in [verdict, *others]}
+            blocks += [Paragraph("The same neurons written into the weights another way, sampled with the same "
+                                 "questions and random streams (the random-set criterion is the sweep's, measured "
+                                 f"for `{verdict['method']}` only):"),
+                       Table(["export", f"{noun} rate (sampled)", "cut", "neutral perplexity", "neutral KL",
+                              "criteria met (of rate, perplexity, KL)"],
+                             [[o["method"], _pct(o["rate"]["suppressed"]),
+                               f"{100 * o['cut']['value']:.0f}% [{100 * o['cut']['low']:.0f}, {100 * o['cut']['high']:.0f}]",
+                               f"{num(o['ppl_neutral']['suppressed'])} ({100 * o['ppl_increase']:+.1f}%)",
+                               num(o["kl_neutral"]["suppressed"], ".4f"),
+                               ", ".join(k for k in ("rate_cut", "perplexity", "kl") if o["checks"][k]) or "none"]
+                              for o in [verdict, *others]])]
     if screen and screen.get("check"):
         check = screen["check"]
         summary["screen"] = {"check": check, "load_bearing": screen["load_bearing"]}

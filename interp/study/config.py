@@ -92,6 +92,11 @@ class StudyConfig:
     (``interp.causal.where``)."""
     export_method: str = "mean"
     """How the suppressor is written into the weights: ``mean`` (folded into the bias) or ``revert``."""
+    compare_export: tuple[str, ...] = ("revert",)
+    """Further export methods whose suppressed models are sampled and judged beside the verdict's
+    (``revert``: the neurons' weights back to the base's, i.e. undo the fine-tune there; by mechanism
+    as well as by ablation). Their random-set criterion is not measured (the sweep's random sets use
+    ``export_method``'s intervention)."""
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
@@ -116,8 +121,9 @@ class StudyConfig:
             if getattr(self, name).seed != 0:
                 raise ValueError(f"{name}.seed is set by the study's seed; give seed={getattr(self, name).seed} "
                                  "to the study instead")
-        if self.export_method not in ("mean", "revert"):
-            raise ValueError(f"export_method must be mean or revert, got {self.export_method!r}")
+        for method in (self.export_method, *self.compare_export):
+            if method not in ("mean", "revert"):
+                raise ValueError(f"export methods must be mean or revert, got {method!r}")
         for name in ("behavior_questions", "writing_questions", "reading_prompts"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -60,8 +60,21 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
     write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
     replies_path = ctx.path("suppression", "replies.jsonl")
     write_jsonl_atomic(replies_path, ({"key": r.key, "sample": r.sample, "text": r.text} for r in replies))
-    return {"outputs": [relative(ctx.out, p) for p in (ctx.path("suppressed"), verdict_path, replies_path)],
-            "sentence": verdict.sentence(), "passed": verdict.passed, "checks": verdict.checks()}
+    outputs = [ctx.path("suppressed"), verdict_path, replies_path]
+    compared = {}
+    unmeasured = {key: value for key, value in sweep.items() if key != "random_beaten"}  # proxy ran other edits
+    for method in dict.fromkeys(m for m in c.compare_export if m != c.export_method):
+        other, other_replies, _ = suppress_and_judge(
+            str(ctx.path("merged")), c.model, unmeasured, merged_replies, ctx.path(f"suppressed-{method}"),
+            c.target_behavior, behavior_config(c, c.behavior_samples), causal_setup(c), method=method, overwrite=True)
+        path = ctx.path("suppression", f"verdict-{method}.json")
+        write_json_atomic(path, other.to_dict())
+        replies_other = ctx.path("suppression", f"replies-{method}.jsonl")
+        write_jsonl_atomic(replies_other, ({"key": r.key, "sample": r.sample, "text": r.text} for r in other_replies))
+        outputs += [ctx.path(f"suppressed-{method}"), path, replies_other]
+        compared[method] = other.sentence()
+    return {"outputs": [relative(ctx.out, p) for p in outputs], "sentence": verdict.sentence(),
+            "passed": verdict.passed, "checks": verdict.checks(), "compared": compared}
 
 
 def stage_separability(ctx: StageContext) -> dict[str, Any]:
