@@ -140,7 +140,7 @@ def _shares(direction: str, p_merged: np.ndarray, p_base: np.ndarray, p_patched:
     boot = share(p_merged[draws].mean(-1), p_base[draws].mean(-1), p_patched[:, draws].mean(-1))  # (sets, n_boot)
     low, high = np.quantile(boot, [(1 - confidence) / 2, 0.5 + confidence / 2], axis=-1)
     return [Interval(float(v), float(lo), float(hi), "bootstrap over contexts", p_merged.shape[0])
-                    for v, lo, hi in zip(np.atleast_1d(values), low, high)]
+            for v, lo, hi in zip(np.atleast_1d(values), low, high)]
 
 
 def _named_sets(rankings: Mapping[str, Sequence[Neuron]], chosen: NeuronSet, widths: Sequence[int],
