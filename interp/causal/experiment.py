@@ -25,7 +25,7 @@ from activations.behaviors import Behavior
 from activations.models import default_base
 from activations.sampling import SampledReply, sample_replies
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
-from interp.causal.setup import CausalSetup, causal_context, neutral_reference, read_writing_replies
+from interp.causal.setup import CausalSetup, causal_context, causal_controls, neutral_reference, read_writing_replies
 from interp.causal.suppression import SuppressionVerdict, side_effects, suppression_verdict
 from interp.causal.sweep import SweepConfig, SweepResult, sweep
 from interp.causal.where import WhereConfig, WhereResult, held_out_contexts, where_change_lives
@@ -84,31 +84,25 @@ def run_where(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
               config: WhereConfig = WhereConfig()) -> WhereResult:
     """Where the change lives (``interp.causal.where``) from the causal stage's files: the screen's
     rankings, the diff's, and ``chosen`` (the sweep's set), on the writing contexts the sweep did not use."""
-    from interp.causal.controls import control_pool, strata, write_norms
     from interp.causal.inputs import chat_batch, writing_batch
     from interp.causal.metrics import target_ids_tensor
-    from interp.causal.setup import table_sets
 
     behavior = Behavior.parse(behavior)
     writing = read_writing_replies(writing_jsonl, behavior)
     merged, base = load_model(merged_spec), load_model(base_spec or default_base(merged_spec))
     tokenizer = merged.tokenizer
     table = read_neuron_table(neurons_csv)
-    flagged, outliers, diff_ranking = table_sets(table)
-    neutral, reference = neutral_reference(merged.model, tokenizer, setup)
-    with torch.no_grad():
-        decile = strata(write_norms(merged.model, reference.mean_square))
-    pool = control_pool(decile.shape, flagged=flagged, outliers=outliers)
+    controls = causal_controls(merged.model, base.model, tokenizer, table, setup)
     used = writing_batch(tokenizer, writing, setup.n_contexts).ids
     contexts = held_out_contexts(writing_batch(tokenizer, writing), used, config.n_contexts)
     targets = target_ids_tensor(behavior.target_token_ids(tokenizer, writing.texts))
-    rankings = {**estimate_rankings(screen_csv), "specific": diff_ranking}
+    rankings = {**estimate_rankings(screen_csv), "specific": controls.diff_ranking}
     members = {name: table[f"is_{name}"].astype(bool) for name in config.classes if f"is_{name}" in table.columns}
     classes = {name: NeuronSet.from_pairs(zip(table.loc[rows, "layer"], table.loc[rows, "index"]))
                for name, rows in members.items()}
-    return where_change_lives(merged.model, base.model, contexts, chat_batch(tokenizer, neutral.proxy), targets,
-                              {name: r for name, r in rankings.items() if r}, chosen, decile, pool, config,
-                              classes=classes, batch_size=setup.batch_size)
+    return where_change_lives(merged.model, base.model, contexts, chat_batch(tokenizer, controls.neutral.proxy),
+                              targets, {name: r for name, r in rankings.items() if r}, chosen, controls.decile,
+                              controls.pool, config, classes=classes, batch_size=setup.batch_size)
 
 
 def replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:

@@ -103,10 +103,9 @@ def table_sets(table: pd.DataFrame) -> tuple[NeuronSet, NeuronSet, list[Neuron]]
 
 
 @dataclass
-class CausalContext:
-    """The prepared inputs of the screen, the sweep and the suppressor."""
+class Controls:
+    """What mean ablations and matched random sets need, prepared from the merged model and the diff."""
 
-    suite: ProxySuite
     reference: ContentReference
     decile: np.ndarray
     """Write-norm decile of every neuron within its layer (``interp.causal.controls``)."""
@@ -116,6 +115,31 @@ class CausalContext:
     outliers: NeuronSet
     diff_ranking: list[Neuron]
     neutral: NeutralSplit
+
+
+def causal_controls(merged: nn.Module, base: nn.Module | None, tokenizer: PreTrainedTokenizerBase,
+                    table: pd.DataFrame | None, setup: CausalSetup = CausalSetup(),
+                    neutral: PromptSet | None = None) -> Controls:
+    """The neutral split and its content reference, the diff's sets and ranking, and the random-set
+    strata and pool; ``base`` (when given) and ``table`` are checked against ``merged`` first. Without
+    a diff ``table`` there is no diff ranking and random sets may use every neuron."""
+    if base is not None:
+        check_same_shape(merged, base)  # before any work: a wrong base fails here, not in a patch
+    if table is not None:
+        check_table_fits(table, layer_widths(merged))
+    neutral_split, reference = neutral_reference(merged, tokenizer, setup, neutral)
+    flagged, outliers, ranking = table_sets(table) if table is not None else (NeuronSet(()), NeuronSet(()), [])
+    with torch.no_grad():
+        norms = write_norms(merged, reference.mean_square)
+    pool = control_pool(norms.shape, flagged=flagged, outliers=outliers)
+    return Controls(reference, strata(norms), pool, flagged, outliers, ranking, neutral_split)
+
+
+@dataclass
+class CausalContext(Controls):
+    """The prepared inputs of the screen, the sweep and the suppressor: the controls and the proxy suite."""
+
+    suite: ProxySuite
     setup: CausalSetup
     behavior: Behavior
 
@@ -123,21 +147,12 @@ class CausalContext:
 def causal_context(merged: nn.Module, base: nn.Module | None, tokenizer: PreTrainedTokenizerBase, writing: PromptSet,
                    table: pd.DataFrame | None, behavior: Behavior, setup: CausalSetup = CausalSetup(),
                    neutral: PromptSet | None = None) -> CausalContext:
-    """Prepare every shared input (module docstring); ``base`` is needed for patching and the screen,
-    ``writing`` comes from ``read_writing_replies`` (or ``writing_prompts``) with the same ``behavior``;
-    without a diff ``table`` there is no diff ranking and random sets may use every neuron."""
-    if base is not None:
-        check_same_shape(merged, base)  # before any work: a wrong base fails here, not in a patch
-    if table is not None:
-        check_table_fits(table, layer_widths(merged))
-    neutral_split, reference = neutral_reference(merged, tokenizer, setup, neutral)
+    """Prepare every shared input (module docstring): ``causal_controls`` and the proxy suite; ``base``
+    is needed for patching and the screen, ``writing`` comes from ``read_writing_replies`` (or
+    ``writing_prompts``) with the same ``behavior``."""
+    controls = causal_controls(merged, base, tokenizer, table, setup, neutral)
     contexts = writing_batch(tokenizer, writing, setup.n_contexts)
     targets = target_ids_tensor(behavior.target_token_ids(tokenizer, writing.texts))
-    suite = build_proxy_suite(merged, contexts, chat_batch(tokenizer, neutral_split.proxy), targets,
+    suite = build_proxy_suite(merged, contexts, chat_batch(tokenizer, controls.neutral.proxy), targets,
                               batch_size=setup.batch_size, donor=base)
-    flagged, outliers, ranking = table_sets(table) if table is not None else (NeuronSet(()), NeuronSet(()), [])
-    with torch.no_grad():
-        norms = write_norms(merged, reference.mean_square)
-    pool = control_pool(norms.shape, flagged=flagged, outliers=outliers)
-    return CausalContext(suite, reference, strata(norms), pool, flagged, outliers, ranking, neutral_split, setup,
-                         behavior)
+    return CausalContext(**vars(controls), suite=suite, setup=setup, behavior=behavior)
