@@ -53,28 +53,24 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
     c: StudyConfig = ctx.config
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
     merged_replies = read_jsonl(ctx.path("behavior", "merged.generations.jsonl"))
-    verdict, replies, check = suppress_and_judge(
-        str(ctx.path("merged")), c.model, sweep, merged_replies, ctx.path("suppressed"), c.target_behavior,
-        behavior_config(c, c.behavior_samples), causal_setup(c), method=c.export_method, overwrite=True)
-    verdict_path = ctx.path("suppression", "verdict.json")
-    write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
-    replies_path = ctx.path("suppression", "replies.jsonl")
-    write_jsonl_atomic(replies_path, ({"key": r.key, "sample": r.sample, "text": r.text} for r in replies))
-    outputs = [ctx.path("suppressed"), verdict_path, replies_path]
-    compared = {}
-    unmeasured = {key: value for key, value in sweep.items() if key != "random_beaten"}  # proxy ran other edits
-    for method in dict.fromkeys(m for m in c.compare_export if m != c.export_method):
-        other, other_replies, _ = suppress_and_judge(
-            str(ctx.path("merged")), c.model, unmeasured, merged_replies, ctx.path(f"suppressed-{method}"),
+    outputs, verdicts = [], {}
+    for method in dict.fromkeys((c.export_method, *c.compare_export)):  # the verdict's method first
+        suffix = "" if method == c.export_method else f"-{method}"
+        # the sweep's random sets were measured under the verdict's intervention only
+        selection = sweep if not suffix else {key: value for key, value in sweep.items() if key != "random_beaten"}
+        verdict, replies, check = suppress_and_judge(
+            str(ctx.path("merged")), c.model, selection, merged_replies, ctx.path(f"suppressed{suffix}"),
             c.target_behavior, behavior_config(c, c.behavior_samples), causal_setup(c), method=method, overwrite=True)
-        path = ctx.path("suppression", f"verdict-{method}.json")
-        write_json_atomic(path, other.to_dict())
-        replies_other = ctx.path("suppression", f"replies-{method}.jsonl")
-        write_jsonl_atomic(replies_other, ({"key": r.key, "sample": r.sample, "text": r.text} for r in other_replies))
-        outputs += [ctx.path(f"suppressed-{method}"), path, replies_other]
-        compared[method] = other.sentence()
+        verdict_path = ctx.path("suppression", f"verdict{suffix}.json")
+        write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
+        replies_path = ctx.path("suppression", f"replies{suffix}.jsonl")
+        write_jsonl_atomic(replies_path, ({"key": r.key, "sample": r.sample, "text": r.text} for r in replies))
+        outputs += [ctx.path(f"suppressed{suffix}"), verdict_path, replies_path]
+        verdicts[method] = verdict
+    verdict = verdicts.pop(c.export_method)
     return {"outputs": [relative(ctx.out, p) for p in outputs], "sentence": verdict.sentence(),
-            "passed": verdict.passed, "checks": verdict.checks(), "compared": compared}
+            "passed": verdict.passed, "checks": verdict.checks(),
+            "compared": {method: other.sentence() for method, other in verdicts.items()}}
 
 
 def stage_separability(ctx: StageContext) -> dict[str, Any]:
