@@ -47,7 +47,7 @@ def build_tiny_study(out: Path) -> Path:
         "shortlist": [{"layer": 2, "index": 7, "mean_estimate": 0.4, "exact_effect": 0.375, "kl_neutral": 1e-3,
                        "selectivity": 2.0, "load_bearing": False}]}))
     rows = [{"direction": "noising", "family": "chosen", "name": "chosen", "share": 0.5}]
-    rows += [{"direction": "noising", "family": "leave-one-out", "name": f"without L{layer}.N{index}",
-              "share": 0.5 - 0.125 * (i + 1)} for i, (layer, index) in enumerate(CHOSEN)]
+    rows += [{"direction": "noising", "family": "leave-one-out", "name": f"without L{layer}.N{index}", "layer": layer,
+              "index": index, "share": 0.5 - 0.125 * (i + 1)} for i, (layer, index) in enumerate(CHOSEN)]
     (out / "causal" / "where.json").write_text(json.dumps({"rows": rows}))
     return out

@@ -107,6 +107,7 @@ def test_shares_equal_a_manual_patch(tiny_llama):
         with patch(merged, kept, donor["noising"]):
             x = _mass(merged, contexts, targets).mean()
         row = result.share("noising", "leave-one-out", f"without L{neuron[0]}.N{neuron[1]}")
+        assert (row["layer"], row["index"]) == neuron
         assert row["share"] == pytest.approx((p_merged.mean() - x) / effect, abs=1e-5)
     first = NeuronSet.from_pairs(PLANTED[:1])
     with patch(base, first, donor["denoising"]):

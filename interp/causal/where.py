@@ -67,7 +67,8 @@ class WhereResult:
     config: WhereConfig
     table: pd.DataFrame
     """One row per (direction, set): direction, family (bound / layer / top / chosen / random /
-    leave-one-out), name, k, layer, mass, share and its interval."""
+    leave-one-out), name, k, layer (of a layer set, or of the neuron left out; -1 otherwise), index (of
+    the neuron left out; -1 otherwise), mass, share and its interval."""
     clean: dict[str, float]
     """merged and base target probability (means over the contexts), and their difference."""
     n_contexts: int
@@ -192,7 +193,7 @@ def where_change_lives(merged: nn.Module, base: nn.Module, contexts: TokenBatch,
         named += [{"family": f"{name} random", "name": f"{name} random {i}", "k": len(s), "layer": -1, "set": s}
                   for i, s in enumerate(cloud.sets)]
     loo = [{"family": "leave-one-out", "name": f"without L{layer}.N{index}", "k": len(chosen) - 1, "layer": layer,
-            "set": NeuronSet.from_pairs(n for n in chosen if n != (layer, index))}
+            "index": index, "set": NeuronSet.from_pairs(n for n in chosen if n != (layer, index))}
            for layer, index in chosen] if config.leave_one_out and len(chosen) > 1 else []
     draws = np.random.default_rng(config.seed).integers(0, len(p_merged), size=(config.n_boot, len(p_merged)))
     rows = []
@@ -204,7 +205,7 @@ def where_change_lives(merged: nn.Module, base: nn.Module, contexts: TokenBatch,
         intervals = _shares(direction, p_merged, p_base, patched, draws, config.confidence)
         for item, mass, interval in zip(todo, patched.mean(-1), intervals):
             rows.append({"direction": direction, "family": item["family"], "name": item["name"], "k": item["k"],
-                         "layer": item["layer"], "mass": float(mass), "share": interval.value, "low": interval.low,
+                         "layer": item["layer"], "index": item.get("index", -1), "mass": float(mass), "share": interval.value, "low": interval.low,
                          "high": interval.high, "neurons": item["set"].to_list() if item["family"] == "chosen" else []})
     seconds = time.perf_counter() - started
     result = WhereResult(config, pd.DataFrame(rows), clean, len(p_merged), seconds)

@@ -79,7 +79,7 @@ class StudyFiles:
         self.screen_order: list[Neuron] = [(int(a), int(b)) for a, b in self.screen.get("ranking_head", [])]
         where = _read_json(self.dir / "causal" / "where.json") or {}
         noising = [r for r in where.get("rows", []) if r["direction"] == "noising"]
-        self.leave_one_out = {r["name"]: r["share"] for r in noising if r["family"] == "leave-one-out"}
+        self.leave_one_out = {(r["layer"], r["index"]): r["share"] for r in noising if r["family"] == "leave-one-out"}
         self.set_share = next((r["share"] for r in noising if r["family"] == "chosen"), None)
 
     def has(self, neuron: Neuron) -> bool:
@@ -115,7 +115,7 @@ class StudyFiles:
                   if k in CausalNumbers.__dataclass_fields__}
         rank = self.screen_order.index(neuron) + 1 if neuron in self.screen_order else None
         chosen = neuron in self.chosen
-        without = self.leave_one_out.get(f"without L{neuron[0]}.N{neuron[1]}")
+        without = self.leave_one_out.get(neuron)
         return CausalNumbers(**fields, screen_rank=rank, in_choice=chosen,
                              choice_rank=self.chosen.index(neuron) + 1 if chosen else None,
                              leave_one_out=without, set_share=self.set_share if without is not None else None)

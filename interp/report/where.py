@@ -80,7 +80,7 @@ def where_blocks(where: dict, fig_dir: Path, noun: str, neuron_cell) -> list[Blo
         blocks += [Paragraph(f"Leave-one-out (noising): the chosen set removes {_share(chosen)}; without each neuron "
                              "in turn:"),
                    Table(["without", "share removed", "drop"],
-                         [[neuron_cell(*map(int, r.name.removeprefix("without L").split(".N"))), _share(r._asdict()),
+                         [[neuron_cell(int(r.layer), int(r.index)), _share(r._asdict()),
                            f"{chosen['share'] - r.share:+.1%}"]
                           for r in loo.sort_values("share").itertuples()])]
     return blocks

@@ -133,7 +133,7 @@ STAGES: tuple[Stage, ...] = (
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
           version=4),
     Stage("where", stage_where, ("causal", "merge", "behavior", "diff"), (*CAUSAL_READS, "where"), _prompt_inputs,
-          version=1),
+          version=2),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
                                    "separability", "where"), ("quick", "study", "behavior"), version=6),
 )
