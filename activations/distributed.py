@@ -11,6 +11,7 @@ causal conditions (``interp.causal.proxy.measure_sets``) call it.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Sequence
@@ -56,8 +57,16 @@ def init(backend: str | None = None) -> World:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend)
+    # Leave the group before the interpreter tears down: a process that exits with gloo's threads
+    # still running can abort ("terminate called without an active exception", seen once in CI).
+    atexit.register(_leave)
     log.info("rank %d of %d joined (%s)", dist.get_rank(), dist.get_world_size(), backend)
     return world()
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world() -> World:
