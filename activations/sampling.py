@@ -20,9 +20,10 @@ noise. Here every job (prompt key, sample number) owns a generator seeded from (
    distribution, and because the noise is indexed by token id and shared by every copy, two
    conditions whose distributions barely differ pick the same tokens (common random numbers): their
    difference is measured with far less noise than independent samples would give.
-4. A row stops at its end-of-turn token, and finished rows leave the batch (their keys and values are
+4. A row stops at its end-of-turn token, and finished jobs leave the batch (their keys and values are
    dropped from the cache once an eighth of the rows being decoded have finished): replies vary in
    length, and decoding the finished ones to the longest cost about a quarter of the forward passes.
+   A job leaves with all its copies, once each has finished, so the batch stays stacked copies.
    A job's generator still draws once per step while any of its copies decodes, so what it draws
    does not depend on when its batch shrinks. A step statistic (e.g. emoji probability mass) can be
    read from each step's raw logits, before temperature and top-p.
@@ -214,8 +215,11 @@ def _decode_batch(model: nn.Module, prompts: list[list[int]], generators: list[t
             finished |= token == eos_id
         if bool(finished.all()):
             break
-        if 8 * int(finished.sum()) >= len(active):  # an eighth of the batch has finished: drop those rows
-            keep = (~finished).nonzero().squeeze(-1)
+        # A job leaves the batch once every copy of it has finished, so the batch stays ``copies`` stacked
+        # copies of the same jobs: stacked interventions (one edit per copy) rely on that layout.
+        done = finished.view(copies, -1).all(0)
+        if 8 * int(done.sum()) * copies >= len(active):  # an eighth of the batch has finished: drop those rows
+            keep = (~done).repeat(copies).nonzero().squeeze(-1)
             for layer in cache.layers:
                 layer.keep_rows(keep)
             active, token, mask, step_positions = active[keep], token[keep], mask[keep], step_positions[keep]
