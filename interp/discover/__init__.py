@@ -8,6 +8,6 @@ __all__ = lazy_exports(__name__, {
     "interp.discover.config": ("DiscoverConfig",),
     "interp.discover.pipeline": ("discover",),
     "interp.discover.result": ("Discovery",),
-    "interp.discover.steering": ("steered", "steer_samples"),
+    "interp.discover.steering": ("steer_samples",),
     "interp.discover.lens": ("ReadOut", "read_out"),
 })

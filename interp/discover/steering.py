@@ -1,8 +1,8 @@
-"""Steering: add a residual direction to a model's stream after one layer, and sample what it then writes.
+"""Steering the base with the discovered difference, and what it then writes.
 
-``steered(model, layer, vector)`` is a context manager: a forward hook on decoder block ``layer`` adds
-``vector`` to the block's output hidden states at every position (prompt and generated tokens alike)
-and is removed on exit, even when the body raises. ``steer_samples`` answers neutral questions under a
+``steer_samples`` adds multiples of a residual direction after one decoder block
+(``interp.interventions.steering.steered``: every position, prompt and generated tokens alike) and
+answers neutral questions under a
 sweep of multiples of the vector with ``activations.sampling.sample_replies``: every alpha draws the same
 random numbers per (question, sample), so replies differ only where the steering changed the model's
 choices (alpha 0 is the unsteered model).
@@ -10,38 +10,17 @@ choices (alpha 0 is the unsteered model).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from jaxtyping import Float
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
 from activations.prompt_sets import apply_template
 from activations.sampling import SamplingConfig, sample_replies
-from activations.sites import decoder_blocks
 from interp.causal.uncertainty import wilson
-
-
-@contextmanager
-def steered(model: nn.Module, layer: int, vector: Float[Tensor, " d_model"]) -> Iterator[None]:
-    """Add ``vector`` to the output of decoder block ``layer`` inside the block (module docstring)."""
-    blocks = decoder_blocks(model)
-    if not 0 <= layer < len(blocks):
-        raise ValueError(f"steering layer {layer} out of range: the model has {len(blocks)} layers")
-
-    def hook(module, args, output):
-        if isinstance(output, tuple):
-            return (output[0] + vector.to(output[0]), *output[1:])
-        return output + vector.to(output)
-
-    handle = blocks[layer].register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        handle.remove()
+from interp.interventions.steering import steered
 
 
 @dataclass(frozen=True)
@@ -74,7 +53,7 @@ def steer_samples(model: nn.Module, tokenizer: PreTrainedTokenizerBase, layer: i
     keys = [f"q{i}" for i in range(len(questions))]
     out = []
     for alpha in alphas:
-        with torch.no_grad(), steered(model, layer, alpha * vector):
+        with torch.no_grad(), steered(model, [{layer: alpha * vector}]):
             replies = [r.text for r in sample_replies(model, tokenizer, prompts, keys, config, samples=samples,
                                                       desc=f"steer x{alpha:g}")[0]]
         shown = sum(bool(shows(text)) for text in replies)

@@ -1,5 +1,5 @@
 """Interventions on MLP neurons: which neurons (``NeuronSet``), what to do to them (``ablate``,
-``patch``, ``scale``), the values to use (``references``) and a weight-level export (``export``)."""
+``patch``, ``scale``), additions while the model runs (``steering``), the values to use (``references``) and a weight-level export (``export``)."""
 
 from activations.lazy import lazy_exports
 
@@ -14,4 +14,5 @@ __all__ = lazy_exports(__name__, {
     "interp.interventions.references": ("ContentReference", "content_reference", "mean_activations",
                                         "mean_reference_from_cache", "record_neurons", "token_pool"),
     "interp.interventions.stacked": ("STACKED_MODES", "ablate_stacked", "intervene_stacked"),
+    "interp.interventions.steering": ("output_vectors", "shifted", "steered"),
 })
