@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from model_helpers import tuned_copy
+from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from activations.behaviors import Behavior
@@ -184,6 +185,37 @@ def test_screen_estimates_track_exact_effects_and_rank_by_selectivity(planted):
     selectivity = dict(zip(zip(shortlist["layer"], shortlist["index"]), shortlist["selectivity"]))
     values = [selectivity[n] for n in verified if n in selectivity]
     assert values == sorted(values, reverse=True)
+
+
+def test_screen_checks_each_estimator_on_its_own_top_against_exact_interventions(planted):
+    base, merged, tokenizer = planted
+    suite, neutral = _suite(merged, base, tokenizer)
+    means = content_reference(merged, tokenizer, neutral[5:9]).means
+    config = ScreenConfig(n_shortlist=6, n_guard=2, n_random=12, kl_floor=1e-6, n_top_check=6, recall_k=(2, 4))
+    result = screen(merged, suite, means, config, exclude=[(2, 0)])
+    checks = {check.name: check for check in result.estimators}
+    assert set(checks) == {"change", "ablation"}
+    check_suite = suite.head(config.check_contexts)
+    patch_estimate, mean_estimate = attribution(merged, check_suite, means)[:2]
+    sample = list(zip(result.random["layer"], result.random["index"]))
+    for name, estimate, mode in (("change", patch_estimate, "patch"), ("ablation", mean_estimate, "mean")):
+        flat = [(estimate[result.layers.index(layer), index], (layer, index))
+                for layer in result.layers for index in range(estimate.shape[1]) if (layer, index) != (2, 0)]
+        top = [n for _, n in sorted(flat)[:6]]  # most negative first; the excluded outlier never enters
+        exact = {n: r.log_mass_change for n, r in zip(top + sample, measure_sets(
+            merged, check_suite, [NeuronSet.from_pairs([n]) for n in top + sample], mode, means, neutral=False))}
+        value = {n: estimate[result.layers.index(n[0]), n[1]] for n in top + sample}
+        check = checks[name]
+        assert check.n_top == 6 and check.n_sample == 12 and check.n_contexts == check_suite.n_contexts
+        assert check.spearman_top == pytest.approx(stats.spearmanr([value[n] for n in top], [exact[n] for n in top]).statistic)
+        assert check.spearman_sample == pytest.approx(
+            stats.spearmanr([value[n] for n in sample], [exact[n] for n in sample]).statistic, abs=1e-6)
+        for k in (2, 4):
+            best = sorted(set(top + sample), key=exact.get)[:k]
+            assert check.recall[k] == pytest.approx(len(set(best) & set(top[:k])) / k)
+    # the planted fine-tune's change is in the MLP weights, so the first-order change estimate ranks the
+    # sample's exact effects well
+    assert checks["change"].spearman_sample > 0.8
 
 
 def test_sweep_chooses_the_smallest_passing_set_and_counts_random_sets(planted):

@@ -51,6 +51,11 @@ class ScreenConfig:
     """Added to a neuron's KL in the selectivity ratio (nats per token), so near-zero KLs do not explode it."""
     load_bearing_kl: float = 0.01
     """A neuron whose mean ablation alone costs more neutral KL than this is load-bearing."""
+    n_top_check: int = 24
+    """Top neurons of each estimator (``change``, ``ablation``) verified exactly on the check contexts,
+    for its recall@k and Spearman where it chooses (``interp.causal.estimators``); 0: skip."""
+    recall_k: tuple[int, ...] = (5, 10, 20)
+    """k values of that recall."""
     max_copies: int = 8
     """Neurons verified side by side in one stacked pass."""
     seed: int = 0
@@ -59,6 +64,8 @@ class ScreenConfig:
     def __post_init__(self) -> None:
         if self.n_shortlist < 1 or self.n_random < 0 or self.n_guard < 0 or self.check_contexts < 1:
             raise ValueError("n_shortlist and check_contexts must be >= 1, n_random and n_guard >= 0")
+        if self.n_top_check < 0 or not self.recall_k or min(self.recall_k) < 1:
+            raise ValueError("n_top_check must be >= 0 and recall_k needs positive sizes")
         if self.kl_floor <= 0 or self.load_bearing_kl <= 0:
             raise ValueError("kl_floor and load_bearing_kl must be > 0")
 
@@ -139,3 +146,25 @@ class WhereConfig:
             raise ValueError("n_contexts must be >= 2 (or None) and k_grid needs positive sizes")
         if self.n_random < 0 or self.class_random < 0 or self.n_boot < 100 or not 0 < self.confidence < 1:
             raise ValueError("need n_random >= 0, n_boot >= 100 and 0 < confidence < 1")
+
+
+@dataclass(frozen=True)
+class SteerConfig:
+    """How ``interp.causal.steer`` steers the base while it samples."""
+
+    alphas: tuple[float, ...] = (1.0, 4.0, 16.0)
+    """Multiples of the mean change (dose response); the unsteered base is always sampled too."""
+    n_random: int = 2
+    """Matched random sets steered the same way at every alpha."""
+    n_questions: int | None = 24
+    """Held-out questions the steered base answers (None: all of them)."""
+    samples: int = 1
+    """Replies per question and condition."""
+    seed: int = 0
+    """Seeds the random sets (the replies use the behaviour stage's sampler seed)."""
+
+    def __post_init__(self) -> None:
+        if not self.alphas or min(self.alphas) <= 0:
+            raise ValueError(f"alphas must be positive multiples of the mean change, got {self.alphas}")
+        if self.n_random < 0 or self.samples < 1 or (self.n_questions is not None and self.n_questions < 1):
+            raise ValueError("need n_random >= 0, samples >= 1 and n_questions >= 1 (or None)")

@@ -24,6 +24,9 @@ base model assigns.
    recomputed on the same ones): the Spearman correlation of estimate and exact effect there, and
    whether any sampled neuron's exact effect exceeds the 100th-largest estimate, say whether the
    screen misses neurons (false negatives), not only whether its top is right.
+5. On the same contexts, each estimator's own top is intervened on exactly too, and the sample with
+   the ablation as well: Spearman, recall@k and the neurons it may miss, per estimator
+   (``interp.causal.estimators``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from torch import Tensor, nn
 
 from interp.causal.attribution import attribute
 from interp.causal.config import ScreenConfig
+from interp.causal.estimators import ESTIMATORS, EstimatorCheck, check_estimator, top_of
 from interp.causal.metrics import log_target_mass_metric
 from interp.causal.proxy import ProxySuite, measure_sets
 from interp.causal.results import write_json, write_text
@@ -96,6 +100,8 @@ class ScreenResult:
     seconds_attribution: float
     excluded: tuple[Neuron, ...] = field(default=())
     """Neurons kept out of the ranking (outliers from the diff)."""
+    estimators: tuple[EstimatorCheck, ...] = ()
+    """Each estimator against exact values on its own top and the sample (step 5)."""
 
     def ranking(self) -> list[Neuron]:
         """Candidates for suppression, best first: the verified shortlist by selectivity (load-bearing
@@ -126,6 +132,7 @@ class ScreenResult:
             "metric_clean": self.metric_clean,
             "seconds_attribution": self.seconds_attribution,
             "check": dataclasses.asdict(self.check) if self.check else None,
+            "estimators": {check.name: check.to_dict() for check in self.estimators},
             "shortlist": self.shortlist.to_dict(orient="records"),
             "random": self.random.to_dict(orient="records"),
             "top_patch_estimates": top_patch.to_dict(orient="records"),
@@ -183,7 +190,8 @@ def screen(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor], config
     rng = np.random.default_rng(config.seed)
     sample = [(layers[int(f // width)], int(f % width)) for f in rng.choice(n_layers * width, config.n_random, replace=False)]
     check_suite = suite.head(config.check_contexts)
-    check_patch = attribution(model, check_suite, means)[0] if check_suite.n_contexts < suite.n_contexts else patch
+    check_patch, check_mean = (attribution(model, check_suite, means)[:2] if check_suite.n_contexts < suite.n_contexts
+                               else (patch, mean))
     started = time.perf_counter()
     random_exact = measure_sets(model, check_suite, [NeuronSet.from_pairs([n]) for n in sample], "patch",
                                 neutral=False, max_copies=config.max_copies, desc="screen: random sample")
@@ -210,5 +218,37 @@ def screen(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor], config
                             exceeding, sum(m["estimate_rank"] > 100 for m in exceeding))
         log.info("screen check on %d random neurons: Spearman %.3f, %d above the 100th estimate", len(sample), rho,
                  check.n_above_threshold)
+    estimators = check_estimators(model, check_suite, means, {"change": check_patch, "ablation": check_mean}, layers,
+                                  sample, {"change": random_rows["exact_effect"].to_numpy()}, excluded, config)
     return ScreenResult(config, layers, patch, mean, guard, clean, pd.DataFrame(rows), random_rows, check, seconds,
-                        tuple(sorted(excluded)))
+                        tuple(sorted(excluded)), estimators)
+
+
+def check_estimators(model: nn.Module, suite: ProxySuite, means: dict[int, Tensor], estimates: dict[str, np.ndarray],
+                     layers: tuple[int, ...], sample: list[Neuron], sample_exact: dict[str, np.ndarray],
+                     excluded: set[Neuron], config: ScreenConfig) -> tuple[EstimatorCheck, ...]:
+    """Step 5: ``estimates`` computed on ``suite``'s contexts; ``sample_exact`` holds the sample's exact
+    effects already measured (by estimator name); the rest is measured here."""
+    if config.n_top_check < 2 or len(sample) < 2:
+        return ()
+    checks = []
+    for name, estimate in estimates.items():
+        mode = ESTIMATORS[name]
+        top = top_of(estimate, layers, config.n_top_check, excluded)
+        exact_top = measure_sets(model, suite, [NeuronSet.from_pairs([n]) for n in top], mode, means, neutral=False,
+                                 max_copies=config.max_copies, desc=f"screen: {name} top")
+        if name in sample_exact:
+            exact_sample = sample_exact[name]
+        else:
+            exact_sample = np.array([r.log_mass_change for r in measure_sets(
+                model, suite, [NeuronSet.from_pairs([n]) for n in sample], mode, means, neutral=False,
+                max_copies=config.max_copies, desc=f"screen: {name} sample")])
+        frame = lambda neurons, exact: pd.DataFrame({  # noqa: E731
+            "layer": [n[0] for n in neurons], "index": [n[1] for n in neurons],
+            "estimate": [float(estimate[layers.index(n[0]), n[1]]) for n in neurons], "exact": list(exact)})
+        checks.append(check_estimator(name, frame(top, [r.log_mass_change for r in exact_top]),
+                                      frame(sample, exact_sample), estimate.size, config.recall_k, suite.n_contexts))
+        log.info("screen: %s estimator, Spearman %.2f on its top %d and %.2f on the sample; recall@%d %.0f%%", name,
+                 checks[-1].spearman_top, len(top), checks[-1].spearman_sample, config.recall_k[-1],
+                 100 * list(checks[-1].recall.values())[-1])
+    return tuple(checks)
