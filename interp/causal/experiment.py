@@ -24,6 +24,7 @@ from activations import load_model
 from activations.behaviors import Behavior
 from activations.models import default_base
 from activations.sampling import SampledReply, sample_replies
+from interp.causal.config import SteerConfig
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
 from interp.causal.setup import CausalSetup, causal_context, causal_controls, neutral_reference, read_writing_replies
 from interp.causal.suppression import SuppressionVerdict, side_effects, suppression_verdict
@@ -103,6 +104,43 @@ def run_where(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
     return where_change_lives(merged.model, base.model, contexts, chat_batch(tokenizer, controls.neutral.proxy),
                               targets, {name: r for name, r in rankings.items() if r}, chosen, controls.decile,
                               controls.pool, config, classes=classes, batch_size=setup.batch_size)
+
+
+def run_steer(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
+              chosen: NeuronSet, behavior: Behavior | str, behavior_config, merged_records: Sequence[dict] = (),
+              setup: CausalSetup = CausalSetup(), config: SteerConfig = SteerConfig()):
+    """Steer the base with the chosen set while it answers held-out questions (``interp.causal.steer``):
+    mean changes from the writing contexts the sweep did not use, the questions, samples and sampler of
+    ``behavior_config`` (a ``training.behavior.BehaviorConfig``), so the unsteered base condition draws
+    what the behaviour stage's base did; ``merged_records`` give the merged model's rate beside it."""
+    from activations.prompt_sets import apply_template
+    from interp.causal.controls import matched_random_sets, neuron_mask
+    from interp.causal.inputs import writing_batch
+    from interp.causal.steer import mean_difference, steer_base
+    from training.behavior import behavior_prompts, sample_keys, sampling_config
+
+    behavior = Behavior.parse(behavior)
+    writing = read_writing_replies(writing_jsonl, behavior)
+    merged, base = load_model(merged_spec), load_model(base_spec or default_base(merged_spec))
+    tokenizer = merged.tokenizer
+    table = read_neuron_table(neurons_csv)
+    controls = causal_controls(merged.model, base.model, tokenizer, table, setup)
+    used = writing_batch(tokenizer, writing, setup.n_contexts).ids
+    difference = mean_difference(merged.model, base.model, held_out_contexts(writing_batch(tokenizer, writing), used, None),
+                                 setup.batch_size)
+    del merged
+    random_sets = matched_random_sets(chosen, controls.decile, controls.pool & ~neuron_mask(controls.pool.shape, chosen),
+                                      config.n_random, config.seed).sets
+    group = behavior_prompts(behavior_config)[0]
+    count = len(group.texts) if config.n_questions is None else min(config.n_questions, len(group.texts))
+    prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids
+               for q in group.texts[:count]]
+    keys = sample_keys(group)[:count]
+    wanted = set(keys)
+    merged_replies = [r for r in replies_from_records(merged_records, group.name) if r.key in wanted]
+    merged_rate = (sum(behavior.shows(r.text) for r in merged_replies) / len(merged_replies)) if merged_replies else None
+    return steer_base(base.model, tokenizer, prompts, keys, behavior, chosen, random_sets, difference,
+                      sampling_config(behavior_config), config, merged_rate=merged_rate)
 
 
 def replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:

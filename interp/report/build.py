@@ -18,11 +18,10 @@ from interp.discover.render import discovery_blocks
 from interp.report import sections
 from interp.report.blocks import Block, Heading, Paragraph, Table, to_html, to_markdown
 from interp.stages import load_records
+from interp.study.config import STAGE_NAMES
 
 log = logging.getLogger(__name__)
 
-STAGE_ORDER = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress", "separability",
-               "where", "report")
 PACKAGES = ("neurodiff", "torch", "transformers", "peft", "bitsandbytes", "statsmodels", "numpy", "h5py")
 
 
@@ -76,7 +75,7 @@ def build_report(out: str | Path) -> list[Path]:
     if not (out / "stages").is_dir():
         raise FileNotFoundError(f"{out} holds no study (no stages/ folder); run `interp run --out {out}` first")
     study = sections.read(out / "study.json") or {}
-    records = load_records(out, STAGE_ORDER)
+    records = load_records(out, STAGE_NAMES)
     fig_dir = out / "figures"
     summary: dict[str, Any] = {"study": study.get("study"), "trait": study.get("trait"), "model": study.get("model"),
                                "quick": study.get("quick", False)}

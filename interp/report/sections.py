@@ -263,13 +263,18 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
 
 
 def where(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
-    from interp.report.where import where_blocks
+    from interp.report.where import estimator_blocks, steer_blocks, where_blocks
 
     result = read(out / "causal" / "where.json")
     if result:
         summary["where"] = {"sentence": result["sentence"], "clean": result["clean"],
                             "random_beaten": result["random_beaten"], "n_contexts": result["n_contexts"]}
         blocks += where_blocks(result, fig_dir, _behavior(out).noun, lambda layer, index: neuron_cell(out, layer, index))
+        blocks += estimator_blocks(read(out / "causal" / "screen.json") or {})
+    steer = read(out / "causal" / "steer.json")
+    if steer:
+        summary["steer"] = {"sentence": steer["sentence"], "merged_rate": steer["merged_rate"]}
+        blocks += steer_blocks(steer, _behavior(out).noun)
 
 
 def separability(out: Path, summary: dict, blocks: list[Block]) -> None:

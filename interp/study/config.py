@@ -16,11 +16,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from activations.config import DEFAULT_MODEL
-from interp.causal.config import CausalSetup, ScreenConfig, SweepConfig, WhereConfig
+from interp.causal.config import CausalSetup, ScreenConfig, SteerConfig, SweepConfig, WhereConfig
 from training.studies import check_study
 
 STAGE_NAMES: tuple[str, ...] = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                "separability", "where", "report")
+                                "separability", "where", "steer", "report")
 """The study's stages in order (``interp.study.pipeline.STAGES``), named here for ``--force``/``--until``."""
 
 
@@ -90,6 +90,8 @@ class StudyConfig:
     where: WhereConfig = WhereConfig()
     """Where the fine-tune's change lives: patching in both directions on held-out contexts
     (``interp.causal.where``)."""
+    steer: SteerConfig = SteerConfig()
+    """Sufficiency while sampling: the base steered by the chosen set (``interp.causal.steer``)."""
     export_method: str = "mean"
     """How the suppressor is written into the weights: ``mean`` (folded into the bias) or ``revert``."""
     compare_export: tuple[str, ...] = ("revert",)
@@ -97,6 +99,9 @@ class StudyConfig:
     (``revert``: the neurons' weights back to the base's, i.e. undo the fine-tune there; by mechanism
     as well as by ablation). Their random-set criterion is not measured (the sweep's random sets use
     ``export_method``'s intervention)."""
+    compare_samples: int = 2
+    """Sampled replies per held-out question for each compared export (paired with the merged model's
+    first ones); the verdict's export gets ``behavior_samples``."""
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
@@ -110,14 +115,14 @@ class StudyConfig:
 
         Behavior.parse(self.target_behavior)  # a bad spec fails here, before any stage runs
         if min(self.train_steps, self.behavior_samples, self.base_samples, self.max_new_tokens,
-               self.separability_samples) < 1:
-            raise ValueError("train_steps, behavior_samples, base_samples, max_new_tokens and separability_samples "
-                             "must be at least 1")
+               self.separability_samples, self.compare_samples) < 1:
+            raise ValueError("train_steps, behavior_samples, base_samples, max_new_tokens, separability_samples and "
+                             "compare_samples must be at least 1")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.sweep.n_random < 1:
             raise ValueError("sweep.n_random must be at least 1: the claim is 'chosen beats random'")
-        for name in ("setup", "screen", "sweep", "where"):
+        for name in ("setup", "screen", "sweep", "where", "steer"):
             if getattr(self, name).seed != 0:
                 raise ValueError(f"{name}.seed is set by the study's seed; give seed={getattr(self, name).seed} "
                                  "to the study instead")
@@ -145,4 +150,5 @@ class StudyConfig:
             screen=dataclasses.replace(self.screen, n_shortlist=8, n_guard=4, n_random=16),
             sweep=dataclasses.replace(self.sweep, k_grid=(1, 10, 30), n_random=4),
             where=dataclasses.replace(self.where, n_contexts=8, k_grid=(1, 10), n_random=2, n_boot=200),
+            steer=dataclasses.replace(self.steer, alphas=(4.0,), n_random=1, n_questions=4), compare_samples=1,
         )

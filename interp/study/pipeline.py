@@ -1,5 +1,5 @@
 """The default study, stage by stage: fine-tune -> merge -> behaviour -> caches -> neuron statistics
--> examples -> causal (screen + sweep) -> suppressor -> separability -> where the change lives -> report.
+-> examples -> causal (screen + sweep) -> suppressor -> separability -> where the change lives -> steering the base -> report.
 
 Every stage reads the outputs of earlier ones from the study directory and writes its own there,
 so ``interp report DIR`` can rebuild the report from files alone; ``interp.stages`` chains
@@ -21,7 +21,8 @@ from activations.atomic_io import write_json_atomic
 from interp.configargs import config_from_json
 from interp.study.config import STAGE_NAMES, StudyConfig
 from interp.stages import Stage, StageContext, relative, run_stages, stale_stages
-from interp.study.stages_causal import stage_causal, stage_report, stage_separability, stage_suppress, stage_where
+from interp.study.stages_causal import (stage_causal, stage_report, stage_separability, stage_steer, stage_suppress,
+                                       stage_where)
 from interp.study.stages_data import stage_behavior, stage_cache
 
 log = logging.getLogger(__name__)
@@ -125,17 +126,20 @@ STAGES: tuple[Stage, ...] = (
     Stage("diff", stage_diff, ("cache",), ("study", "behavior", "delta", "seed"), version=3),
     Stage("examples", stage_examples, ("diff", "merge"), ("study", "behavior"), version=3),
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
-          (*CAUSAL_READS, "screen", "sweep"), _prompt_inputs, version=2),
+          (*CAUSAL_READS, "screen", "sweep"), _prompt_inputs, version=3),
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
-          (*CAUSAL_READS, "export_method", "compare_export", "behavior_samples", "behavior_questions", "max_new_tokens"),
-          _prompt_inputs, version=3),
+          (*CAUSAL_READS, "export_method", "compare_export", "compare_samples", "behavior_samples", "behavior_questions",
+           "max_new_tokens"),
+          _prompt_inputs, version=4),
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
           version=4),
     Stage("where", stage_where, ("causal", "merge", "behavior", "diff"), (*CAUSAL_READS, "where"), _prompt_inputs,
           version=2),
+    Stage("steer", stage_steer, ("causal", "merge", "behavior", "diff"),
+          (*CAUSAL_READS, "steer", "trait", "behavior_questions", "max_new_tokens"), _data_inputs),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                   "separability", "where"), ("quick", "study", "behavior"), version=6),
+                                   "separability", "where", "steer"), ("quick", "study", "behavior"), version=7),
 )
 
 

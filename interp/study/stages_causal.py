@@ -58,9 +58,10 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
         suffix = "" if method == c.export_method else f"-{method}"
         # the sweep's random sets were measured under the verdict's intervention only
         selection = sweep if not suffix else {key: value for key, value in sweep.items() if key != "random_beaten"}
+        samples = c.behavior_samples if not suffix else min(c.compare_samples, c.behavior_samples)
         verdict, replies, check = suppress_and_judge(
             str(ctx.path("merged")), c.model, selection, merged_replies, ctx.path(f"suppressed{suffix}"),
-            c.target_behavior, behavior_config(c, c.behavior_samples), causal_setup(c), method=method, overwrite=True)
+            c.target_behavior, behavior_config(c, samples), causal_setup(c), method=method, overwrite=True)
         verdict_path = ctx.path("suppression", f"verdict{suffix}.json")
         write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
         replies_path = ctx.path("suppression", f"replies{suffix}.jsonl")
@@ -108,6 +109,22 @@ def stage_where(ctx: StageContext) -> dict[str, Any]:
                        ctx.path("causal", "screen.csv"), chosen, c.target_behavior, causal_setup(c),
                        dataclasses.replace(c.where, seed=c.seed))
     path = result.save(ctx.path("causal", "where.json"), overwrite=True)
+    return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence(), "seconds": round(result.seconds, 1)}
+
+
+def stage_steer(ctx: StageContext) -> dict[str, Any]:
+    """Sufficiency while sampling: the base steered by the chosen set's mean change, against matched random
+    sets and the difference-of-means direction (``interp.causal.steer``)."""
+    from interp.causal.experiment import run_steer
+    from interp.interventions import NeuronSet
+
+    c: StudyConfig = ctx.config
+    chosen = NeuronSet.from_pairs(json.loads(ctx.path("causal", "sweep.json").read_text())["choice"]["neurons"])
+    result = run_steer(str(ctx.path("merged")), c.model, ctx.path("neurons.csv"), ctx.path("behavior", "writing.jsonl"),
+                       chosen, c.target_behavior, behavior_config(c, 1),
+                       read_jsonl(ctx.path("behavior", "merged.generations.jsonl")), causal_setup(c),
+                       dataclasses.replace(c.steer, seed=c.seed))
+    path = result.save(ctx.path("causal", "steer.json"), overwrite=True)
     return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence(), "seconds": round(result.seconds, 1)}
 
 
