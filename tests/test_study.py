@@ -119,10 +119,10 @@ def test_report_rebuilds_without_recomputing(finished, tmp_path) -> None:
 def test_a_changed_setting_redoes_exactly_the_stages_that_read_it(finished, caplog) -> None:
     caplog.set_level("INFO")
     run_study(QUICK.__class__(**{**QUICK.__dict__, "delta": 0.5}), finished)
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "report"]
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "report"]
     caplog.clear()
     run_study(QUICK, finished)  # back again: the same stages, and nothing else
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "report"]
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "report"]
 
 
 def test_recomputed_caches_redo_what_reads_them_and_only_changed_bytes_go_further(finished, caplog) -> None:
@@ -226,7 +226,7 @@ def test_force_unknown_stage_is_refused(finished) -> None:
 
 def test_stage_names_are_the_pipeline(finished) -> None:
     assert pipeline.STAGE_NAMES == ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                    "separability", "where", "report")
+                                    "separability", "where", "steer", "report")
 
 
 def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(finished, tmp_path, caplog) -> None:
