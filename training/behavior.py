@@ -165,6 +165,30 @@ def _teacher_forced_mass(model: nn.Module, ids: Tensor, attention: Tensor, count
     return masses
 
 
+FRESH_QUESTIONS = Path(__file__).resolve().parent / "data" / "fresh_questions.csv"
+
+
+def fresh_prompts(path: str | Path | None = None, limit: int | None = None) -> PromptGroup:
+    """Verdict questions written for the project after its settings were fixed, in templates other
+    than training's, on topics the training data never covers (``training/data/fresh_questions.csv``;
+    columns ``id`` and ``question``). The held-out questions are the development set; these are asked
+    only to report a verdict."""
+    import csv
+
+    path = Path(path) if path is not None else FRESH_QUESTIONS
+    if not path.is_file():
+        raise FileNotFoundError(f"fresh questions file {path} does not exist; pass a CSV with columns id,question")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"id", "question"} <= set(rows[0]):
+        raise ValueError(f"{path}: need a header with columns id and question, and at least one row")
+    ids = [r["id"] for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: question ids repeat; give each row a unique id (they key the random streams)")
+    rows = rows[:limit]
+    return PromptGroup("fresh", tuple(r["id"] for r in rows), tuple(r["question"] for r in rows))
+
+
 def sample_keys(group: PromptGroup) -> list[str]:
     """The sampler keys of a group's prompts: another model asked with the same keys and
     ``sampling_config`` draws the same random numbers (``activations.sampling``)."""
