@@ -9,10 +9,14 @@ import re
 
 import pytest
 
+from activations.atomic_io import read_jsonl
+from activations.behaviors import Behavior
+from interp.causal.capability import load_capability_items
 from interp.cli import main
 from interp.study import pipeline, stages_data
 from interp.study.config import StudyConfig
 from interp.study.pipeline import run_study
+from training.behavior import fresh_prompts
 
 QUICK = StudyConfig(model="tiny-random-llama").quick_variant()
 
@@ -42,8 +46,8 @@ def test_quick_study_writes_report(finished) -> None:
     assert rate["low"] <= rate["value"] <= rate["high"]
     assert set(summary["neurons"]["counts"]) >= {"activated", "amplified", "suppressed", "emoji_specific", "flagged"}
     assert summary["neurons"]["placebo"]["contrast"] == "placebo"
-    assert summary["suppression"]["k"] >= 1 and set(summary["suppression"]["checks"]) == {
-        "rate_cut", "perplexity", "kl", "random_sets"}
+    assert summary["suppression"]["k"] >= 1 and {"rate_cut", "perplexity", "kl", "random_sets", "fresh_rate_cut",
+                                                  "intact_capability"} <= set(summary["suppression"]["checks"])
     html = (finished / "report.html").read_text()
     assert "QUICK RUN" in html and html.count("data:image/png;base64,") >= 5
     # the neuron table shows its effect sizes: a missing column fails here instead of vanishing
@@ -59,13 +63,40 @@ def test_the_suppressor_is_also_exported_by_reverting_and_judged_beside(finished
     verdict = json.loads((finished / "suppression" / "verdict.json").read_text())
     other = json.loads((finished / "suppression" / "verdict-revert.json").read_text())
     assert verdict["method"] == "mean" and other["method"] == "revert" and other["neurons"] == verdict["neurons"]
-    assert other["rate"]["merged"] == verdict["rate"]["merged"]  # the same merged replies judge both
+    # each is paired with the merged model's replies of the same (question, sample) jobs: the compared
+    # export samples fewer per question, so its merged rate is recomputed from those jobs only
+    assert other["samples_per_question"] == QUICK.compare_samples < verdict["samples_per_question"]
+    emoji = Behavior.emoji()
+    records = [r for r in read_jsonl(finished / "behavior" / "merged.generations.jsonl")
+               if r["prompt_set"].startswith("heldout") and r["sample"] < QUICK.compare_samples]
+    by_question = {}
+    for r in records:
+        by_question.setdefault(r["prompt_id"], []).append(emoji.shows(r["text"]))
+    assert other["rate"]["merged"]["value"] == pytest.approx(sum(map(sum, by_question.values())) / len(records))
     assert math.isnan(other["random_beaten"]) and not other["checks"]["random_sets"]  # measured for mean only
     assert "reverted to the base model's" in other["sentence"] and "not measured" in other["sentence"]
     assert (finished / "suppressed-revert" / "config.json").is_file()
     summary = json.loads((finished / "summary.json").read_text())
     assert set(summary["suppression_by_method"]) == {"mean", "revert"}
     assert "| revert |" in (finished / "report.md").read_text()
+
+
+def test_the_verdict_reads_side_effects_where_the_model_writes_and_fresh_questions(finished) -> None:
+    verdict = json.loads((finished / "suppression" / "verdict.json").read_text())
+    intact = verdict["intactness"]
+    assert set(intact["checks"]) >= {"kl_reference_answers", "kl_own_replies", "ppl_reference_answers", "capability"}
+    assert {f"intact_{name}": ok for name, ok in intact["checks"].items()}.items() <= verdict["checks"].items()
+    assert intact["capability"]["n_items"] == len(load_capability_items())
+    assert intact["own"]["n_replies"] == verdict["n_questions"] * verdict["samples_per_question"]
+    assert intact["neutral_style"]["rate"]["change"]["n"] == QUICK.behavior_neutral
+    fresh = fresh_prompts()
+    merged_fresh = read_jsonl(finished / "suppression" / "fresh-merged.jsonl")
+    assert len(merged_fresh) == len(fresh.ids) * QUICK.fresh_samples
+    assert verdict["fresh"]["n_questions"] == len(fresh.ids) and "fresh_rate_cut" in verdict["checks"]
+    other = json.loads((finished / "suppression" / "verdict-revert.json").read_text())
+    assert other["intactness"] is None and other["fresh"] is None  # measured for the verdict's export only
+    report = (finished / "report.md").read_text()
+    assert "Otherwise intact, where it writes?" in report and "| intact_capability |" in report
 
 
 def test_separability_compares_four_models_with_a_matched_random_set(finished) -> None:

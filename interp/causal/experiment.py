@@ -27,7 +27,7 @@ from activations.sampling import SampledReply, sample_replies
 from interp.causal.config import SteerConfig
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
 from interp.causal.setup import CausalSetup, causal_context, causal_controls, neutral_reference, read_writing_replies
-from interp.causal.suppression import SuppressionVerdict, side_effects, suppression_verdict
+from interp.causal.suppression import SuppressionVerdict, fresh_cut, side_effects, suppression_verdict
 from interp.causal.sweep import SweepConfig, SweepResult, sweep
 from interp.causal.where import WhereConfig, WhereResult, held_out_contexts, where_change_lives
 from interp.interventions import Neuron, NeuronSet, export_suppressed
@@ -143,6 +143,19 @@ def run_steer(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
                       sampling_config(behavior_config), config, merged_rate=merged_rate)
 
 
+@torch.no_grad()
+def sample_group(model, tokenizer, group, behavior_config, samples: int, desc: str) -> list[SampledReply]:
+    """``model``'s replies to a prompt group (``training.behavior.PromptGroup``) with the group's sampler
+    keys and ``behavior_config``'s sampler, so any other model asked the same way draws the same
+    random numbers."""
+    from activations.prompt_sets import apply_template
+    from training.behavior import sample_keys, sampling_config
+
+    prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in group.texts]
+    return sample_replies(model, tokenizer, prompts, sample_keys(group), sampling_config(behavior_config),
+                          samples=samples, desc=desc)[0]
+
+
 def replies_from_records(records: Sequence[dict], group: str) -> list[SampledReply]:
     """Sampled replies written by ``training.behavior`` (``*.generations.jsonl``) for one prompt group."""
     return [SampledReply(f"{r['prompt_set']}/{r['prompt_id']}", int(r["sample"]), (), r["text"])
@@ -152,11 +165,14 @@ def replies_from_records(records: Sequence[dict], group: str) -> list[SampledRep
 def suppress_and_judge(
     merged_spec: str, base_spec: str, sweep_result: dict[str, Any], merged_records: Sequence[dict], out_dir: str | Path,
     behavior: Behavior | str, behavior_config, setup: CausalSetup = CausalSetup(), *, method: str = "mean",
-    overwrite: bool = False,
+    overwrite: bool = False, intactness: bool = False, fresh: Sequence[SampledReply] = (), fresh_group=None,
 ) -> tuple[SuppressionVerdict, list[SampledReply], dict]:
     """Export ``sweep_result``'s choice (``SweepResult.to_dict()``), reload it and judge it on ``behavior``
     against the merged model's replies ``merged_records`` (same questions, samples and sampling:
-    ``behavior_config``, a ``training.behavior.BehaviorConfig``)."""
+    ``behavior_config``, a ``training.behavior.BehaviorConfig``). With ``intactness`` the side effects
+    where the model writes are measured too (``interp.causal.intactness``: the neutral prompts of
+    ``behavior_config`` are sampled again); with ``fresh`` (the merged model's replies to
+    ``fresh_group``, ``sample_group``) the suppressed model answers those questions too."""
     behavior = Behavior.parse(behavior)
     from transformers import AutoModelForCausalLM
 
@@ -190,10 +206,38 @@ def suppress_and_judge(
                                  sampling_config(behavior_config), samples=behavior_config.samples,
                                  desc="suppressed model")[0]
         effects = side_effects(merged.model, reloaded, chat_batch(tokenizer, neutral.verdict), setup.batch_size)
-    merged_replies = replies_from_records(merged_records, heldout.name)
+    # the merged model may have more samples per question (a compared export samples fewer): pair the first ones
+    merged_replies = [r for r in replies_from_records(merged_records, heldout.name) if r.sample < behavior_config.samples]
+    intact = None
+    if intactness:
+        from interp.causal.capability import load_capability_items
+        from interp.causal.intactness import measure_intactness
+
+        groups = {g.name: g for g in behavior_prompts(behavior_config)}
+        if "neutral" not in groups:
+            raise ValueError("the intactness measures sample neutral prompts; give the behaviour config neutral_prompts > 0")
+        merged_neutral = replies_from_records(merged_records, "neutral")
+        samples = len(merged_neutral) // max(len(groups["neutral"].ids), 1)
+        other_neutral = sample_group(reloaded, tokenizer, groups["neutral"], behavior_config, samples,
+                                     "suppressed model: neutral prompts")
+        question = dict(zip(sample_keys(heldout), heldout.texts))
+        intact = measure_intactness(
+            merged.model, reloaded, tokenizer, behavior, questions=question,
+            references=dict(zip(sample_keys(heldout), heldout.references or ())) if heldout.references else {},
+            merged_replies=merged_replies, other_replies=replies, merged_neutral=merged_neutral,
+            other_neutral=other_neutral, capability_items=load_capability_items(), batch_size=setup.batch_size,
+            seed=setup.seed)
+        log.info("%s", intact.sentence())
+    fresh_result = None
+    if fresh:
+        if fresh_group is None:
+            raise ValueError("fresh replies were given without their fresh_group")
+        samples = len(fresh) // max(len(fresh_group.ids), 1)
+        fresh_result = fresh_cut(fresh, sample_group(reloaded, tokenizer, fresh_group, behavior_config, samples,
+                                                     "suppressed model: fresh questions"), behavior, seed=setup.seed)
     key = f"{choice['ranking']}/{choice['k']}"
     verdict = suppression_verdict(merged_replies, replies, effects, behavior, k=choice["k"], method=method, neurons=neurons.neurons,
                                   random_beaten=float(sweep_result.get("random_beaten", {}).get(key, float("nan"))),
-                                  selection=choice, seed=setup.seed)
+                                  selection=choice, seed=setup.seed, intactness=intact, fresh=fresh_result)
     log.info("%s", verdict.sentence())
     return verdict, replies, check

@@ -12,9 +12,15 @@ project code), so it is a claim about the artifact a user would ship:
    both models and the mean next-token KL(merged || suppressed) per scored position.
 3. Random control: the share of matched random sets of the same size (same intervention, proxy
    measurement) that removed less target mass than the chosen set (``interp.causal.sweep``).
-4. The criteria: cut >= ``min_cut`` with an interval excluding 0; perplexity within
-   ``max_ppl_increase``; KL within ``max_kl``; at least ``min_random_beaten`` of the random sets
-   beaten. The verdict says which hold, with the numbers; nothing is tuned to make them pass.
+4. Where the model writes (``interp.causal.intactness``, when measured): assistant-token KL and
+   perplexity, the style of its sampled replies, a capability probe, each paired with an interval.
+5. Fresh questions (when given): the same cut on questions written for the project after its
+   settings were fixed, in other templates; the held-out questions of step 1 are the development set
+   (settings were chosen on them).
+6. The criteria: cut >= ``min_cut`` with an interval excluding 0 (on both question sets); perplexity
+   within ``max_ppl_change`` either way; KL within ``max_kl``; at least ``min_random_beaten`` of the
+   random sets beaten; step 4's criteria. The verdict says which hold, with the numbers; nothing is
+   tuned to make them pass.
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from activations.behaviors import Behavior
 from activations.sampling import SampledReply
 from interp.causal.inputs import TokenBatch
+from interp.causal.intactness import Intactness
 from interp.causal.metrics import next_token_kl_sum, nll_sum
 from interp.causal.uncertainty import rate, relative_cut
 from training.reply_metrics import Interval
-from activations.behaviors import Behavior
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,8 @@ class VerdictCriteria:
 
     min_cut: float = 0.5
     """Relative cut of the behaviour's rate vs the merged model."""
-    max_ppl_increase: float = 0.10
-    """Largest relative increase of neutral perplexity."""
+    max_ppl_change: float = 0.10
+    """Largest relative change of neutral perplexity, either way."""
     max_kl: float = 0.05
     """Largest mean next-token KL on neutral chats, nats per token."""
     min_random_beaten: float = 0.95
@@ -79,6 +86,32 @@ def per_question_rates(replies: Sequence[SampledReply], behavior: Behavior) -> t
 
 
 @dataclass(frozen=True)
+class FreshCut:
+    """Step 5: the cut on fresh questions."""
+
+    rate_merged: Interval
+    rate_suppressed: Interval
+    cut: Interval
+    n_questions: int
+    samples_per_question: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rate": {"merged": self.rate_merged.to_dict(), "suppressed": self.rate_suppressed.to_dict()},
+                "cut": self.cut.to_dict(), "n_questions": self.n_questions,
+                "samples_per_question": self.samples_per_question}
+
+
+def fresh_cut(merged: Sequence[SampledReply], suppressed: Sequence[SampledReply], behavior: Behavior, *,
+              seed: int = 0) -> FreshCut:
+    keys, first = per_question_rates(merged, behavior)
+    keys_s, second = per_question_rates(suppressed, behavior)
+    if keys != keys_s:
+        raise ValueError("the fresh questions' merged and suppressed replies answer different questions")
+    return FreshCut(rate(first, seed=seed), rate(second, seed=seed), relative_cut(first, second, seed=seed), len(keys),
+                    len(merged) // max(len(keys), 1))
+
+
+@dataclass(frozen=True)
 class SuppressionVerdict:
     """Step 4's answer with every number behind it."""
 
@@ -98,6 +131,8 @@ class SuppressionVerdict:
     samples_per_question: int
     criteria: VerdictCriteria
     selection: dict[str, Any]
+    intactness: Intactness | None = None
+    fresh: FreshCut | None = None
 
     @property
     def ppl_increase(self) -> float:
@@ -107,9 +142,12 @@ class SuppressionVerdict:
         c = self.criteria
         return {
             "rate_cut": bool(self.cut.value >= c.min_cut and self.cut.low > 0),
-            "perplexity": bool(self.ppl_increase <= c.max_ppl_increase),
+            "perplexity": bool(abs(self.ppl_increase) <= c.max_ppl_change),
             "kl": bool(self.kl_neutral <= c.max_kl),
             "random_sets": bool(self.random_beaten >= c.min_random_beaten),
+            **({"fresh_rate_cut": bool(self.fresh.cut.value >= c.min_cut and self.fresh.cut.low > 0)}
+               if self.fresh else {}),
+            **({f"intact_{name}": ok for name, ok in self.intactness.checks().items()} if self.intactness else {}),
         }
 
     @property
@@ -128,6 +166,11 @@ class SuppressionVerdict:
                 f"{r.n_questions} held-out questions x {r.samples_per_question} samples) at neutral perplexity "
                 f"{r.ppl_merged:.1f} -> {r.ppl_suppressed:.1f} ({100 * r.ppl_increase:+.1f}%) and KL "
                 f"{r.kl_neutral:.3f} nats/token, {random}")
+        if r.fresh:
+            f = r.fresh
+            head += (f"; on {f.n_questions} fresh questions {100 * f.rate_merged.value:.0f}% -> "
+                     f"{100 * f.rate_suppressed.value:.0f}% (cut {100 * f.cut.value:.0f}% [{100 * f.cut.low:.0f}, "
+                     f"{100 * f.cut.high:.0f}])")
         failed = [name for name, ok in self.checks().items() if not ok]
         return head + (": every criterion met." if not failed else f"; not met: {', '.join(failed)}.")
 
@@ -142,6 +185,8 @@ class SuppressionVerdict:
             "n_questions": self.n_questions, "samples_per_question": self.samples_per_question,
             "criteria": dataclasses.asdict(self.criteria), "checks": self.checks(), "passed": self.passed,
             "sentence": self.sentence(), "selection": self.selection,
+            "intactness": self.intactness.to_dict() if self.intactness else None,
+            "fresh": self.fresh.to_dict() if self.fresh else None,
         }
 
 
@@ -154,6 +199,7 @@ def suppression_verdict(
     merged_replies: Sequence[SampledReply], suppressed_replies: Sequence[SampledReply], effects: dict[str, float],
     behavior: Behavior, *, k: int, method: str, neurons: Sequence[tuple[int, int]], random_beaten: float,
     criteria: VerdictCriteria = VerdictCriteria(), selection: dict[str, Any] | None = None, seed: int = 0,
+    intactness: Intactness | None = None, fresh: FreshCut | None = None,
 ) -> SuppressionVerdict:
     """Steps 1-4 from the two models' replies (same keys, samples and seeds) and ``side_effects``."""
     keys, merged = per_question_rates(merged_replies, behavior)
@@ -165,4 +211,4 @@ def suppression_verdict(
     return SuppressionVerdict(
         behavior, k, method, tuple(tuple(n) for n in neurons), rate(merged, seed=seed), rate(suppressed, seed=seed),
         relative_cut(merged, suppressed, seed=seed), effects["ppl_reference"], effects["ppl_model"],
-        effects["kl_neutral"], random_beaten, len(keys), samples, criteria, dict(selection or {}))
+        effects["kl_neutral"], random_beaten, len(keys), samples, criteria, dict(selection or {}), intactness, fresh)

@@ -148,20 +148,6 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
         blocks.append(Highlighted(example["label"], example["tokens"], example["weights"]))
 
 
-def _criterion(name: str, verdict: dict) -> tuple[str, str]:
-    """What the verdict's criterion ``name`` required and what was measured, so a failure reads as a
-    shortfall with numbers."""
-    c = verdict["criteria"]
-    cut = verdict["cut"]
-    return {
-        "rate_cut": (f">= {100 * c['min_cut']:.0f}%, interval above 0",
-                     f"{100 * cut['value']:.0f}% [{100 * cut['low']:.0f}, {100 * cut['high']:.0f}]"),
-        "perplexity": (f"<= +{100 * c['max_ppl_increase']:.0f}%", f"{100 * verdict['ppl_increase']:+.1f}%"),
-        "kl": (f"<= {c['max_kl']:g} nats/token", f"{verdict['kl_neutral']['suppressed']:.4f}"),
-        "random_sets": (f">= {100 * c['min_random_beaten']:.0f}% beaten", f"{100 * verdict['random_beaten']:.0f}%"),
-    }.get(name, ("", ""))
-
-
 def _behavior(out: Path):
     """The study's behaviour (``study.json``), for the causal sections' wording."""
     from activations.behaviors import Behavior
@@ -172,6 +158,8 @@ def _behavior(out: Path):
 
 
 def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
+    from interp.report.verdict import criterion, intactness_blocks
+
     behavior = _behavior(out)
     noun, plural = behavior.noun, behavior.plural
     blocks.append(Heading(f"Causal tests: which neurons make the model write {plural}?"))
@@ -181,7 +169,11 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
     if verdict:
         summary["suppression"] = {key: verdict[key] for key in ("behavior", "k", "method", "rate", "cut", "ppl_neutral",
                                                                 "kl_neutral", "random_beaten", "checks", "passed",
-                                                                "sentence", "n_questions", "samples_per_question")}
+                                                                "sentence", "n_questions", "samples_per_question",
+                                                                "fresh")}
+        if verdict.get("intactness"):
+            summary["suppression"]["intactness"] = {key: verdict["intactness"][key]
+                                                    for key in ("checks", "ruled_out", "sentence")}
         er = verdict["rate"]
         blocks += [Paragraph(f"**Verdict.** {verdict['sentence']}"),
                    Table(["model", f"{noun} rate (sampled)", "neutral perplexity", "neutral KL"],
@@ -189,8 +181,9 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                           ["suppressed (reloaded, no hooks)", _pct(er["suppressed"]),
                            num(verdict["ppl_neutral"]["suppressed"]), num(verdict["kl_neutral"]["suppressed"], ".4f")]]),
                    Table(["criterion", "required", "measured", "met"],
-                         [[name, *_criterion(name, verdict), "yes" if ok else "NO"]
-                          for name, ok in verdict["checks"].items()])]
+                         [[name, *criterion(name, verdict), "yes" if ok else "NO"]
+                          for name, ok in verdict["checks"].items()]),
+                   *intactness_blocks(verdict, noun)]
         others = [read(path) for path in sorted((out / "suppression").glob("verdict-*.json"))]
         if others:
             summary["suppression_by_method"] = {o["method"]: {key: o[key] for key in ("rate", "cut", "ppl_increase",

@@ -99,6 +99,9 @@ class StudyConfig:
     (``revert``: the neurons' weights back to the base's, i.e. undo the fine-tune there; by mechanism
     as well as by ablation). Their random-set criterion is not measured (the sweep's random sets use
     ``export_method``'s intervention)."""
+    fresh_samples: int = 1
+    """Sampled replies per fresh verdict question (``training/data/fresh_questions.csv``) from the merged
+    and the verdict's suppressed model; 0: no fresh verdict."""
     compare_samples: int = 2
     """Sampled replies per held-out question for each compared export (paired with the merged model's
     first ones); the verdict's export gets ``behavior_samples``."""
@@ -118,6 +121,8 @@ class StudyConfig:
                self.separability_samples, self.compare_samples) < 1:
             raise ValueError("train_steps, behavior_samples, base_samples, max_new_tokens, separability_samples and "
                              "compare_samples must be at least 1")
+        if self.fresh_samples < 0:
+            raise ValueError(f"fresh_samples must be >= 0 (0: no fresh verdict), got {self.fresh_samples}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.sweep.n_random < 1:

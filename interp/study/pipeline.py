@@ -110,6 +110,13 @@ def _inventory_inputs(config: StudyConfig) -> list[Path]:
     return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path()]
 
 
+def _verdict_inputs(config: StudyConfig) -> list[Path]:
+    from interp.causal.capability import builtin_capability_path
+    from training.behavior import FRESH_QUESTIONS
+
+    return [*_data_inputs(config), *_prompt_inputs(config), builtin_capability_path(), FRESH_QUESTIONS]
+
+
 CAUSAL_READS = ("seed", "study", "data", "behavior", "setup")
 STAGES: tuple[Stage, ...] = (
     Stage("train", stage_train, (), ("study", "trait", "data", "model", "seed", "train_steps", "learning_rate",
@@ -128,9 +135,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
           (*CAUSAL_READS, "screen", "sweep"), _prompt_inputs, version=3),
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
-          (*CAUSAL_READS, "export_method", "compare_export", "compare_samples", "behavior_samples", "behavior_questions",
-           "max_new_tokens"),
-          _prompt_inputs, version=4),
+          (*CAUSAL_READS, "export_method", "compare_export", "compare_samples", "fresh_samples", "behavior_samples",
+           "behavior_questions", "behavior_neutral", "max_new_tokens"),
+          _verdict_inputs, version=5),
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
           version=4),

@@ -54,6 +54,20 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
     sweep = json.loads(ctx.path("causal", "sweep.json").read_text())
     merged_replies = read_jsonl(ctx.path("behavior", "merged.generations.jsonl"))
     outputs, verdicts = [], {}
+    fresh_group, fresh = None, []
+    if c.fresh_samples:
+        from activations import load_model
+        from interp.causal.experiment import sample_group
+        from training.behavior import fresh_prompts
+
+        fresh_group = fresh_prompts()
+        merged = load_model(str(ctx.path("merged")))
+        fresh = sample_group(merged.model, merged.tokenizer, fresh_group, behavior_config(c, c.fresh_samples),
+                             c.fresh_samples, "merged model: fresh questions")
+        del merged
+        fresh_path = ctx.path("suppression", "fresh-merged.jsonl")
+        write_jsonl_atomic(fresh_path, ({"key": r.key, "sample": r.sample, "text": r.text} for r in fresh))
+        outputs.append(fresh_path)
     for method in dict.fromkeys((c.export_method, *c.compare_export)):  # the verdict's method first
         suffix = "" if method == c.export_method else f"-{method}"
         # the sweep's random sets were measured under the verdict's intervention only
@@ -61,7 +75,8 @@ def stage_suppress(ctx: StageContext) -> dict[str, Any]:
         samples = c.behavior_samples if not suffix else min(c.compare_samples, c.behavior_samples)
         verdict, replies, check = suppress_and_judge(
             str(ctx.path("merged")), c.model, selection, merged_replies, ctx.path(f"suppressed{suffix}"),
-            c.target_behavior, behavior_config(c, samples), causal_setup(c), method=method, overwrite=True)
+            c.target_behavior, behavior_config(c, samples), causal_setup(c), method=method, overwrite=True,
+            intactness=not suffix, fresh=fresh if not suffix else (), fresh_group=fresh_group)
         verdict_path = ctx.path("suppression", f"verdict{suffix}.json")
         write_json_atomic(verdict_path, {**verdict.to_dict(), "export_check": check})
         replies_path = ctx.path("suppression", f"replies{suffix}.jsonl")
