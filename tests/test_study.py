@@ -87,7 +87,7 @@ def test_the_verdict_reads_side_effects_where_the_model_writes_and_fresh_questio
     assert set(intact["checks"]) >= {"kl_reference_answers", "kl_own_replies", "ppl_reference_answers", "capability"}
     assert {f"intact_{name}": ok for name, ok in intact["checks"].items()}.items() <= verdict["checks"].items()
     assert intact["capability"]["n_items"] == len(load_capability_items())
-    assert intact["own"]["n_replies"] == verdict["n_questions"] * verdict["samples_per_question"]
+    assert intact["own"]["n_replies"] == verdict["n_questions"]  # the first sample of each
     assert intact["neutral_style"]["rate"]["change"]["n"] == QUICK.behavior_neutral
     fresh = fresh_prompts()
     merged_fresh = read_jsonl(finished / "suppression" / "fresh-merged.jsonl")
@@ -97,6 +97,11 @@ def test_the_verdict_reads_side_effects_where_the_model_writes_and_fresh_questio
     assert other["intactness"] is None and other["fresh"] is None  # measured for the verdict's export only
     report = (finished / "report.md").read_text()
     assert "Otherwise intact, where it writes?" in report and "| intact_capability |" in report
+    baselines = json.loads((finished / "causal" / "baselines.json").read_text())
+    sizes = {family: s["n"] for family, s in baselines["standing"].items()}
+    assert sizes == {"raw attribution": 1, "screen top": QUICK.baselines.n_top_draws, "direction": 1,
+                     "random": QUICK.baselines.n_random}
+    assert baselines["rank"]["out_of"] == 1 + sum(sizes.values()) and "Against baselines that could win" in report
 
 
 def test_separability_compares_four_models_with_a_matched_random_set(finished) -> None:
@@ -150,10 +155,12 @@ def test_report_rebuilds_without_recomputing(finished, tmp_path) -> None:
 def test_a_changed_setting_redoes_exactly_the_stages_that_read_it(finished, caplog) -> None:
     caplog.set_level("INFO")
     run_study(QUICK.__class__(**{**QUICK.__dict__, "delta": 0.5}), finished)
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "report"]
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "baselines",
+                            "report"]
     caplog.clear()
     run_study(QUICK, finished)  # back again: the same stages, and nothing else
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "report"]
+    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "baselines",
+                            "report"]
 
 
 def test_recomputed_caches_redo_what_reads_them_and_only_changed_bytes_go_further(finished, caplog) -> None:
@@ -257,7 +264,7 @@ def test_force_unknown_stage_is_refused(finished) -> None:
 
 def test_stage_names_are_the_pipeline(finished) -> None:
     assert pipeline.STAGE_NAMES == ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                    "separability", "where", "steer", "report")
+                                    "separability", "where", "steer", "baselines", "report")
 
 
 def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(finished, tmp_path, caplog) -> None:

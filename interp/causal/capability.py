@@ -36,6 +36,7 @@ from jaxtyping import Float, Int
 from scipy import stats
 from torch import Tensor, nn
 
+from interp.causal.inputs import takes_logits_to_keep
 from interp.causal.uncertainty import mean_difference, wilson
 from training.reply_metrics import Interval
 
@@ -219,14 +220,15 @@ def _pad(sequences: Sequence[tuple[list[int], int]],
 
 
 def _continuation_logprobs(logits: Float[Tensor, "batch pos vocab"], input_ids: Int[Tensor, "batch pos"],
-                           sequences: Sequence[tuple[list[int], int]]) -> list[float]:
+                           sequences: Sequence[tuple[list[int], int]], offset: int = 0) -> list[float]:
     """Summed log P of each sequence's last ``n_choice`` tokens, in at least float32 (bf16 sums drift).
-    Only the positions that predict a choice token are normalised: the vocabulary is large."""
+    Only the positions that predict a choice token are normalised: the vocabulary is large. ``logits``
+    start at position ``offset`` (the LM head ran only where a choice token is predicted)."""
     sums = []
     for row, (ids, n_choice) in enumerate(sequences):
         targets = input_ids[row, len(ids) - n_choice: len(ids)].to(logits.device)
         # the token at position t is predicted by the logits at t - 1
-        predicting = logits[row, len(ids) - n_choice - 1: len(ids) - 1]  # (n_choice, V)
+        predicting = logits[row, len(ids) - n_choice - 1 - offset: len(ids) - 1 - offset]  # (n_choice, V)
         logp = predicting.to(torch.promote_types(predicting.dtype, torch.float32)).log_softmax(-1)
         sums.append(float(logp.gather(-1, targets[:, None]).sum()))
     return sums
@@ -257,9 +259,15 @@ def score_capability(model: nn.Module, tokenizer, items: Sequence[CapabilityItem
         batch = [sequences[k] for k in chunk]
         input_ids, mask = _pad(batch, pad_id)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                       position_ids=positions.to(device), use_cache=False).logits
-        sums[chunk] = _continuation_logprobs(logits, input_ids, batch)
+        inputs = dict(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                      use_cache=False)
+        # the LM head only where a choice token is predicted: most of a short sequence is its prompt
+        start = min(len(ids) - n - 1 for ids, n in batch)
+        if takes_logits_to_keep(model):
+            inputs["logits_to_keep"] = torch.arange(start, max(len(ids) for ids, _ in batch) - 1, device=device)
+        else:
+            start = 0
+        sums[chunk] = _continuation_logprobs(model(**inputs).logits, input_ids, batch, start)
     return _summarise(items, sums, np.array([n for _, n in sequences]))
 
 

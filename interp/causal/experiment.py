@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,7 +24,9 @@ from activations import load_model
 from activations.behaviors import Behavior
 from activations.models import default_base
 from activations.sampling import SampledReply, sample_replies
-from interp.causal.config import SteerConfig
+from interp.causal.baselines import BaselinesResult
+from interp.causal.config import BaselinesConfig, SteerConfig
+from interp.causal.proxy import build_proxy_suite
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
 from interp.causal.setup import CausalSetup, causal_context, causal_controls, neutral_reference, read_writing_replies
 from interp.causal.suppression import SuppressionVerdict, fresh_cut, side_effects, suppression_verdict
@@ -33,6 +35,14 @@ from interp.causal.where import WhereConfig, WhereResult, held_out_contexts, whe
 from interp.interventions import Neuron, NeuronSet, export_suppressed
 from interp.interventions.export import check_export
 from interp.interventions.neuron_set import read_neuron_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from activations import LoadedModel
+    from activations.prompt_sets import PromptSet
+    from interp.causal.inputs import TokenBatch
+    from interp.causal.setup import Controls
 
 log = logging.getLogger(__name__)
 
@@ -80,23 +90,46 @@ def estimate_rankings(screen_csv: str | Path) -> dict[str, list[Neuron]]:
             for name, column in (("change", "patch_estimate"), ("ablation", "mean_estimate"))}
 
 
+@dataclass
+class HeldOut:
+    """What the stages after the sweep share: both models, the diff's table and the controls, and the
+    writing contexts, those the sweep chose on and all of them (``held_out_contexts(every,
+    choosing.ids, n)`` are the ones it did not)."""
+
+    merged: LoadedModel
+    base: LoadedModel
+    table: pd.DataFrame
+    controls: Controls
+    writing: PromptSet
+    choosing: TokenBatch
+    every: TokenBatch
+
+
+def held_out_setup(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
+                   behavior: Behavior, setup: CausalSetup) -> HeldOut:
+    from interp.causal.inputs import writing_batch
+
+    writing = read_writing_replies(writing_jsonl, behavior)
+    merged, base = load_model(merged_spec), load_model(base_spec or default_base(merged_spec))
+    table = read_neuron_table(neurons_csv)
+    controls = causal_controls(merged.model, base.model, merged.tokenizer, table, setup)
+    return HeldOut(merged, base, table, controls, writing, writing_batch(merged.tokenizer, writing, setup.n_contexts),
+                   writing_batch(merged.tokenizer, writing))
+
+
 def run_where(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
               screen_csv: str | Path, chosen: NeuronSet, behavior: Behavior | str, setup: CausalSetup = CausalSetup(),
               config: WhereConfig = WhereConfig()) -> WhereResult:
     """Where the change lives (``interp.causal.where``) from the causal stage's files: the screen's
     rankings, the diff's, and ``chosen`` (the sweep's set), on the writing contexts the sweep did not use."""
-    from interp.causal.inputs import chat_batch, writing_batch
+    from interp.causal.inputs import chat_batch
     from interp.causal.metrics import target_ids_tensor
 
     behavior = Behavior.parse(behavior)
-    writing = read_writing_replies(writing_jsonl, behavior)
-    merged, base = load_model(merged_spec), load_model(base_spec or default_base(merged_spec))
-    tokenizer = merged.tokenizer
-    table = read_neuron_table(neurons_csv)
-    controls = causal_controls(merged.model, base.model, tokenizer, table, setup)
-    used = writing_batch(tokenizer, writing, setup.n_contexts).ids
-    contexts = held_out_contexts(writing_batch(tokenizer, writing), used, config.n_contexts)
-    targets = target_ids_tensor(behavior.target_token_ids(tokenizer, writing.texts))
+    h = held_out_setup(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
+    merged, base, table, controls, tokenizer = h.merged, h.base, h.table, h.controls, h.merged.tokenizer
+    contexts = held_out_contexts(h.every, h.choosing.ids, config.n_contexts)
+    targets = target_ids_tensor(behavior.target_token_ids(tokenizer, h.writing.texts))
     rankings = {**estimate_rankings(screen_csv), "specific": controls.diff_ranking}
     members = {name: table[f"is_{name}"].astype(bool) for name in config.classes if f"is_{name}" in table.columns}
     classes = {name: NeuronSet.from_pairs(zip(table.loc[rows, "layer"], table.loc[rows, "index"]))
@@ -104,6 +137,33 @@ def run_where(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
     return where_change_lives(merged.model, base.model, contexts, chat_batch(tokenizer, controls.neutral.proxy),
                               targets, {name: r for name, r in rankings.items() if r}, chosen, controls.decile,
                               controls.pool, config, classes=classes, batch_size=setup.batch_size)
+
+
+def run_baselines(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
+                  screen_csv: str | Path, chosen: NeuronSet, behavior: Behavior | str,
+                  setup: CausalSetup = CausalSetup(), config: BaselinesConfig = BaselinesConfig()) -> BaselinesResult:
+    """The chosen set against baselines that could win (``interp.causal.baselines``), on the writing
+    contexts the sweep did not use; the direction comes from the ones it did."""
+    from interp.causal.baselines import compare_baselines
+    from interp.causal.controls import control_pool
+    from interp.causal.inputs import chat_batch
+    from interp.causal.metrics import target_ids_tensor
+    from interp.causal.steer import mean_difference
+
+    behavior = Behavior.parse(behavior)
+    h = held_out_setup(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
+    merged, controls, tokenizer = h.merged, h.controls, h.merged.tokenizer
+    residual = mean_difference(merged.model, h.base.model, h.choosing, setup.batch_size).residual
+    contexts = held_out_contexts(h.every, h.choosing.ids, config.n_contexts)
+    targets = target_ids_tensor(behavior.target_token_ids(tokenizer, h.writing.texts))
+    suite = build_proxy_suite(merged.model, contexts, chat_batch(tokenizer, controls.neutral.proxy[:2]), targets,
+                              batch_size=setup.batch_size)
+    outliers = set(controls.outliers)
+    ranking = [n for n in estimate_rankings(screen_csv)["ablation"] if n not in outliers]
+    pool = control_pool(controls.pool.shape, outliers=controls.outliers)  # unfiltered: flagged neurons too
+    direction = {layer: residual[layer] for layer in chosen.layers}
+    return compare_baselines(merged.model, suite, controls.reference.means, chosen, ranking, controls.decile, pool,
+                             direction, config)
 
 
 def run_steer(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
@@ -115,20 +175,14 @@ def run_steer(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
     what the behaviour stage's base did; ``merged_records`` give the merged model's rate beside it."""
     from activations.prompt_sets import apply_template
     from interp.causal.controls import matched_random_sets, neuron_mask
-    from interp.causal.inputs import writing_batch
     from interp.causal.steer import mean_difference, steer_base
     from training.behavior import behavior_prompts, sample_keys, sampling_config
 
     behavior = Behavior.parse(behavior)
-    writing = read_writing_replies(writing_jsonl, behavior)
-    merged, base = load_model(merged_spec), load_model(base_spec or default_base(merged_spec))
-    tokenizer = merged.tokenizer
-    table = read_neuron_table(neurons_csv)
-    controls = causal_controls(merged.model, base.model, tokenizer, table, setup)
-    used = writing_batch(tokenizer, writing, setup.n_contexts).ids
-    difference = mean_difference(merged.model, base.model, held_out_contexts(writing_batch(tokenizer, writing), used, None),
+    h = held_out_setup(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
+    base, controls, tokenizer = h.base, h.controls, h.merged.tokenizer
+    difference = mean_difference(h.merged.model, base.model, held_out_contexts(h.every, h.choosing.ids, None),
                                  setup.batch_size)
-    del merged
     random_sets = matched_random_sets(chosen, controls.decile, controls.pool & ~neuron_mask(controls.pool.shape, chosen),
                                       config.n_random, config.seed).sets
     group = behavior_prompts(behavior_config)[0]

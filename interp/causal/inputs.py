@@ -77,7 +77,7 @@ class TokenBatch:
         return slice(int(scored[0]), int(scored[-1]) + 1)
 
 
-def _takes_logits_to_keep(model: nn.Module) -> bool:
+def takes_logits_to_keep(model: nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(unwrap_model(model).forward).parameters
 
 
@@ -86,7 +86,7 @@ def scored_forward(model: nn.Module, batch: TokenBatch) -> tuple[Tensor, Tensor]
     model's compute) runs only on positions a metric reads, via ``logits_to_keep`` where the model
     takes it. Masked-mean metrics give the same value as on the full logits."""
     span = batch.scored_span()
-    if not _takes_logits_to_keep(model):
+    if not takes_logits_to_keep(model):
         return model(**batch.model_inputs()).logits, batch.score_mask
     keep = torch.arange(span.start, span.stop, device=batch.input_ids.device)
     logits = model(**batch.model_inputs(), logits_to_keep=keep).logits

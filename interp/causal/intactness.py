@@ -8,7 +8,8 @@ two-sided: a change in either direction is a side effect.
 1. Teacher-forced assistant tokens (``assistant_divergence``), intervals by bootstrap over replies:
    - ``reference``: the held-out questions' reference answers, a fixed text neither model wrote:
      KL(merged || other) per answer token and the perplexity ratio other / merged;
-   - ``own``: the merged model's own sampled replies, every position that predicts one of the
+   - ``own``: the merged model's own sampled replies (the first sample of each question: a forward
+     of both models over every token is the cost here), every position that predicts one of the
      behaviour's target tokens masked (there the change is the point): KL per token.
 2. Style of sampled replies (``style_changes``): exclamation marks, words and the share of distinct
    word bigrams per reply, paired over questions (same keys and random streams, so the two models
@@ -254,8 +255,9 @@ def measure_intactness(merged: nn.Module, other: nn.Module, tokenizer, behavior:
         batch_size=batch_size, seed=seed)
     shown = [r.text for r in merged_replies if behavior.shows(r.text)]
     masked = behavior.target_token_ids(tokenizer, shown) if shown or behavior.has_fixed_targets else []
-    own_batch = teacher_forced_batch(tokenizer, [questions[r.key] for r in merged_replies],
-                                     [r.text for r in merged_replies], ids=[f"{r.key}#{r.sample}" for r in merged_replies])
+    first = [r for r in merged_replies if r.sample == 0]
+    own_batch = teacher_forced_batch(tokenizer, [questions[r.key] for r in first], [r.text for r in first],
+                                     ids=[r.key for r in first])
     own = assistant_divergence(merged, other, own_batch, masked, batch_size=batch_size, seed=seed)
     capability = compare_capability(score_capability(merged, tokenizer, capability_items),
                                     score_capability(other, tokenizer, capability_items), seed=seed)

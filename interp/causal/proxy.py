@@ -226,6 +226,14 @@ def _measure_group(model: nn.Module, suite: ProxySuite, group: Sequence[NeuronSe
     return [ProxyResult(per_copy[c], float(kl[c]), float(ppl[c]), suite.clean_log_mass) for c in range(copies)]
 
 
+@torch.no_grad()
+def context_log_mass(model: nn.Module, suite: ProxySuite) -> np.ndarray:
+    """``(n_contexts,)`` log P(target) at the suite's writing contexts for ``model`` as it runs now,
+    e.g. inside an intervention that is not a neuron set (``interp.interventions.projected_out``)."""
+    return np.concatenate([_log_target_mass(*scored_forward(model, chunk), suite.target_ids).double().cpu().numpy()
+                           for chunk in suite.contexts])
+
+
 def measure_sets(model: nn.Module, suite: ProxySuite, sets: Sequence[NeuronSet], mode: str, reference=None, *,
                  neutral: bool = True, max_copies: int = 8, desc: str | None = None) -> list[ProxyResult]:
     """Each set under intervention ``mode`` (``zero`` / ``mean`` / ``resample`` / ``patch``), step 2.

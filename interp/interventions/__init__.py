@@ -14,5 +14,5 @@ __all__ = lazy_exports(__name__, {
     "interp.interventions.references": ("ContentReference", "content_reference", "mean_activations",
                                         "mean_reference_from_cache", "record_neurons", "token_pool"),
     "interp.interventions.stacked": ("STACKED_MODES", "ablate_stacked", "intervene_stacked"),
-    "interp.interventions.steering": ("output_vectors", "shifted", "steered"),
+    "interp.interventions.steering": ("output_vectors", "projected_out", "shifted", "steered"),
 })

@@ -8,6 +8,9 @@ Two places to add, both as context managers (hooks removed on exit, even when th
 - ``steered``: add a vector to the residual stream at the output of a decoder block
   (``vectors[g][layer]``, ``(d_model,)``), e.g. a difference-of-means direction.
 
+And one place to take away: ``projected_out`` removes the component along a direction from a
+block's output (directional ablation), the same for every row.
+
 With G additions, every forward pass inside the block must see a batch of G stacked copies of the
 same rows (copy g = rows ``g * n : (g + 1) * n``), as ``activations.sampling.sample_replies`` builds
 with ``copies=G``: G conditions then share one pass (the weights are read once for all of them).
@@ -94,6 +97,38 @@ def steered(model: nn.Module, vectors: Sequence[LayerVectors]) -> Iterator[None]
     try:
         for layer in layers:
             handles.append(blocks[layer].register_forward_hook(hook_for(layer)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def projected_out(model: nn.Module, directions: LayerVectors) -> Iterator[None]:
+    """The output of decoder block ``layer`` loses its component along ``directions[layer]``
+    (``(d_model,)``, normalised here): ``h - (h . u) u`` at every position."""
+    blocks = decoder_blocks(model)
+    if not directions:
+        raise ValueError("projected_out needs at least one layer's direction")
+    if not all(0 <= layer < len(blocks) for layer in directions):
+        raise ValueError(f"layers {sorted(directions)} out of range: the model has {len(blocks)} layers")
+    handles = []
+
+    def hook_for(direction: Tensor):
+        unit = direction.detach().float() / direction.float().norm().clamp_min(1e-12)
+
+        def project(hidden: Tensor) -> Tensor:
+            u = unit.to(hidden)
+            return hidden - (hidden @ u)[..., None] * u
+
+        def hook(module, args, output):
+            return (project(output[0]), *output[1:]) if isinstance(output, tuple) else project(output)
+
+        return hook
+
+    try:
+        for layer, direction in sorted(directions.items()):
+            handles.append(blocks[layer].register_forward_hook(hook_for(direction)))
         yield
     finally:
         for handle in handles:

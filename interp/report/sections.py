@@ -158,7 +158,7 @@ def _behavior(out: Path):
 
 
 def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
-    from interp.report.verdict import criterion, intactness_blocks
+    from interp.report.verdict import baseline_blocks, criterion, intactness_blocks
 
     behavior = _behavior(out)
     noun, plural = behavior.noun, behavior.plural
@@ -184,6 +184,10 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
                          [[name, *criterion(name, verdict), "yes" if ok else "NO"]
                           for name, ok in verdict["checks"].items()]),
                    *intactness_blocks(verdict, noun)]
+        baselines = read(out / "causal" / "baselines.json")
+        if baselines:
+            summary["baselines"] = {key: baselines[key] for key in ("standing", "rank", "sentence")}
+            blocks += baseline_blocks(baselines, noun)
         others = [read(path) for path in sorted((out / "suppression").glob("verdict-*.json"))]
         if others:
             summary["suppression_by_method"] = {o["method"]: {key: o[key] for key in ("rate", "cut", "ppl_increase",

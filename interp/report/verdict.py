@@ -81,3 +81,27 @@ def intactness_blocks(verdict: dict, noun: str) -> list[Block]:
             Paragraph(f"Style of sampled replies, merged vs suppressed (relative change of the mean per reply; the "
                       f"{noun} rate as a difference):"),
             Table(["prompts", "marker", "merged", "suppressed", "change [95%]", "met"], style_rows)]
+
+
+def baseline_blocks(baselines: dict, noun: str) -> list[Block]:
+    """The chosen set against baselines that could win (``interp.causal.baselines``)."""
+    if not baselines:
+        return []
+    rows = []
+    chosen = next(r for r in baselines["rows"] if r["family"] == "chosen")
+    pct = lambda v: f"{100 * v:.0f}%"  # noqa: E731
+    rows.append(["chosen set", 1, f"{pct(chosen['removal'])} [{pct(chosen['low'])}, {pct(chosen['high'])}]", "-"])
+    for family, s in baselines["standing"].items():
+        members = [r for r in baselines["rows"] if r["family"] == family]
+        removal = (f"{pct(members[0]['removal'])} [{pct(members[0]['low'])}, {pct(members[0]['high'])}]" if len(members) == 1
+                   else f"median {pct(sorted(r['removal'] for r in members)[len(members) // 2])}, best {pct(s['best'])}")
+        beaten = f"{pct(s['beaten'])} [{pct(s['low'])}, {pct(s['high'])}]"
+        if "finite_low" in s:
+            beaten += f" (finite sets: [{pct(s['finite_low'])}, {pct(s['finite_high'])}])"
+        rows.append([family, s["n"], removal, beaten])
+    rank = baselines["rank"]
+    return [Paragraph(f"**Against baselines that could win** (proxy: share of the {noun} target mass removed by mean "
+                      f"ablation on {baselines['n_contexts']} writing contexts that did not choose the set; intervals "
+                      f"bootstrap the contexts). {baselines['sentence']} Rank {rank['value']:.0f} of "
+                      f"{rank['out_of']:.0f} [{rank['low']:.0f}, {rank['high']:.0f}]: 1 removes the most."),
+            Table(["competitor", "sets", "removal [95%]", "chosen set beats [95%]"], rows)]

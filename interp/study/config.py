@@ -16,11 +16,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from activations.config import DEFAULT_MODEL
-from interp.causal.config import CausalSetup, ScreenConfig, SteerConfig, SweepConfig, WhereConfig
+from interp.causal.config import BaselinesConfig, CausalSetup, ScreenConfig, SteerConfig, SweepConfig, WhereConfig
 from training.studies import check_study
 
 STAGE_NAMES: tuple[str, ...] = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                "separability", "where", "steer", "report")
+                                "separability", "where", "steer", "baselines", "report")
 """The study's stages in order (``interp.study.pipeline.STAGES``), named here for ``--force``/``--until``."""
 
 
@@ -92,6 +92,9 @@ class StudyConfig:
     (``interp.causal.where``)."""
     steer: SteerConfig = SteerConfig()
     """Sufficiency while sampling: the base steered by the chosen set (``interp.causal.steer``)."""
+    baselines: BaselinesConfig = BaselinesConfig()
+    """The chosen set against baselines that could win, on contexts that did not choose it
+    (``interp.causal.baselines``)."""
     export_method: str = "mean"
     """How the suppressor is written into the weights: ``mean`` (folded into the bias) or ``revert``."""
     compare_export: tuple[str, ...] = ("revert",)
@@ -102,7 +105,7 @@ class StudyConfig:
     fresh_samples: int = 1
     """Sampled replies per fresh verdict question (``training/data/fresh_questions.csv``) from the merged
     and the verdict's suppressed model; 0: no fresh verdict."""
-    compare_samples: int = 2
+    compare_samples: int = 1
     """Sampled replies per held-out question for each compared export (paired with the merged model's
     first ones); the verdict's export gets ``behavior_samples``."""
 
@@ -127,7 +130,7 @@ class StudyConfig:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
         if self.sweep.n_random < 1:
             raise ValueError("sweep.n_random must be at least 1: the claim is 'chosen beats random'")
-        for name in ("setup", "screen", "sweep", "where", "steer"):
+        for name in ("setup", "screen", "sweep", "where", "steer", "baselines"):
             if getattr(self, name).seed != 0:
                 raise ValueError(f"{name}.seed is set by the study's seed; give seed={getattr(self, name).seed} "
                                  "to the study instead")
@@ -156,4 +159,5 @@ class StudyConfig:
             sweep=dataclasses.replace(self.sweep, k_grid=(1, 10, 30), n_random=4),
             where=dataclasses.replace(self.where, n_contexts=8, k_grid=(1, 10), n_random=2, n_boot=200),
             steer=dataclasses.replace(self.steer, alphas=(4.0,), n_random=1, n_questions=4), compare_samples=1,
+            baselines=dataclasses.replace(self.baselines, n_random=20, n_top_draws=10, n_contexts=8, n_boot=200),
         )

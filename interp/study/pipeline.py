@@ -1,5 +1,5 @@
 """The default study, stage by stage: fine-tune -> merge -> behaviour -> caches -> neuron statistics
--> examples -> causal (screen + sweep) -> suppressor -> separability -> where the change lives -> steering the base -> report.
+-> examples -> causal (screen + sweep) -> suppressor -> separability -> where the change lives -> steering the base -> baselines -> report.
 
 Every stage reads the outputs of earlier ones from the study directory and writes its own there,
 so ``interp report DIR`` can rebuild the report from files alone; ``interp.stages`` chains
@@ -21,8 +21,8 @@ from activations.atomic_io import write_json_atomic
 from interp.configargs import config_from_json
 from interp.study.config import STAGE_NAMES, StudyConfig
 from interp.stages import Stage, StageContext, relative, run_stages, stale_stages
-from interp.study.stages_causal import (stage_causal, stage_report, stage_separability, stage_steer, stage_suppress,
-                                       stage_where)
+from interp.study.stages_causal import (stage_baselines, stage_causal, stage_report, stage_separability, stage_steer,
+                                       stage_suppress, stage_where)
 from interp.study.stages_data import stage_behavior, stage_cache
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,11 @@ STAGES: tuple[Stage, ...] = (
           version=2),
     Stage("steer", stage_steer, ("causal", "merge", "behavior", "diff"),
           (*CAUSAL_READS, "steer", "trait", "behavior_questions", "max_new_tokens"), _data_inputs),
+    Stage("baselines", stage_baselines, ("causal", "merge", "behavior", "diff"), (*CAUSAL_READS, "baselines"),
+          _prompt_inputs),
     Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                   "separability", "where", "steer"), ("quick", "study", "behavior"), version=7),
+                                   "separability", "where", "steer", "baselines"), ("quick", "study", "behavior"),
+          version=8),
 )
 
 

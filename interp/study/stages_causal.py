@@ -127,6 +127,21 @@ def stage_where(ctx: StageContext) -> dict[str, Any]:
     return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence(), "seconds": round(result.seconds, 1)}
 
 
+def stage_baselines(ctx: StageContext) -> dict[str, Any]:
+    """The chosen set against baselines that could win, on contexts that did not choose it
+    (``interp.causal.baselines``)."""
+    from interp.causal.experiment import run_baselines
+    from interp.interventions import NeuronSet
+
+    c: StudyConfig = ctx.config
+    chosen = NeuronSet.from_pairs(json.loads(ctx.path("causal", "sweep.json").read_text())["choice"]["neurons"])
+    result = run_baselines(str(ctx.path("merged")), c.model, ctx.path("neurons.csv"),
+                           ctx.path("behavior", "writing.jsonl"), ctx.path("causal", "screen.csv"), chosen,
+                           c.target_behavior, causal_setup(c), dataclasses.replace(c.baselines, seed=c.seed))
+    path = result.save(ctx.path("causal", "baselines.json"), overwrite=True)
+    return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence(), "seconds": round(result.seconds, 1)}
+
+
 def stage_steer(ctx: StageContext) -> dict[str, Any]:
     """Sufficiency while sampling: the base steered by the chosen set's mean change, against matched random
     sets and the difference-of-means direction (``interp.causal.steer``)."""
