@@ -91,26 +91,39 @@ def top_prompts(cache: ActivationCache, neurons: Sequence[Neuron], per_neuron: i
 
 
 def token_values(model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
-                 wanted: dict[int, set[Neuron]]) -> dict[tuple[int, Neuron], tuple[list[str], list[float]]]:
-    """``(prompt, neuron) -> (token pieces, activations)`` for each prompt and the neurons that want it,
-    one forward per prompt (raw text, no chat template, as the report's examples)."""
+                 wanted: dict[int, set[Neuron]], batch_size: int = 16
+                 ) -> dict[tuple[int, Neuron], tuple[list[str], list[float]]]:
+    """``(prompt, neuron) -> (token pieces, activations)`` for each prompt and the neurons that want it
+    (raw text, no chat template, as the report's examples). Prompts run ``batch_size`` at a time,
+    right-padded: a causal model's real tokens never see the padding after them."""
     layers = sorted({layer for neurons in wanted.values() for layer, _ in neurons})
     sites = neuron_sites(model, layers)
     device = next(model.parameters()).device
     # The backbone alone: the hooks sit inside it, and the unembedding's vocabulary-wide product is not needed.
     backbone = getattr(unwrap_model(model), "base_model", model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    encoded = {prompt: tokenizer(texts[prompt]).input_ids for prompt in wanted}
+    order = sorted(wanted, key=lambda p: (len(encoded[p]), p))  # similar lengths together: little padding
     out = {}
-    for prompt, neurons in sorted(wanted.items()):
-        ids = tokenizer(texts[prompt], return_tensors="pt").input_ids.to(device)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        width = max(len(encoded[p]) for p in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, prompt in enumerate(chunk):
+            ids[row, : len(encoded[prompt])] = torch.tensor(encoded[prompt])
+            mask[row, : len(encoded[prompt])] = 1
         with recording(sites) as acts, torch.inference_mode():
-            backbone(ids)
-        for layer, index in sorted(neurons):
-            values = acts[layer][0, :, index].float().cpu().numpy()
-            # Only a window around the peak is shown: a page stays small however long the prompt.
-            peak = int(np.argmax(np.abs(values)))
-            start, stop = max(0, peak - WINDOW[0]), min(len(values), peak + WINDOW[1] + 1)
-            tokens, merged = readable_pieces(tokenizer, ids[0, start:stop].tolist(), values[start:stop])
-            out[(prompt, (layer, index))] = (tokens, [round(float(v), 5) for v in merged])
+            backbone(input_ids=ids.to(device), attention_mask=mask.to(device))
+        for row, prompt in enumerate(chunk):
+            length = len(encoded[prompt])
+            for layer, index in sorted(wanted[prompt]):
+                values = acts[layer][row, :length, index].float().cpu().numpy()
+                # Only a window around the peak is shown: a page stays small however long the prompt.
+                peak = int(np.argmax(np.abs(values)))
+                lo, hi = max(0, peak - WINDOW[0]), min(length, peak + WINDOW[1] + 1)
+                tokens, merged = readable_pieces(tokenizer, encoded[prompt][lo:hi], values[lo:hi])
+                out[(prompt, (layer, index))] = (tokens, [round(float(v), 5) for v in merged])
     return out
 
 
