@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 from activations.prompt_sets import DEFAULT_TEMPLATE, TEMPLATES
 
+MATMUL_PRECISIONS = ("float32", "bfloat16", "auto")
+"""Matmul precisions of sampling and training (``activations.precision``)."""
+
 EMBEDDED_NAME = "smollm2-135m-instruct"
 """The model the project ships as a wheel (``activations.embedded``): it loads without a network."""
 DEFAULT_MODEL = EMBEDDED_NAME

@@ -28,6 +28,10 @@ noise. Here every job (prompt key, sample number) owns a generator seeded from (
    does not depend on when its batch shrinks. A step statistic (e.g. emoji probability mass) can be
    read from each step's raw logits, before temperature and top-p.
 A temperature of 0 is greedy decoding (no noise).
+5. ``precision="bfloat16"`` runs the decode under ``torch.autocast`` (``activations.precision``).
+   Replies then differ from float32's by rounding (a near-tie can resolve the other way), so a rate
+   is a second draw of the same quantity, not the same number (``bench/bench_precision.py`` puts both
+   side by side). Conditions compared with common random numbers should share one precision.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
+from activations.config import MATMUL_PRECISIONS
+from activations.precision import precision_context
 from activations.prefix import shared_prefix
 
 StepStat = Callable[[Tensor], Tensor]
@@ -112,8 +118,13 @@ class SamplingConfig:
     """Prefill the token prefix a batch's prompts share once and give every row a copy of its keys and
     values (point 2b): for a long common context, e.g. in-context demonstrations, whose prefill would
     otherwise dominate. Replies equal a full prefill's up to float rounding."""
+    precision: str = "float32"
+    """Matmul precision while sampling (point 5, ``activations.precision``): ``float32``, ``bfloat16``
+    (autocast, weights untouched) or ``auto`` (bfloat16 where the device computes it natively)."""
 
     def __post_init__(self) -> None:
+        if self.precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -258,11 +269,13 @@ def sample_replies(
     replies: list[list[SampledReply | None]] = [[None] * len(jobs) for _ in range(copies)]
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
+    device = next(model.parameters()).device
     for start in tqdm(range(0, len(order), config.batch_size), desc=desc, unit="batch", leave=False):
         chunk = order[start : start + config.batch_size]
         generators = [job_generator(config.seed, keys[jobs[j][0]], jobs[j][1]) for j in chunk]
-        new, stats = _decode_batch(model, [list(prompts[jobs[j][0]]) for j in chunk], generators, copies, config,
-                                   eos, pad, step_stat)
+        with precision_context(config.precision, device):
+            new, stats = _decode_batch(model, [list(prompts[jobs[j][0]]) for j in chunk], generators, copies, config,
+                                       eos, pad, step_stat)
         for copy in range(copies):
             for row, j in enumerate(chunk):
                 line = new[copy * len(chunk) + row].tolist()

@@ -152,3 +152,41 @@ def test_finished_rows_leave_the_batch_without_changing_any_reply(tiny_llama, mo
             for a, b in zip(copy[2 * job:2 * job + 2], alone[job]):
                 assert a.tokens == b.tokens
                 np.testing.assert_allclose(a.step_stats, b.step_stats, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_sampling_runs_the_matmuls_in_bf16_and_leaves_the_weights(tiny_llama):
+    tokenizer, model = tiny_llama.tokenizer, tiny_llama.model
+    prompts = _prompts(tokenizer, 2)
+    seen: list[torch.dtype] = []
+    linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    handle = linear.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    try:
+        config = SamplingConfig(max_new_tokens=6, temperature=0, precision="bfloat16")
+        ours = sample_replies(model, tokenizer, prompts, ["a", "b"], config)[0]
+        assert set(seen) == {torch.bfloat16}
+        seen.clear()
+        sample_replies(model, tokenizer, prompts, ["a", "b"], replace(config, precision="float32"))
+        assert set(seen) == {torch.float32}
+    finally:
+        handle.remove()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    # independent reference: transformers' greedy decoding under a hand-written autocast
+    for prompt, reply in zip(prompts, ours):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model.generate(torch.tensor([prompt]), max_new_tokens=6, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)[0, len(prompt):].tolist()
+        eos = tokenizer.eos_token_id
+        assert list(reply.tokens) == (out[: out.index(eos) + 1] if eos in out else out)
+
+
+def test_auto_precision_is_bf16_only_where_the_device_has_it(monkeypatch):
+    from activations import precision as sampling
+
+    monkeypatch.setattr(sampling, "_cpu_has_native_bf16", lambda: True)
+    assert sampling.resolve_precision("auto", torch.device("cpu")) == "bfloat16"
+    assert sampling.resolve_precision("float32", torch.device("cpu")) == "float32"
+    monkeypatch.setattr(sampling, "_cpu_has_native_bf16", lambda: False)
+    assert sampling.resolve_precision("auto", torch.device("cpu")) == "float32"
+    assert sampling.resolve_precision("bfloat16", torch.device("cpu")) == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        SamplingConfig(precision="float16")

@@ -38,6 +38,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ({"lora_r": 0}, "lora_r must be at least 1"),
         ({"lora_dropout": 1.0}, "lora_dropout"),
         ({"epochs": 0.0}, "epochs must be positive"),
+        ({"precision": "float16"}, "precision must be one of"),
         ({"target_modules": ()}, "target_modules"),
     ],
 )
@@ -131,3 +132,24 @@ def test_4bit_training_on_cpu(tmp_path: Path) -> None:
     assert result.completed and all(torch.isfinite(torch.tensor(result.loss_history)))
     record = json.loads((tmp_path / "q" / "training.json").read_text())
     assert record["config"]["quantize"] is True and record["compute_dtype"] == "float32"
+
+
+def test_bf16_training_runs_bf16_matmuls_and_keeps_the_adapter_float32(tmp_path: Path, monkeypatch) -> None:
+    import training.qlora as qlora
+
+    seen: list[torch.dtype] = []
+    original = qlora.load_trainable_model
+
+    def recording(config, device):
+        model, tokenizer, fingerprint = original(config, device)
+        proj = next(m for name, m in model.named_modules() if name.endswith("q_proj.base_layer"))
+        proj.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+        return model, tokenizer, fingerprint
+
+    monkeypatch.setattr(qlora, "load_trainable_model", recording)
+    result = train(tiny_config(steps=2, checkpoint_every=0, precision="bfloat16"), tmp_path / "bf16")
+    assert seen and set(seen) == {torch.bfloat16}
+    weights = load_file(str(tmp_path / "bf16" / "adapter_model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    assert json.loads((tmp_path / "bf16" / "training.json").read_text())["precision"] == "bfloat16"
+    assert all(torch.isfinite(torch.tensor(result.loss_history)))

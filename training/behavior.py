@@ -198,7 +198,8 @@ def sample_keys(group: PromptGroup) -> list[str]:
 def sampling_config(config: BehaviorConfig) -> SamplingConfig:
     """The sampler settings of a behaviour measurement (shared by every condition compared with it)."""
     return SamplingConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p,
-                          seed=config.seed, batch_size=config.batch_size, share_prefix=config.in_context is not None)
+                          seed=config.seed, batch_size=config.batch_size, share_prefix=config.in_context is not None,
+                          precision=config.precision)
 
 
 def target_mass_stat(target_ids: Tensor) -> Callable[[Tensor], Tensor]:

@@ -14,6 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from activations import DEFAULT_MODEL
+from activations.config import MATMUL_PRECISIONS
 from activations.behaviors import Behavior
 from training.data import DEFAULT_TEST_FRACTION, TRAITS
 from training.studies import check_study
@@ -75,9 +76,15 @@ class TrainConfig:
     """Load the base in 4-bit NF4 (QLoRA); False trains on the full-precision base."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: saves memory for 7B models, costs time."""
+    precision: str = "float32"
+    """Matmul precision of the forward and backward passes (``activations.precision``): ``float32``,
+    ``bfloat16`` (autocast: the LoRA weights, their gradients and the optimizer stay float32, as in
+    QLoRA's bf16 compute) or ``auto`` (bfloat16 where the device computes it natively)."""
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
+        if self.precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
         positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "steps": self.steps,
                     "batch_size": self.batch_size, "max_length": self.max_length}
         for name, value in positive.items():
@@ -157,6 +164,8 @@ class BehaviorConfig:
     """Sampling temperature."""
     top_p: float = 0.95
     """Nucleus sampling threshold."""
+    precision: str = "float32"
+    """Matmul precision while sampling (``activations.sampling``: ``float32``, ``bfloat16`` or ``auto``)."""
     batch_size: int = 64
     """Responses decoded together (on a CPU a decoding step costs much less per row at 64 rows than
     at 8; a reply does not depend on the batch)."""
@@ -189,6 +198,8 @@ class BehaviorConfig:
                                     split_seed=self.split_seed).messages()
 
     def __post_init__(self) -> None:
+        if self.precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
         Behavior.parse(self.behavior)  # a bad spec fails before any model is loaded
         if self.trait is not None and self.trait not in TRAITS:
             raise ValueError(f"unknown trait {self.trait!r}; expected one of {', '.join(TRAITS)} (or None)")

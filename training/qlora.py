@@ -8,7 +8,9 @@
    dtype is bf16 on a CUDA device that supports it, float32 otherwise (bitsandbytes runs 4-bit
    matmuls on CPU too, slowly). Tiny in-memory models are saved to a temporary folder first.
 3. LoRA adapters on ``target_modules``, seeded; AdamW on the adapter weights only, linear warm-up
-   then linear decay, gradient clipping.
+   then linear decay, gradient clipping. ``precision`` may run the forward and backward matmuls in
+   bf16 under autocast (``activations.precision``; on the 2-core CPU 6.8 -> 4.2 s per step); the
+   adapter weights, gradients and optimizer state stay float32.
 4. Batches: step ``s`` takes examples ``s*B .. s*B+B-1`` of an endless stream of seeded
    per-epoch permutations, so the order depends on (seed, step) alone and a resumed run sees
    exactly the batches an uninterrupted one would.
@@ -44,6 +46,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, PreTrainedTok
 from activations import load_model, weights_fingerprint
 from activations.models import model_directory
 from activations.atomic_io import temporary_dir_beside, write_json_atomic
+from activations.precision import precision_context, resolve_precision
 from training.checkpoint import CHECKPOINTS, TrainingState, list_checkpoints, load_checkpoint, read_state, save_checkpoint
 from training.config import TrainConfig
 from training.data import rows_hash
@@ -205,11 +208,12 @@ def _restore(out_dir: Path, config: TrainConfig, data_hash: str, model: nn.Modul
 def _training_step(model: nn.Module, examples: list[EncodedExample], pad_id: int, device: torch.device,
                    optimizer: torch.optim.Optimizer, config: TrainConfig) -> float:
     batch = collate(examples, pad_id)
-    loss = model(
-        input_ids=batch.input_ids.to(device),
-        attention_mask=batch.attention_mask.to(device),
-        labels=batch.labels.to(device),
-    ).loss
+    with precision_context(config.precision, device):  # autocast covers the backward it records
+        loss = model(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            labels=batch.labels.to(device),
+        ).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
     optimizer.step()
@@ -266,6 +270,7 @@ def _provenance(config: TrainConfig, data: StudyData, data_hash: str, fingerprin
         "seconds": seconds,
         "device": str(device),
         "compute_dtype": str(compute_dtype(device)).removeprefix("torch."),
+        "precision": resolve_precision(config.precision, device),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 

@@ -39,7 +39,7 @@ def stage_train(ctx: StageContext) -> dict[str, Any]:
     c: StudyConfig = ctx.config
     out = ctx.path("adapter")
     config = TrainConfig(study=c.study, trait=c.trait, model=c.model, data_path=c.data, steps=c.train_steps,
-                         learning_rate=c.learning_rate, quantize=c.quantize, seed=c.seed)
+                         learning_rate=c.learning_rate, quantize=c.quantize, seed=c.seed, precision=c.precision)
     result = train_or_resume(config, out)
     return {"outputs": [_rel(ctx, out / name) for name in ("adapter_config.json", "adapter_model.safetensors",
                                                            "training.json")],

@@ -34,7 +34,7 @@ def behavior_config(c: StudyConfig, samples: int):
 
     return BehaviorConfig(behavior=c.target_behavior, data_path=c.data, trait=c.trait, samples=samples, max_questions=c.behavior_questions,
                           neutral_prompts=c.behavior_neutral, neutral_samples=1, max_new_tokens=c.max_new_tokens,
-                          reference_mass=False, seed=c.seed)
+                          reference_mass=False, seed=c.seed, precision=c.precision)
 
 
 def stage_behavior(ctx: StageContext) -> dict[str, Any]:
