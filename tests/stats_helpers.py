@@ -59,10 +59,13 @@ def _prompt_layout(rng: np.random.Generator) -> tuple[int, np.ndarray]:
 
 def simulate_study(
     rng: np.random.Generator, n_prompts: int = 60, n_layers: int = 2, d_mlp: int = 200, n_planted: int = 20,
-    shift: float = 1.0,
+    shift: float = 1.0, planted: np.ndarray | None = None, merged_rng: np.random.Generator | None = None,
 ) -> Simulation:
+    """``planted`` fixes the planted neurons (else ``n_planted`` drawn); ``merged_rng`` draws the merged
+    model's token noise apart from the base's, so two calls with equal ``rng`` seeds share the base model
+    exactly and differ in their fine-tunes (a study and its null)."""
     m = n_layers * d_mlp
-    planted = rng.choice(m, n_planted, replace=False)
+    planted = rng.choice(m, n_planted, replace=False) if planted is None else np.asarray(planted)
     template_level = rng.normal(0, 2, m)
     ft_template = rng.normal(0, 1.5, m) * (rng.random(m) < 0.5)
     slope, ft_slope = rng.normal(0, 0.5, m), rng.normal(0, 0.4, m)
@@ -81,14 +84,15 @@ def simulate_study(
         merged = model == "merged"
         pos = np.arange(length)[keep][:, None] / 30.0
         content = prompt_effect[i] + merged * (prompt_model[i] + general) + (slope + merged * ft_slope) * pos
-        content = content + rng.normal(0, 1.0, content.shape)
+        noise = merged_rng if merged and merged_rng is not None else rng
+        content = content + noise.normal(0, 1.0, content.shape)
         is_marked = marked[keep]
         if condition == "emoji":
             content[is_marked] += emoji_response + merged * planted_shift
         elif condition in filler_words:
             content[is_marked] += filler_words[condition][i][marked]
         n_template = TEMPLATE_HEAD + TEMPLATE_TAIL
-        template = prompt_effect[i] + template_level + merged * ft_template + rng.normal(0, 1.0, (n_template, m))
+        template = prompt_effect[i] + template_level + merged * ft_template + noise.normal(0, 1.0, (n_template, m))
         acts = np.concatenate([template[:TEMPLATE_HEAD], content, template[TEMPLATE_HEAD:]])
         roles = np.concatenate([np.full(TEMPLATE_HEAD, TokenRole.TEMPLATE),
                                 np.where(is_marked & (condition != "removed"), TokenRole.MARKED, TokenRole.CONTENT),
@@ -168,12 +172,13 @@ def write_cache(
     return path
 
 
-def write_sim_caches(root: Path, sim: Simulation) -> tuple[Path, Path]:
-    """The simulation's cells as ``root/{base,merged}/{condition}.h5`` (real writer, real stats)."""
+def write_sim_caches(root: Path, sim: Simulation, tuned: str = "merged") -> tuple[Path, Path]:
+    """The simulation's cells as ``root/{base,<tuned>}/{condition}.h5`` (real writer, real stats)."""
     ids = [f"p{i:03d}" for i in range(len(next(iter(sim.role_counts.values()))))]
-    for (model, condition), counts in sim.role_counts.items():
-        reductions = {name: values for (m, c, name), values in sim.inputs.cells.items() if (m, c) == (model, condition)}
+    for (kind, condition), counts in sim.role_counts.items():
+        model = tuned if kind == "merged" else kind
+        reductions = {name: values for (m, c, name), values in sim.inputs.cells.items() if (m, c) == (kind, condition)}
         write_cache(root / model / f"{condition}.h5", reductions, ids, role_counts=counts,
-                    stats=sim.inputs.stats[model, condition], weights_hash=f"{model}-hash", model_spec=f"tiny-{model}",
+                    stats=sim.inputs.stats[kind, condition], weights_hash=f"{model}-hash", model_spec=f"tiny-{model}",
                     prompt_set=condition, texts=[f"{condition} text {i}" for i in ids])
-    return root / "base", root / "merged"
+    return root / "base", root / tuned

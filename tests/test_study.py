@@ -57,6 +57,13 @@ def test_quick_study_writes_report(finished) -> None:
     assert header in (finished / "report.md").read_text()
     assert (finished / "report.md").read_text().count("](figures/") >= 5
     assert (finished / "suppressed" / "config.json").is_file()
+    # the null fine-tune (personality, same trait and settings) diffed with the same design, in the report
+    null = json.loads((finished / "null" / "comparison.json").read_text())
+    assert null["null_label"] == "personality/extraversion" and summary["null"] == null
+    calls = json.loads((finished / "neurons.json").read_text())["calls"]["emoji_reading"]
+    assert null["study"]["changed"]["emoji_reading"] == calls.get("changed", 0)  # same contrast, same data
+    assert "The null fine-tune" in (finished / "report.md").read_text()
+    assert "statistics against a null fine-tune" in html
 
 
 def test_the_suppressor_is_also_exported_by_reverting_and_judged_beside(finished) -> None:
@@ -155,12 +162,12 @@ def test_report_rebuilds_without_recomputing(finished, tmp_path) -> None:
 def test_a_changed_setting_redoes_exactly_the_stages_that_read_it(finished, caplog) -> None:
     caplog.set_level("INFO")
     run_study(QUICK.__class__(**{**QUICK.__dict__, "delta": 0.5}), finished)
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "baselines",
-                            "report"]
+    assert _ran(caplog) == ["diff", "null", "examples", "causal", "suppress", "separability", "where", "steer",
+                            "baselines", "report"]
     caplog.clear()
     run_study(QUICK, finished)  # back again: the same stages, and nothing else
-    assert _ran(caplog) == ["diff", "examples", "causal", "suppress", "separability", "where", "steer", "baselines",
-                            "report"]
+    assert _ran(caplog) == ["diff", "null", "examples", "causal", "suppress", "separability", "where", "steer",
+                            "baselines", "report"]
 
 
 def test_recomputed_caches_redo_what_reads_them_and_only_changed_bytes_go_further(finished, caplog) -> None:
@@ -263,8 +270,8 @@ def test_force_unknown_stage_is_refused(finished) -> None:
 
 
 def test_stage_names_are_the_pipeline(finished) -> None:
-    assert pipeline.STAGE_NAMES == ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                    "separability", "where", "steer", "baselines", "report")
+    assert pipeline.STAGE_NAMES == ("train", "merge", "behavior", "cache", "diff", "null_train", "null", "examples",
+                                    "causal", "suppress", "separability", "where", "steer", "baselines", "report")
 
 
 def test_replicate_reuses_a_finished_seed_and_compares_seeds_by_recomputation(finished, tmp_path, caplog) -> None:

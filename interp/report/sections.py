@@ -111,6 +111,12 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
         blocks.append(Paragraph(f"**Placebo** (the same contrast between two independently drawn filler twins, true "
                                 f"effect zero): {placebo['n_changed']:,} neurons changed "
                                 f"({100 * placebo['share']:.2f}% of all), against {specific} for the real {plural}."))
+    null = read(out / "null" / "comparison.json")
+    if null:
+        from interp.report.null import null_blocks
+
+        summary["null"] = null
+        blocks += null_blocks(null, n)
     counts = diff["counts"]
     blocks.append(Paragraph("Classes: " + ", ".join(f"**{k}** {v:,}" for k, v in counts.items()) + ". Flagged = "
                             f"{noun}-specific (reading or writing) and not an outlier; ranked by the larger "
@@ -188,6 +194,10 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
         if baselines:
             summary["baselines"] = {key: baselines[key] for key in ("standing", "rank", "sentence")}
             blocks += baseline_blocks(baselines, noun)
+        null = read(out / "null" / "comparison.json")
+        if null:  # the statistics' null sits beside the verdict too: the counts are part of its story
+            blocks.append(Paragraph(f"**The statistics against a null fine-tune** (table in the neuron section): "
+                                    f"{null['sentence']}"))
         others = [read(path) for path in sorted((out / "suppression").glob("verdict-*.json"))]
         if others:
             summary["suppression_by_method"] = {o["method"]: {key: o[key] for key in ("rate", "cut", "ppl_increase",

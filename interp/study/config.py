@@ -19,8 +19,8 @@ from activations.config import DEFAULT_MODEL, MATMUL_PRECISIONS
 from interp.causal.config import BaselinesConfig, CausalSetup, ScreenConfig, SteerConfig, SweepConfig, WhereConfig
 from training.studies import check_study
 
-STAGE_NAMES: tuple[str, ...] = ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                "separability", "where", "steer", "baselines", "report")
+STAGE_NAMES: tuple[str, ...] = ("train", "merge", "behavior", "cache", "diff", "null_train", "null", "examples",
+                                "causal", "suppress", "separability", "where", "steer", "baselines", "report")
 """The study's stages in order (``interp.study.pipeline.STAGES``), named here for ``--force``/``--until``."""
 
 
@@ -110,6 +110,10 @@ class StudyConfig:
     fresh_samples: int = 1
     """Sampled replies per fresh verdict question (``training/data/fresh_questions.csv``) from the merged
     and the verdict's suppressed model; 0: no fresh verdict."""
+    null_study: str | None = "personality"
+    """The null fine-tune (``interp.stats.null``): this study of the same trait, trained with the same
+    settings, its answers free of the behaviour; the diff's design is run on it and against it, so the
+    counts have a null that learned no behaviour. None (or the study itself): no null stage."""
     compare_samples: int = 1
     """Sampled replies per held-out question for each compared export (paired with the merged model's
     first ones); the verdict's export gets ``behavior_samples``."""
@@ -144,10 +148,21 @@ class StudyConfig:
         for method in (self.export_method, *self.compare_export):
             if method not in ("mean", "revert"):
                 raise ValueError(f"export methods must be mean or revert, got {method!r}")
+        if self.null_study is not None:
+            check_study(self.null_study, self.trait)
         for name in ("behavior_questions", "writing_questions", "reading_prompts"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
+
+    def train_config(self, study: str | None = None):
+        """The fine-tune's ``TrainConfig``; ``study`` trains another study of the same trait, data and
+        settings (the null fine-tune)."""
+        from training.config import TrainConfig
+
+        return TrainConfig(study=study or self.study, trait=self.trait, model=self.model, data_path=self.data,
+                           steps=self.train_steps, learning_rate=self.learning_rate, quantize=self.quantize,
+                           seed=self.seed, precision=self.precision)
 
     @property
     def target_behavior(self) -> str:

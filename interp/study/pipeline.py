@@ -24,6 +24,7 @@ from interp.stages import Stage, StageContext, relative, run_stages, stale_stage
 from interp.study.stages_causal import (stage_baselines, stage_causal, stage_report, stage_separability, stage_steer,
                                        stage_suppress, stage_where)
 from interp.study.stages_data import stage_behavior, stage_cache
+from interp.study.stages_null import stage_null, stage_null_train
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,11 @@ def _rel(ctx: StageContext, path: Path) -> str:
 
 
 def stage_train(ctx: StageContext) -> dict[str, Any]:
-    from training.config import TrainConfig
     from training.qlora import train_or_resume
 
     c: StudyConfig = ctx.config
     out = ctx.path("adapter")
-    config = TrainConfig(study=c.study, trait=c.trait, model=c.model, data_path=c.data, steps=c.train_steps,
-                         learning_rate=c.learning_rate, quantize=c.quantize, seed=c.seed, precision=c.precision)
+    config = c.train_config()
     result = train_or_resume(config, out)
     return {"outputs": [_rel(ctx, out / name) for name in ("adapter_config.json", "adapter_model.safetensors",
                                                            "training.json")],
@@ -120,36 +119,41 @@ def _verdict_inputs(config: StudyConfig) -> list[Path]:
 CAUSAL_READS = ("seed", "study", "data", "behavior", "setup")
 STAGES: tuple[Stage, ...] = (
     Stage("train", stage_train, (), ("study", "trait", "data", "model", "seed", "train_steps", "learning_rate",
-                                     "quantize"),
+                                     "quantize", "precision"),
           _data_inputs),
     Stage("merge", stage_merge, ("train",)),
     Stage("behavior", stage_behavior, ("merge",), ("trait", "study", "data", "behavior", "seed", "setup",
                                                   "behavior_samples", "base_samples",
                                                   "behavior_questions", "behavior_neutral", "max_new_tokens",
-                                                  "writing_questions"), _data_inputs, version=4),
+                                                  "writing_questions", "precision"), _data_inputs, version=4),
     Stage("cache", stage_cache, ("merge", "behavior"), ("study", "data", "behavior", "reading_prompts", "capture_batch", "seed"),
           _prompt_inputs,
           version=4),
     Stage("diff", stage_diff, ("cache",), ("study", "behavior", "delta", "seed"), version=3),
+    Stage("null_train", stage_null_train, (), ("study", "trait", "data", "model", "seed", "train_steps",
+                                               "learning_rate", "quantize", "precision", "null_study"), _data_inputs),
+    Stage("null", stage_null, ("cache", "null_train"), ("study", "null_study", "behavior", "reading_prompts",
+                                                        "capture_batch", "delta", "seed"), _prompt_inputs),
     Stage("examples", stage_examples, ("diff", "merge"), ("study", "behavior"), version=3),
     Stage("causal", stage_causal, ("diff", "merge", "behavior"),
           (*CAUSAL_READS, "screen", "sweep"), _prompt_inputs, version=3),
     Stage("suppress", stage_suppress, ("causal", "merge", "behavior"),
           (*CAUSAL_READS, "export_method", "compare_export", "compare_samples", "fresh_samples", "behavior_samples",
-           "behavior_questions", "behavior_neutral", "max_new_tokens"),
+           "behavior_questions", "behavior_neutral", "max_new_tokens", "precision"),
           _verdict_inputs, version=5),
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
-          (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens"), _inventory_inputs,
+          (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens", "precision"),
+          _inventory_inputs,
           version=4),
     Stage("where", stage_where, ("causal", "merge", "behavior", "diff"), (*CAUSAL_READS, "where"), _prompt_inputs,
           version=2),
     Stage("steer", stage_steer, ("causal", "merge", "behavior", "diff"),
-          (*CAUSAL_READS, "steer", "trait", "behavior_questions", "max_new_tokens"), _data_inputs),
+          (*CAUSAL_READS, "steer", "trait", "behavior_questions", "max_new_tokens", "precision"), _data_inputs),
     Stage("baselines", stage_baselines, ("causal", "merge", "behavior", "diff"), (*CAUSAL_READS, "baselines"),
           _prompt_inputs),
-    Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "examples", "causal", "suppress",
-                                   "separability", "where", "steer", "baselines"), ("quick", "study", "behavior"),
-          version=8),
+    Stage("report", stage_report, ("train", "merge", "behavior", "cache", "diff", "null_train", "null", "examples",
+                                   "causal", "suppress", "separability", "where", "steer", "baselines"),
+          ("quick", "study", "behavior"), version=9),
 )
 
 

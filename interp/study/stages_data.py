@@ -94,20 +94,39 @@ def reading_texts(c: StudyConfig, behavior: Behavior, writing_records: list[dict
                      tuple(texts), ("",) * len(texts), tuple(behavior.spans(t) for t in texts))
 
 
+def reading_twins(ctx: StageContext, tokenizer):
+    """The behaviour's texts and their two length-matched filler twins (``activations.twins``), as cached."""
+    from activations.atomic_io import read_jsonl
+
+    c: StudyConfig = ctx.config
+    reading = reading_texts(c, Behavior.parse(c.target_behavior), read_jsonl(ctx.path("behavior", "writing.jsonl")))
+    return filler_twins(reading, tokenizer, "user", seeds=(c.seed + 1, c.seed + 2), names=("filler-a", "filler-b"))
+
+
+def cache_roles(behavior: Behavior) -> dict[str, str]:
+    """Cache name -> its role in the design (which reductions it keeps)."""
+    return {behavior.condition: "reading", "filler-a": "filler-a", "filler-b": "filler-b", "writing": "writing"}
+
+
+def capture_set(c: StudyConfig, loaded, name: str, prompts, role: str, out) -> None:
+    """One model on one prompt set, with the reductions its role needs, into ``out``."""
+    cache = capture(loaded, None, prompts, out, overwrite=True, batch_size=c.capture_batch,
+                    reductions=CACHE_REDUCTIONS[role], template="assistant" if name == "writing" else "user",
+                    histogram=role == "reading")
+    cache.close()
+
+
 def stage_cache(ctx: StageContext) -> dict[str, Any]:
     """Both models on the behaviour's texts, their two length-matched twins and the merged model's own
     replies (``interp.stats.designs``); every output is written afresh."""
-    from activations.atomic_io import read_jsonl
     from interp.causal.setup import read_writing_replies
 
     c: StudyConfig = ctx.config
     behavior = Behavior.parse(c.target_behavior)
     merged = load_model(str(ctx.path("merged")))
-    reading = reading_texts(c, behavior, read_jsonl(ctx.path("behavior", "writing.jsonl")))
-    twins = filler_twins(reading, merged.tokenizer, "user", seeds=(c.seed + 1, c.seed + 2),
-                         names=("filler-a", "filler-b"))
+    twins = reading_twins(ctx, merged.tokenizer)
     sets = {behavior.condition: twins.original, "filler-a": twins.twins[0], "filler-b": twins.twins[1]}
-    roles = {behavior.condition: "reading", "filler-a": "filler-a", "filler-b": "filler-b", "writing": "writing"}
+    roles = cache_roles(behavior)
     try:
         writing = read_writing_replies(ctx.path("behavior", "writing.jsonl"), behavior)
     except ValueError:
@@ -124,10 +143,7 @@ def stage_cache(ctx: StageContext) -> dict[str, Any]:
     for label, loaded in (("base", load_model(c.model)), ("merged", merged)):
         for name, prompts in sets.items():
             out = ctx.path("caches", label, f"{name}.h5")
-            cache = capture(loaded, None, prompts, out, overwrite=True, batch_size=c.capture_batch,
-                            reductions=CACHE_REDUCTIONS[roles[name]],
-                            template="assistant" if name == "writing" else "user", histogram=roles[name] == "reading")
-            cache.close()
+            capture_set(c, loaded, name, prompts, roles[name], out)
             outputs.append(relative(ctx.out, out))
     return {"outputs": outputs, "pairs": len(twins.original), "dropped_twins": list(twins.dropped),
             "writing_replies": len(sets["writing"]) if "writing" in sets else 0,
