@@ -9,8 +9,10 @@ template and no answer parsing, so it measures the model and not a template or a
    ids for every choice (tokenising ``prompt + choice`` as one string can merge tokens across the
    seam and give each choice a different context). The tokenizer's BOS is put in front only when the
    tokenizer adds one by default, so the model reads text as it usually does.
-2. Run all (item, choice) sequences in batches, right-padded, with an attention mask and position ids
-   counted over real tokens (so padding changes nothing for a real token).
+2. Each prompt runs once (left-padded, position ids counted over real tokens, so padding changes
+   nothing for a real token); its keys and values are repeated for each of its choices, which run
+   after it. Most of an item's tokens are its prompt, so this costs about a third of scoring every
+   (item, choice) sequence in full.
 3. A choice's score is the sum of log P(token | everything before it) over its tokens; the per-token
    mean is kept too. The prediction is the argmax of the sum; the item's margin is the right
    choice's sum minus the best wrong choice's sum (> 0 exactly when the item is right, barring ties).
@@ -32,11 +34,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from jaxtyping import Float, Int
 from scipy import stats
-from torch import Tensor, nn
+from torch import nn
+from transformers.cache_utils import DynamicCache
 
-from interp.causal.inputs import takes_logits_to_keep
 from interp.causal.uncertainty import mean_difference, wilson
 from training.reply_metrics import Interval
 
@@ -193,54 +194,80 @@ def _prefix_ids(tokenizer) -> list[int]:
     return [bos] if default[:1] == [bos] and plain[:1] != [bos] else []
 
 
-def _sequences(items: Sequence[CapabilityItem], tokenizer) -> list[tuple[list[int], int]]:
-    """(ids, number of choice tokens at the end) for every (item, choice), items in order."""
+def _encoded(items: Sequence[CapabilityItem], tokenizer) -> list[tuple[list[int], list[list[int]]]]:
+    """(prompt ids, each choice's ids) per item."""
     prefix = _prefix_ids(tokenizer)
-    sequences = []
+    encoded = []
     for item in items:
         prompt = prefix + tokenizer(item.prompt, add_special_tokens=False)["input_ids"]
+        choices = []
         for choice in item.choices:
             continuation = tokenizer(choice, add_special_tokens=False)["input_ids"]
             if not continuation:
                 raise ValueError(f"item {item.id!r}: choice {choice!r} tokenises to nothing; give it visible text")
-            sequences.append((prompt + continuation, len(continuation)))
-    return sequences
+            choices.append(continuation)
+        encoded.append((prompt, choices))
+    return encoded
 
 
-def _pad(sequences: Sequence[tuple[list[int], int]],
-         pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Right-padded ids and the attention mask (1 on real tokens)."""
-    width = max(len(ids) for ids, _ in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, (ids, _) in enumerate(sequences):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
-    return input_ids, mask
+def _item_batches(encoded: Sequence[tuple[list[int], list[list[int]]]], batch_size: int) -> list[list[int]]:
+    """Items grouped so a batch holds at most ``batch_size`` choices (one item at least), longest prompts
+    first (less padding)."""
+    order = sorted(range(len(encoded)), key=lambda k: -len(encoded[k][0]))
+    batches: list[list[int]] = [[]]
+    for k in order:
+        if batches[-1] and sum(len(encoded[j][1]) for j in batches[-1]) + len(encoded[k][1]) > batch_size:
+            batches.append([])
+        batches[-1].append(k)
+    return batches
 
 
-def _continuation_logprobs(logits: Float[Tensor, "batch pos vocab"], input_ids: Int[Tensor, "batch pos"],
-                           sequences: Sequence[tuple[list[int], int]], offset: int = 0) -> list[float]:
-    """Summed log P of each sequence's last ``n_choice`` tokens, in at least float32 (bf16 sums drift).
-    Only the positions that predict a choice token are normalised: the vocabulary is large. ``logits``
-    start at position ``offset`` (the LM head ran only where a choice token is predicted)."""
-    sums = []
-    for row, (ids, n_choice) in enumerate(sequences):
-        targets = input_ids[row, len(ids) - n_choice: len(ids)].to(logits.device)
-        # the token at position t is predicted by the logits at t - 1
-        predicting = logits[row, len(ids) - n_choice - 1 - offset: len(ids) - 1 - offset]  # (n_choice, V)
-        logp = predicting.to(torch.promote_types(predicting.dtype, torch.float32)).log_softmax(-1)
-        sums.append(float(logp.gather(-1, targets[:, None]).sum()))
+def _score_batch(model: nn.Module, batch: Sequence[tuple[list[int], list[list[int]]]], pad_id: int,
+                 device: torch.device) -> list[float]:
+    """Summed log P of every choice of every item in ``batch`` (items in order, choices in order).
+
+    Each prompt is run once, left-padded so every prompt ends in the same column, with position ids
+    counted over real tokens; its keys and values are then repeated for each of its choices, which are
+    run right-padded after it (padding after a real token cannot change it: attention is causal). The
+    prompt's last logits score each choice's first token, the choice's own logits the rest."""
+    width = max(len(prompt) for prompt, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, (prompt, _) in enumerate(batch):
+        ids[row, width - len(prompt):], mask[row, width - len(prompt):] = torch.tensor(prompt), 1
+    cache = DynamicCache()
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device), past_key_values=cache, use_cache=True,
+                logits_to_keep=1)
+    first = out.logits[:, -1].to(torch.promote_types(out.logits.dtype, torch.float32)).log_softmax(-1)
+    owner = [row for row, (_, choices) in enumerate(batch) for _ in choices]
+    choices = [choice for _, item_choices in batch for choice in item_choices]
+    cache.batch_select_indices(torch.tensor(owner, device=device))  # each prompt's keys once per choice
+    length = max(len(choice) for choice in choices)
+    choice_ids = torch.full((len(choices), length), pad_id, dtype=torch.long)
+    choice_mask = torch.zeros((len(choices), length), dtype=torch.long)
+    for row, choice in enumerate(choices):
+        choice_ids[row, : len(choice)], choice_mask[row, : len(choice)] = torch.tensor(choice), 1
+    prompt_lengths = torch.tensor([len(batch[row][0]) for row in owner])
+    positions = prompt_lengths[:, None] + torch.arange(length)[None, :]
+    sums = [float(first[row, choice[0]]) for row, choice in zip(owner, choices)]
+    if length > 1:  # the choices' own logits score their second token on
+        rest = model(input_ids=choice_ids.to(device), attention_mask=torch.cat([mask[owner], choice_mask], 1).to(device),
+                     position_ids=positions.to(device), past_key_values=cache, use_cache=True).logits
+        logp = rest[:, :-1].to(torch.promote_types(rest.dtype, torch.float32)).log_softmax(-1)
+        following = logp.gather(-1, choice_ids[:, 1:, None].to(device)).squeeze(-1) * choice_mask[:, 1:].to(device)
+        sums = [head + float(tail) for head, tail in zip(sums, following.sum(-1))]
     return sums
 
 
 @torch.no_grad()
 def score_capability(model: nn.Module, tokenizer, items: Sequence[CapabilityItem], *,
-                     batch_size: int = 16) -> CapabilityScores:
+                     batch_size: int = 32) -> CapabilityScores:
     """Score ``model`` on ``items`` by the log-likelihood of each choice after the prompt.
 
-    ``batch_size`` counts (item, choice) sequences per forward pass. The model's mode (train/eval),
-    device and dtype are left as they are; inputs go to the device of its first parameter."""
+    ``batch_size`` counts (item, choice) sequences per forward pass; each prompt is run once and shared
+    by its choices (``_score_batch``). The model's mode (train/eval), device and dtype are left as they
+    are; inputs go to the device of its first parameter."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not items:
@@ -250,25 +277,14 @@ def score_capability(model: nn.Module, tokenizer, items: Sequence[CapabilityItem
         raise ValueError("item ids repeat; give each item a unique id (compare_capability pairs items by id)")
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked, so any id works
-    sequences = _sequences(items, tokenizer)
-    # longest first keeps padding low within a batch; scores are put back in order afterwards
-    order = sorted(range(len(sequences)), key=lambda k: -len(sequences[k][0]))
-    sums = np.empty(len(sequences))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start: start + batch_size]
-        batch = [sequences[k] for k in chunk]
-        input_ids, mask = _pad(batch, pad_id)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        inputs = dict(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                      use_cache=False)
-        # the LM head only where a choice token is predicted: most of a short sequence is its prompt
-        start = min(len(ids) - n - 1 for ids, n in batch)
-        if takes_logits_to_keep(model):
-            inputs["logits_to_keep"] = torch.arange(start, max(len(ids) for ids, _ in batch) - 1, device=device)
-        else:
-            start = 0
-        sums[chunk] = _continuation_logprobs(model(**inputs).logits, input_ids, batch, start)
-    return _summarise(items, sums, np.array([n for _, n in sequences]))
+    encoded = _encoded(items, tokenizer)
+    sums: list[list[float]] = [[] for _ in items]
+    for batch in _item_batches(encoded, batch_size):
+        flat = iter(_score_batch(model, [encoded[k] for k in batch], pad_id, device))
+        for k in batch:
+            sums[k] = [next(flat) for _ in encoded[k][1]]
+    lengths = np.array([len(choice) for _, choices in encoded for choice in choices])
+    return _summarise(items, np.array([value for item_sums in sums for value in item_sums]), lengths)
 
 
 def _summarise(items: Sequence[CapabilityItem], sums: np.ndarray, lengths: np.ndarray) -> CapabilityScores:

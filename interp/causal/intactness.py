@@ -38,7 +38,7 @@ from torch import nn
 from activations.behaviors import Behavior
 from activations.sampling import SampledReply
 from interp.causal.capability import CapabilityChange
-from interp.causal.inputs import TokenBatch
+from interp.causal.inputs import TokenBatch, takes_logits_to_keep
 from interp.causal.uncertainty import mean_difference, relative_cut
 from training.reply_metrics import Interval, bootstrap_ratio
 
@@ -95,11 +95,18 @@ def assistant_divergence(merged: nn.Module, other: nn.Module, batch: TokenBatch,
             nxt = torch.isin(chunk.input_ids[:, 1:], masked.to(device))
             n_masked += int((mask[:, :-1] & nxt).sum())
             mask[:, :-1] &= ~nxt
-        ref = merged(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask).logits.float().log_softmax(-1)
-        new = other(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask).logits.float().log_softmax(-1)
-        weight = mask.float()
+        # the LM head and the vocabulary sums only from the first scored column on (the prompt is scored nowhere)
+        start = int(mask.any(0).nonzero()[0, 0]) if bool(mask.any()) else mask.shape[1] - 1
+        inputs = dict(input_ids=chunk.input_ids, attention_mask=chunk.attention_mask)
+        if takes_logits_to_keep(merged) and takes_logits_to_keep(other):
+            inputs["logits_to_keep"] = torch.arange(start, mask.shape[1], device=device)
+        else:
+            start = 0
+        ref = merged(**inputs).logits[:, -(mask.shape[1] - start):].float().log_softmax(-1)
+        new = other(**inputs).logits[:, -(mask.shape[1] - start):].float().log_softmax(-1)
+        weight = mask[:, start:].float()
         kl_rows.append(((ref.exp() * (ref - new)).sum(-1) * weight).sum(-1))
-        nxt_ids = chunk.input_ids[:, 1:, None]
+        nxt_ids = chunk.input_ids[:, start + 1:, None]
         nll_merged.append(-(ref[:, :-1].gather(-1, nxt_ids).squeeze(-1) * weight[:, :-1]).sum(-1))
         nll_other.append(-(new[:, :-1].gather(-1, nxt_ids).squeeze(-1) * weight[:, :-1]).sum(-1))
         tokens.append(weight.sum(-1))
