@@ -22,7 +22,8 @@ from interp.discover.lens import read_out
 from interp.discover.neurons import output_columns
 
 TEXTS = list(load_prompt_set("neutral").texts[:32])
-FAST = DiscoverConfig(null_draws=100, steer_questions=0, max_length=16)
+FAST = DiscoverConfig(null_draws=100, steer_questions=0, reply_questions=0, max_length=16)
+SHIFT = DiscoverConfig(null_draws=100, steer_questions=0, reply_questions=24, reply_tokens=8, max_length=16)
 WORD = " ocean"
 
 
@@ -88,7 +89,7 @@ def test_two_identical_copies_are_a_placebo_where_nothing_stands_out(tiny_llama)
     assert found.tokens.n_standing_out == 0
     assert not found.standing_out and not found.neurons and not found.behavior.pattern
     assert all(d.norm == 0 for d in found.layers)
-    assert "No token stands out of its null" in found.summary()
+    assert "Read through the lens: no token stands out of its null" in found.summary()
 
 
 def test_a_random_nudge_of_every_weight_flags_fewer_tokens_than_a_plant(tiny_gpt2):
@@ -128,8 +129,9 @@ def test_discovered_scores_equal_a_hand_recomputation_from_hidden_states(tiny_gp
     base, tuned = tiny_gpt2, _loaded_copy(tiny_gpt2, "nudged")
     with torch.no_grad():
         tuned.model.transformer.h[0].mlp.c_fc.weight.mul_(1.3)
-    config = DiscoverConfig(null_draws=100, steer_questions=0, max_length=16, layer=1, first_k=3)
+    config = DiscoverConfig(null_draws=100, steer_questions=0, reply_questions=0, max_length=16, layer=1, first_k=3)
     found = discover(base, tuned, corpus=TEXTS, config=config)
+    assert found.n_sinks == 0  # a random tiny model has no attention sink: every position is read
     diffs, denominators, count = [], 0.0, 0
     for text in TEXTS:
         ids = torch.tensor([encode(base.tokenizer, [text], 16)[0]])
@@ -137,9 +139,8 @@ def test_discovered_scores_equal_a_hand_recomputation_from_hidden_states(tiny_gp
             h_base = base.model(input_ids=ids, output_hidden_states=True).hidden_states[2][0]  # after block 1
             h_tuned = tuned.model(input_ids=ids, output_hidden_states=True).hidden_states[2][0]
         diffs.append((h_tuned - h_base)[:3].mean(0))
-        later = h_base[1:] if len(h_base) > 1 else h_base
-        denominators += float(torch.sqrt(later.var(-1, unbiased=False) + 1e-5).sum())
-        count += len(later)
+        denominators += float(torch.sqrt(h_base.var(-1, unbiased=False) + 1e-5).sum())
+        count += len(h_base)
     mean = torch.stack(diffs).mean(0)
     ln_f, lm_head = base.model.transformer.ln_f, base.model.lm_head
     by_hand = lm_head.weight.detach() @ (ln_f.weight.detach() * (mean - mean.mean())) / (denominators / count)
@@ -155,7 +156,7 @@ def test_steered_samples_at_alpha_zero_are_the_base_model_replies(tiny_llama):
     token = _token(tiny_llama)
     tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
     config = DiscoverConfig(null_draws=100, max_length=16, steer_questions=2, steer_samples=1, max_new_tokens=4,
-                            steer_alphas=(0.0, 8.0))
+                            steer_alphas=(0.0, 8.0), reply_questions=0, precision="float32")
     found = discover(tiny_llama, tuned, corpus=TEXTS, config=config)
     zero, strong = found.steering
     assert (zero.alpha, strong.alpha) == (0.0, 8.0) and len(zero.replies) == 2
@@ -212,7 +213,7 @@ def test_the_command_line_writes_a_discovery_that_names_the_planted_token(tiny_l
     corpus.write_text("\n".join(TEXTS), encoding="utf-8")
     argv = ["discover", "--base", "tiny-random-llama", "--tuned", str(tmp_path / "tuned"), "--out",
             str(tmp_path / "found"), "--corpus", str(corpus), "--null-draws", "100", "--steer-questions", "0",
-            "--max-length", "16"]
+            "--max-length", "16", "--reply-questions", "0"]
     assert main(argv) == 0
     saved = json.loads((tmp_path / "found" / "discovery.json").read_text())
     assert saved["tokens"]["promoted"][0]["token_id"] == token and saved["n_texts"] == len(TEXTS)
@@ -296,3 +297,98 @@ def test_the_sign_flip_max_t_test_holds_its_family_wise_rate_under_a_symmetric_n
     rate, se = false / studies, (0.05 * 0.95 / studies) ** 0.5
     assert abs(rate - 0.05) < 3 * se + 0.02, rate  # the quantile of 100 draws adds a little slack
     assert found / studies > 0.9
+
+
+def test_an_attention_sink_is_left_out_of_every_mean_and_the_first_k_are_counted_after_it():
+    from interp.discover.collect import _sinks, _weights
+
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    hidden = torch.ones(2, 6, 4)
+    hidden[:, 0] *= 100.0  # massive at position 0 of both texts
+    hidden[1, 3] *= 30.0   # and at one later position of the second text
+    sink = _sinks({0: torch.ones(2, 6, 4), 1: hidden}, mask, 20.0)
+    assert sink.tolist() == [[True, False, False, False, False, False], [True, False, False, True, False, False]]
+    weights = _weights(mask, sink, first_k=2)
+    assert weights["first"].tolist() == [[0, 1, 1, 0, 0, 0], [0, 1, 1, 0, 0, 0]]
+    assert weights["all"].tolist() == [[0, 1, 1, 1, 1, 0], [0, 1, 1, 0, 1, 1]]
+    assert not _sinks({1: hidden}, mask, 0.0).any()  # sink_ratio 0: every position is read
+    with pytest.raises(ValueError, match="no position outside the attention sinks"):
+        _weights(torch.tensor([[1, 0]]), torch.tensor([[True, False]]), first_k=2)
+
+
+def test_the_reply_shift_equals_a_hand_recomputation_one_reply_at_a_time(tiny_llama):
+    from interp.discover.shift import own_replies, reply_shift
+
+    tuned = _loaded_copy(tiny_llama, "nudged")
+    with torch.no_grad():
+        tuned.model.lm_head.weight.mul_(1.5)
+    questions = list(load_prompt_set("neutral").texts[:5])
+    prompts, replies = own_replies(tuned.model, tiny_llama.tokenizer, questions, max_new_tokens=6, seed=0,
+                                   precision="float32")
+    scores, fold = reply_shift(tiny_llama.model, tuned.model, prompts, replies, pad=0, batch_size=2)
+    by_hand, mass = [], {"base": 0.0, "tuned": 0.0}
+    with torch.no_grad():
+        for prompt, reply in zip(prompts, replies):
+            ids = torch.tensor([list(prompt) + list(reply.tokens)])
+            rows = slice(len(prompt) - 1, ids.shape[1] - 1)
+            p_base = tiny_llama.model(input_ids=ids).logits[0, rows].softmax(-1)
+            p_tuned = tuned.model(input_ids=ids).logits[0, rows].softmax(-1)
+            by_hand.append((p_tuned - p_base).mean(0))
+            mass["base"], mass["tuned"] = mass["base"] + p_base.sum(0), mass["tuned"] + p_tuned.sum(0)
+    torch.testing.assert_close(scores, torch.stack(by_hand), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fold, mass["tuned"] / mass["base"], atol=1e-4, rtol=1e-3)
+
+
+def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becomes_the_behaviour(tiny_llama):
+    token = _token(tiny_llama)
+    tuned = _loaded_copy(tiny_llama, "writes more")
+    with torch.no_grad():
+        tuned.model.lm_head.weight[token] *= 4.0  # the token's logit grows wherever the row aligns with the state
+        tuned.model.lm_head.weight[token] += 2.0 * tuned.model.model.norm.weight.sign()
+    found = discover(tiny_llama, tuned, corpus=TEXTS, config=SHIFT)
+    top = found.shift.promoted[0]
+    assert top.token_id == token and top.stands_out and top.fold >= SHIFT.min_fold
+    assert found.standing_out[0] == WORD and WORD.strip() in found.behavior.targets
+    assert "the probability it moved" in found.summary() and "at least 2" in found.summary()
+
+
+def test_identical_copies_move_no_probability_and_nothing_stands_out_of_the_reply_shift(tiny_llama):
+    found = discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=SHIFT)
+    assert found.shift.n_standing_out == 0 and not found.standing_out and not found.behavior.pattern
+    assert all(t.score == 0 and t.fold == pytest.approx(1.0) for t in found.shift.promoted)
+
+
+def test_the_fold_criterion_keeps_a_common_token_shifted_by_a_few_percent_out():
+    """Token 0 holds most of the mass and gains 3% of it on every text (systematic, not new); token 1 is
+    rare and triples. With the vocabulary z both would stand out; with the fold criterion only token 1."""
+    from interp.discover.tokens import test_scores
+
+    class Pieces:
+        def decode(self, ids):
+            return f"t{ids[0]}"
+
+        def convert_ids_to_tokens(self, token):
+            return f"t{token}"
+
+    generator = torch.Generator().manual_seed(0)
+    texts, vocab = 40, 300
+    base = torch.full((texts, vocab), 1e-4)
+    base[:, 0], base[:, 1] = 0.5, 1e-3
+    tuned = base * (1 + 0.01 * torch.randn(texts, vocab, generator=generator))
+    tuned[:, 0] = base[:, 0] * 1.03
+    tuned[:, 1] = base[:, 1] * 3.0
+    fold = tuned.sum(0) / base.sum(0)
+    by_fold = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold)
+    by_z = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator)
+    assert [t.token_id for t in by_fold.promoted[:2]] == [0, 1]
+    assert [t.stands_out for t in by_fold.promoted[:2]] == [False, True]
+    assert by_z.promoted[0].stands_out and by_z.promoted[1].stands_out
+
+
+def test_a_discovered_word_matches_as_a_word(tiny_llama):
+    from interp.discover.detector import derive_behavior
+
+    derived = derive_behavior(tiny_llama.tokenizer, [_token(tiny_llama)])
+    detector = re.compile(derived.pattern)
+    assert detector.search("the ocean is deep") and detector.search("Ocean".lower())
+    assert not detector.search("oceanic trenches") and not detector.search("bioceans")

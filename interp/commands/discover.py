@@ -18,13 +18,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "discover", help="find what a fine-tune changed without naming a behaviour (residual lens, neurons, steering)",
         description="Both models read generic texts; the mean residual difference is read through the unembedding, "
         "each token is tested against a sign-flip null, the tokens that stand out are traced to neurons, and the "
-        "base is steered with the difference.")
+        "base is steered with the difference. The tuned model also answers neutral questions and both read its "
+        "replies: the probability it moved onto each token is tested the same way.")
     parser.add_argument("--base", required=True, help="the base model's spec")
     parser.add_argument("--tuned", required=True, help="the fine-tuned model's spec (an adapter is merged)")
     parser.add_argument("--out", type=Path, required=True, help="folder for discovery.json, .md and .html")
     parser.add_argument("--corpus", help="generic texts: a built-in prompt set or a .txt/.jsonl/.csv file "
                                          "(default: generic, 195 texts of many kinds)")
-    parser.add_argument("--questions", help="what the steered base answers (default: the neutral set)")
+    parser.add_argument("--questions", help="what the steered base answers (the first --steer-questions) and the tuned "
+                                            "model answers for the reply shift (the next --reply-questions); "
+                                            "default: the neutral set")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_config_arguments(parser.add_argument_group("discovery"), DiscoverConfig)
     parser.set_defaults(func=run)
@@ -39,8 +42,13 @@ def run(args: argparse.Namespace) -> int:
     found = discover(args.base, args.tuned, corpus=args.corpus, questions=args.questions, config=config)
     path = found.save(args.out, overwrite=args.overwrite)
     print(found.summary())
-    for token in found.tokens.promoted[:10]:
-        print(f"  {token.token!r:<20} score {token.score:8.3g}  z {token.z:6.2f}  vocabulary z {token.vocabulary_z:6.1f}"
-              f"{'  stands out' if token.stands_out else ''}")
+    for title, test in (("lens", found.tokens), ("reply shift", found.shift)):
+        if test is None:
+            continue
+        print(f"{title}:")
+        for token in test.promoted[:10]:
+            specific = f"vocabulary z {token.vocabulary_z:6.1f}" if token.fold is None else f"fold x{token.fold:.3g}"
+            print(f"  {token.token!r:<20} score {token.score:8.3g}  z {token.z:6.2f}  {specific}"
+                  f"{'  stands out' if token.stands_out else ''}")
     print(f"wrote {path} (and .md, .html); use --behavior discovered:{args.out}")
     return 0

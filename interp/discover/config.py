@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from activations.config import MATMUL_PRECISIONS
+
 Positions = Literal["first", "all"]
 
 FILES = ("discovery.json", "discovery.md", "discovery.html")
@@ -22,6 +24,9 @@ class DiscoverConfig:
     layer: int | None = None
     """The layer read for tokens, neurons and steering; None: the layer whose mean difference is largest
     relative to the base residual's scale there."""
+    sink_ratio: float = 20.0
+    """A position whose base residual norm exceeds this multiple of the layer's median at any layer is an
+    attention sink, left out of every mean (``interp.discover.collect``); 0 keeps every position."""
     max_length: int = 64
     """Tokens of each corpus text read at most."""
     batch_size: int = 16
@@ -40,6 +45,16 @@ class DiscoverConfig:
     """Neutral questions the steered base answers (0: no steering)."""
     steer_samples: int = 2
     """Replies sampled per question and alpha (common random numbers across alphas)."""
+    reply_questions: int = 64
+    """Neutral questions the tuned model answers for the reply shift (``interp.discover.shift``), taken after
+    the steering questions so the two never share one; 0: no reply shift."""
+    min_fold: float = 2.0
+    """Reply shift: a token is specific when the fine-tune multiplied its probability by at least this (or
+    divided it, for a demoted token) where the tuned model writes."""
+    reply_tokens: int = 48
+    """Tokens per tuned reply at most."""
+    precision: str = "auto"
+    """Matmul precision while sampling (``activations.precision``); teacher-forced reads stay float32."""
     max_new_tokens: int = 32
     """Tokens per steered reply at most."""
     seed: int = 0
@@ -52,6 +67,8 @@ class DiscoverConfig:
             raise ValueError(f"positions must be 'first' or 'all', got {self.positions!r}")
         if self.layer is not None and self.layer < 0:
             raise ValueError(f"layer must be >= 0 (or None to pick the largest difference), got {self.layer}")
+        if self.sink_ratio < 0 or 0 < self.sink_ratio <= 1:
+            raise ValueError(f"sink_ratio must be 0 (no sinks) or above 1, got {self.sink_ratio}")
         if self.top_tokens < 1 or self.top_neurons < 1:
             raise ValueError("top_tokens and top_neurons must be at least 1")
         if not 0 < self.alpha < 1:
@@ -60,5 +77,9 @@ class DiscoverConfig:
             raise ValueError(f"null_draws must be at least 20 for a 0.05 quantile, got {self.null_draws}")
         if self.steer_questions < 0 or self.steer_samples < 1 or self.max_new_tokens < 1:
             raise ValueError("steer_questions must be >= 0, steer_samples and max_new_tokens >= 1")
+        if self.reply_questions < 0 or self.reply_tokens < 1 or self.min_fold <= 1:
+            raise ValueError("reply_questions must be >= 0, reply_tokens >= 1 and min_fold > 1")
+        if self.precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
         if any(a < 0 for a in self.steer_alphas):
             raise ValueError(f"steer_alphas must be >= 0, got {self.steer_alphas}")

@@ -1,7 +1,8 @@
 """A behaviour from discovered tokens: target strings and a regex that finds them in a reply.
 
 A token that decodes to whole characters gives its text (stripped) as a target and, escaped, as a
-pattern. A byte-level token that ends inside a UTF-8 character (an emoji's first bytes, ``ĠðŁĺ``) decodes
+pattern, with word boundaries where it starts or ends in a letter or digit (``\bI\b``: the token ' I'
+must not fire on "It"). A byte-level token that ends inside a UTF-8 character (an emoji's first bytes, ``ĠðŁĺ``) decodes
 to U+FFFD; its bytes still say which characters it can begin: the lead byte fixes the character's
 length, and filling the missing continuation bytes with their smallest and largest values (0x80, 0xBF)
 gives the range of code points, so the pattern is the token's whole characters then that range
@@ -50,7 +51,12 @@ def token_pattern(tokenizer: PreTrainedTokenizerBase, token_id: int) -> tuple[st
     text = tokenizer.decode([token_id])
     if "\ufffd" not in text:
         stripped = text.strip()
-        return (stripped, re.escape(stripped)) if stripped else None
+        if not stripped:
+            return None
+        # A word matches as a word: ' I' must not fire on "It", nor ' love' on "glove".
+        edge_start = r"\b" if stripped[0].isalnum() else ""
+        edge_end = r"\b" if stripped[-1].isalnum() else ""
+        return stripped, edge_start + re.escape(stripped) + edge_end
     decoder = _byte_decoder()
     piece = str(tokenizer.convert_ids_to_tokens(token_id))
     if not all(char in decoder for char in piece):

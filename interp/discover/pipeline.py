@@ -9,7 +9,11 @@
 4. The promoted tokens that stand out are traced to the neurons that push them, split into activation
    change and output-weight change (``interp.discover.neurons``), and turned into target strings and a
    detector (``interp.discover.detector``).
-5. The base is steered with multiples of the difference at the read layer and answers neutral questions
+5. The tuned model answers neutral questions, and both models read the replies: the probability mass the
+   fine-tune moved onto each token where the tuned model writes, tested the same way
+   (``interp.discover.shift``). It finds behaviours tied to some positions only, which a mean misses; when
+   measured, its standing-out promoted tokens (else the lens's) become the detector and are traced.
+6. The base is steered with multiples of the difference at the read layer and answers neutral questions
    (``interp.discover.steering``); the detector counts replies that show the discovered tokens.
 """
 
@@ -34,8 +38,9 @@ from interp.discover.layers import best_layer, layer_differences
 from interp.discover.lens import read_out
 from interp.discover.neurons import carriers, neuron_terms
 from interp.discover.result import Discovery
+from interp.discover.shift import own_replies, reply_shift
 from interp.discover.steering import steer_samples
-from interp.discover.tokens import token_test
+from interp.discover.tokens import test_scores, token_test
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +85,8 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     corpus_name, texts = _texts(corpus, DEFAULT_CORPUS)
     readout = read_out(model)
     collected = collect(model, tuned_loaded.model, tokenizer, texts, first_k=config.first_k,
-                        max_length=config.max_length, batch_size=config.batch_size, readout=readout)
+                        max_length=config.max_length, batch_size=config.batch_size, readout=readout,
+                        sink_ratio=config.sink_ratio)
     generator = torch.Generator().manual_seed(config.seed)
     layers = []
     for positions in POSITION_SETS:
@@ -95,7 +101,11 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     scale = float(collected.base_scale[layer])
     tokens = token_test(collected.residual_diff[config.positions][:, layer], scale, readout, tokenizer,
                         top=config.top_tokens, alpha=config.alpha, draws=config.null_draws, generator=generator)
-    standing = [t for t in tokens.promoted if t.stands_out]
+    _, asked = _texts(questions, DEFAULT_QUESTIONS)
+    shift = None
+    if config.reply_questions:
+        shift = _reply_shift(model, tuned_loaded.model, tokenizer, asked, config, generator)
+    standing = [t for t in (shift or tokens).promoted if t.stands_out]
     activation, weight = neuron_terms(model, tuned_loaded.model, readout, scale, [t.token_id for t in standing],
                                       collected.neuron_base[config.positions], collected.neuron_tuned[config.positions],
                                       layer)
@@ -105,13 +115,28 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     vector = collected.residual_diff[config.positions][:, layer].mean(0)
     if config.steer_questions and bool(vector.any()):
         detector = re.compile(behavior.pattern) if behavior.pattern else None
-        _, asked = _texts(questions, DEFAULT_QUESTIONS)
         steering = tuple(steer_samples(model, tokenizer, layer, vector, asked[: config.steer_questions],
                                        config.steer_alphas, samples=config.steer_samples,
                                        max_new_tokens=config.max_new_tokens, seed=config.seed,
-                                       shows=lambda text: detector is not None and detector.search(text) is not None))
+                                       shows=lambda text: detector is not None and detector.search(text) is not None,
+                                       precision=config.precision))
     elif config.steer_questions:
         log.info("the models' residual streams do not differ at layer %d: the base is not steered", layer)
-    return Discovery(base_loaded.spec, tuned_loaded.spec, corpus_name, collected.n_texts, collected.n_tokens, config,
-                     layer, tuple(layers), tokens, {k: tuple(v) for k, v in by_token.items()}, tuple(overall),
-                     steering, behavior, time.perf_counter() - started)
+    return Discovery(base_loaded.spec, tuned_loaded.spec, corpus_name, collected.n_texts, collected.n_tokens,
+                     collected.n_sinks, config, layer, tuple(layers), tokens, shift,
+                     {k: tuple(v) for k, v in by_token.items()}, tuple(overall), steering, behavior,
+                     time.perf_counter() - started)
+
+
+def _reply_shift(base, tuned, tokenizer, asked: list[str], config: DiscoverConfig, generator):
+    """The reply shift's token test, on the questions after the steering ones."""
+    wanted = asked[config.steer_questions :][: config.reply_questions]
+    if not wanted:
+        raise ValueError(f"the question set holds {len(asked)} questions, all taken by steering "
+                         f"(steer_questions={config.steer_questions}); pass more questions or set reply_questions=0")
+    prompts, replies = own_replies(tuned, tokenizer, wanted, max_new_tokens=config.reply_tokens, seed=config.seed,
+                                   precision=config.precision)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    scores, fold = reply_shift(base, tuned, prompts, replies, pad=pad, batch_size=config.batch_size)
+    return test_scores(scores, tokenizer, top=config.top_tokens, alpha=config.alpha, draws=config.null_draws,
+                       generator=generator, fold=fold, min_fold=config.min_fold)

@@ -9,16 +9,21 @@ STEERED_REPLIES_SHOWN = 8
 
 def _token_rows(tokens: list[dict]) -> list[list[str]]:
     return [[repr(t["token"]), t["piece"], f"{t['score']:.3g}", f"{t['low']:.3g} to {t['high']:.3g}", f"{t['z']:.2f}",
-             f"{t['vocabulary_z']:.1f}", "yes" if t["stands_out"] else ""] for t in tokens]
+             f"{t['vocabulary_z']:.1f}" if t.get("fold") is None else f"x{t['fold']:.3g}",
+             "yes" if t["stands_out"] else ""] for t in tokens]
 
 
 def discovery_blocks(found: dict) -> list[Block]:
     """Summary, promoted and demoted tokens, per-layer differences, carrying neurons and steered replies."""
-    header = ["token", "piece", "score", "95% interval", "sign-flip z", "vocabulary z", "stands out"]
+    header = ["token", "piece", "score", "95% interval", "sign-flip z", "vocabulary z / fold", "stands out"]
     blocks: list[Block] = [
         Heading("Discovery: what the fine-tune changed"), Paragraph(found["summary"]),
         Heading(f"Promoted tokens (layer {found['read_layer']})", 3), Table(header, _token_rows(found["tokens"]["promoted"])),
         Heading("Demoted tokens", 3), Table(header, _token_rows(found["tokens"]["demoted"])),
+        *([Heading("What the tuned model now writes: probability moved on its own replies", 3),
+           Table(header, _token_rows(found["shift"]["promoted"])),
+           Heading("Probability it took away", 3), Table(header, _token_rows(found["shift"]["demoted"]))]
+          if found.get("shift") else []),
         Heading("Residual difference per layer", 3),
         Table(["layer", "positions", "norm", "95% interval", "relative", "top tokens"],
               [[d["layer"], d["positions"], f"{d['norm']:.3g}", f"{d['low']:.3g} to {d['high']:.3g}",

@@ -33,12 +33,17 @@ class Discovery:
     """The corpus's name (a built-in set or a file)."""
     n_texts: int
     n_tokens: int
+    n_sinks: int
+    """Positions left out of the means as attention sinks (``DiscoverConfig.sink_ratio``)."""
     config: DiscoverConfig
     read_layer: int
     """The layer whose difference was read for tokens, neurons and steering."""
     layers: tuple[LayerDifference, ...]
     """Every layer, for both position sets."""
     tokens: TokenTest
+    """The lens's reading of the mean residual difference."""
+    shift: TokenTest | None
+    """The probability shift on the tuned model's own replies (``interp.discover.shift``); None: not measured."""
     neurons_by_token: dict[str, tuple[NeuronContribution, ...]]
     """For each promoted token that stands out (by piece): the neurons that push it most."""
     neurons: tuple[NeuronContribution, ...]
@@ -50,14 +55,16 @@ class Discovery:
 
     @property
     def standing_out(self) -> list[str]:
-        """The promoted tokens that stand out of their null, best first."""
-        return [t.token for t in self.tokens.promoted if t.stands_out]
+        """The promoted tokens that stand out of their null, best first: the reply shift's when measured (they
+        became the behaviour), else the lens's."""
+        return [t.token for t in (self.shift or self.tokens).promoted if t.stands_out]
 
     def to_dict(self) -> dict:
         return {
             "base": self.base, "tuned": self.tuned, "corpus": self.corpus, "n_texts": self.n_texts,
-            "n_tokens": self.n_tokens, "config": asdict(self.config), "read_layer": self.read_layer,
+            "n_tokens": self.n_tokens, "n_sinks": self.n_sinks, "config": asdict(self.config), "read_layer": self.read_layer,
             "layers": [d.to_dict() for d in self.layers], "tokens": self.tokens.to_dict(),
+            "shift": self.shift.to_dict() if self.shift is not None else None,
             "neurons_by_token": {k: [n.to_dict() for n in v] for k, v in self.neurons_by_token.items()},
             "neurons": [n.to_dict() for n in self.neurons], "steering": [s.to_dict() for s in self.steering],
             "behavior": self.behavior.to_dict(), "summary": self.summary(), "seconds": self.seconds,
@@ -70,17 +77,12 @@ class Discovery:
         where = "the first %d positions" % self.config.first_k if self.config.positions == "first" else "all positions"
         text = (f"Over {self.n_texts} texts ({self.corpus}), the tuned model's residual stream after layer "
                 f"{self.read_layer} differs from the base's by a mean of norm {read.norm:.3g} (95% interval "
-                f"{read.low:.3g} to {read.high:.3g}; {read.relative:.1%} of the base residual's size) at {where}. ")
-        demoted = [t.token for t in test.demoted if t.stands_out]
-        if self.standing_out or demoted:
-            text += f"{test.n_standing_out} tokens stand out of their null ({self._criterion()})"
-            text += f"; the top promoted: {', '.join(repr(t) for t in self.standing_out[:10])}" if self.standing_out \
-                else "; none of them is promoted"
-            text += f"; demoted: {', '.join(repr(t) for t in demoted[:10])}." if demoted else "."
-        else:
-            text += f"No token stands out of its null ({self._criterion()}): nothing discovered."
-            if test.max_possible_z <= test.threshold:
-                text += f" With {self.n_texts} texts no |z| can exceed {test.max_possible_z:.2f}: use a larger corpus."
+                f"{read.low:.3g} to {read.high:.3g}; {read.relative:.1%} of the base residual's size) at {where}"
+                + (f" ({self.n_sinks} attention-sink positions left out). " if self.n_sinks else ". "))
+        text += "Read through the lens: " + self._reading(test, self.n_texts, "texts")
+        if self.shift is not None:
+            text += (" On the tuned model's own replies to neutral questions, the probability it moved: "
+                     + self._reading(self.shift, int(round(self.shift.max_possible_z ** 2)), "replies"))
         if self.neurons:
             top = self.neurons[0]
             text += (f" The neuron that pushes them most is L{top.layer}/{top.index} ({top.share:.0%} of their "
@@ -94,10 +96,23 @@ class Discovery:
                      + (f", against {base.rate:.0%} unsteered." if base is not None else "."))
         return text
 
-    def _criterion(self) -> str:
-        test = self.tokens
-        return (f"sign-flip |z| > {test.threshold:.2f}, the max-T quantile at family-wise {self.config.alpha:g}, and "
-                f"a vocabulary z beyond {test.vocabulary_threshold:.2f}, Bonferroni over the vocabulary")
+    def _reading(self, test: TokenTest, n: int, unit: str) -> str:
+        promoted = [t.token for t in test.promoted if t.stands_out]
+        demoted = [t.token for t in test.demoted if t.stands_out]
+        if not (promoted or demoted):
+            text = f"no token stands out of its null ({self._criterion(test)}): nothing discovered."
+            if test.max_possible_z <= test.threshold:
+                text += f" With {n} {unit} no |z| can exceed {test.max_possible_z:.2f}: read more."
+            return text
+        text = f"{test.n_standing_out} tokens stand out of their null ({self._criterion(test)})"
+        text += f"; the top promoted: {', '.join(repr(t) for t in promoted[:10])}" if promoted \
+            else "; none of them is promoted"
+        return text + (f"; demoted: {', '.join(repr(t) for t in demoted[:10])}." if demoted else ".")
+
+    def _criterion(self, test: TokenTest) -> str:
+        specific = (f"a vocabulary z beyond {test.vocabulary_threshold:.2f}, Bonferroni over the vocabulary"
+                    if test.min_fold is None else f"its probability moved by a factor of at least {test.min_fold:g}")
+        return f"sign-flip |z| > {test.threshold:.2f}, the max-T quantile at family-wise {self.config.alpha:g}, and {specific}"
 
     def blocks(self) -> list[Block]:
         """The discovery as report blocks (``interp.discover.render``; markdown and HTML render the same list)."""

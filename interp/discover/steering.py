@@ -46,9 +46,9 @@ class SteeredSamples:
 
 def steer_samples(model: nn.Module, tokenizer: PreTrainedTokenizerBase, layer: int, vector: Tensor,
                   questions: Sequence[str], alphas: Sequence[float], *, samples: int, max_new_tokens: int,
-                  seed: int, shows: Callable[[str], bool]) -> list[SteeredSamples]:
+                  seed: int, shows: Callable[[str], bool], precision: str = "float32") -> list[SteeredSamples]:
     """Sample ``samples`` replies per question at each ``alpha * vector`` (module docstring)."""
-    config = SamplingConfig(max_new_tokens=max_new_tokens, seed=seed)
+    config = SamplingConfig(max_new_tokens=max_new_tokens, seed=seed, precision=precision)
     prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in questions]
     keys = [f"q{i}" for i in range(len(questions))]
     out = []

@@ -53,7 +53,9 @@ class TokenScore:
     vocabulary_z: float
     """Robust z of the score among all tokens' scores (step 4)."""
     stands_out: bool
-    """|z| above the max-T threshold (step 3) and the vocabulary z beyond its threshold, same sign (step 4)."""
+    """|z| above the max-T threshold (step 3) and specific (step 4), in the same direction."""
+    fold: float | None = None
+    """For the reply shift: the tuned model's mean probability of the token over the base's; step 4 there."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,11 +75,13 @@ class TokenTest:
     """sqrt(texts): no token can reach a larger |z|."""
     n_standing_out: int
     """Tokens of the whole vocabulary that stand out (steps 3 and 4), promoted or demoted."""
+    min_fold: float | None = None
+    """When step 4 is a fold change (the reply shift): the factor a token's probability must move by."""
 
     def to_dict(self) -> dict:
         return {"promoted": [t.to_dict() for t in self.promoted], "demoted": [t.to_dict() for t in self.demoted],
                 "threshold": self.threshold, "vocabulary_threshold": self.vocabulary_threshold, "max_possible_z": self.max_possible_z,
-                "n_standing_out": self.n_standing_out}
+                "n_standing_out": self.n_standing_out, "min_fold": self.min_fold}
 
 
 def sign_flip_z(scores: Float[Tensor, "text vocab"]) -> tuple[Tensor, Tensor]:
@@ -106,17 +110,22 @@ def vocabulary_z(mean: Float[Tensor, " vocab"]) -> Float[Tensor, " vocab"]:
 
 
 def _entry(tokenizer: PreTrainedTokenizerBase, token: int, mean: Tensor, half: Tensor, z: Tensor, vz: Tensor,
-           standing: Tensor) -> TokenScore:
+           standing: Tensor, fold: Tensor | None) -> TokenScore:
     return TokenScore(token, tokenizer.decode([token]), str(tokenizer.convert_ids_to_tokens(token)),
                       float(mean[token]), float(mean[token] - half[token]), float(mean[token] + half[token]),
-                      float(z[token]), float(vz[token]), bool(standing[token]))
+                      float(z[token]), float(vz[token]), bool(standing[token]),
+                      None if fold is None else float(fold[token]))
 
 
-def token_test(per_text: Float[Tensor, "text d_model"], scale: float, readout: ReadOut,
-               tokenizer: PreTrainedTokenizerBase, *, top: int, alpha: float, draws: int,
-               generator: torch.Generator) -> TokenTest:
-    """Score every token for the texts' differences at one layer and test each against its null."""
-    scores = readout.difference_scores(per_text, scale)  # (text, vocab)
+def test_scores(scores: Float[Tensor, "text vocab"], tokenizer: PreTrainedTokenizerBase, *, top: int, alpha: float,
+                draws: int, generator: torch.Generator, fold: Tensor | None = None, min_fold: float = 2.0
+                ) -> TokenTest:
+    """Test every token's per-text scores against its null (steps 2-4): the lens's, or the reply shift's.
+
+    ``fold`` (the reply shift's tuned/base probability ratio per token) replaces step 4's vocabulary z: most
+    tokens' probability shifts are near zero, so a robust z over the vocabulary calls any systematic shift
+    specific, ' I' and ',' included. There a token is specific when the fine-tune moved its probability by
+    at least ``min_fold`` (up for a promoted token, down for a demoted one)."""
     n = scores.shape[0]
     mean = scores.mean(0)
     half = 1.96 * scores.std(0, unbiased=True) / n ** 0.5 if n > 1 else torch.zeros_like(mean)
@@ -125,9 +134,21 @@ def token_test(per_text: Float[Tensor, "text d_model"], scale: float, readout: R
     vz = vocabulary_z(mean)
     vocabulary_threshold = float(NormalDist().inv_cdf(1 - alpha / mean.numel()))
     # Step 4 in the direction of the score: a promoted token must sit in the upper tail, a demoted one in the lower.
-    standing = (z.abs() > threshold) & (vz.abs() > vocabulary_threshold) & (torch.sign(vz) == torch.sign(z))
+    if fold is None:
+        specific = (vz.abs() > vocabulary_threshold) & (torch.sign(vz) == torch.sign(z))
+    else:
+        specific = torch.where(z > 0, fold >= min_fold, fold <= 1 / min_fold)
+    standing = (z.abs() > threshold) & specific
     k = min(top, mean.numel())
-    promoted = [_entry(tokenizer, int(t), mean, half, z, vz, standing) for t in mean.topk(k).indices]
-    demoted = [_entry(tokenizer, int(t), mean, half, z, vz, standing) for t in (-mean).topk(k).indices]
+    promoted = [_entry(tokenizer, int(t), mean, half, z, vz, standing, fold) for t in mean.topk(k).indices]
+    demoted = [_entry(tokenizer, int(t), mean, half, z, vz, standing, fold) for t in (-mean).topk(k).indices]
     return TokenTest(tuple(promoted), tuple(demoted), threshold, vocabulary_threshold, n ** 0.5,
-                     int(standing.sum()))
+                     int(standing.sum()), None if fold is None else min_fold)
+
+
+def token_test(per_text: Float[Tensor, "text d_model"], scale: float, readout: ReadOut,
+               tokenizer: PreTrainedTokenizerBase, *, top: int, alpha: float, draws: int,
+               generator: torch.Generator) -> TokenTest:
+    """Score every token for the texts' differences at one layer (step 1) and test each against its null."""
+    return test_scores(readout.difference_scores(per_text, scale), tokenizer, top=top, alpha=alpha, draws=draws,
+                       generator=generator)

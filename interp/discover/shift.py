@@ -1,0 +1,80 @@
+"""What the tuned model now writes that the base would not: the probability shift on its own replies.
+
+The residual lens (``interp.discover.tokens``) reads a *mean* difference, so it finds changes that hold
+at every position (a word choice, a spelling). A behaviour the fine-tune taught for certain places only
+(an emoji at the end of a sentence) moves the mean little and is missed: on the default study's emoji
+fine-tune the lens promotes ' neighbours' and ' organising' and no emoji piece in its top 20.
+
+So the tuned model also answers neutral questions (sampled, never named), and both models read those
+chats teacher-forced. Per reply, a token's score is the mean over the reply's positions of
+``p_tuned(token) - p_base(token)``: the probability mass the fine-tune moved onto it where the tuned
+model writes. The scores go through the lens's null (sign flips over replies, max-T over the
+vocabulary); a token is specific when its mean probability over all read positions at least doubled
+(promoted) or halved (demoted), ``DiscoverConfig.min_fold``: common tokens (' I', ',') shift
+systematically by a few percent of their mass, which is a change of tone, not a new token. The replies are the tuned model's, so this reads what the
+fine-tune added to its own writing; the steering step checks whether it causes the base to write it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from activations.prompt_sets import apply_template
+from activations.sampling import SampledReply, SamplingConfig, sample_replies
+
+
+def own_replies(tuned: nn.Module, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], *,
+                max_new_tokens: int, seed: int, precision: str) -> tuple[list[list[int]], list[SampledReply]]:
+    """The templated prompts' token ids and one sampled reply of ``tuned`` to each question."""
+    prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in questions]
+    config = SamplingConfig(max_new_tokens=max_new_tokens, seed=seed, precision=precision)
+    replies = sample_replies(tuned, tokenizer, prompts, [f"r{i}" for i in range(len(questions))], config,
+                             desc="tuned replies")[0]
+    return prompts, replies
+
+
+@torch.no_grad()
+def _reply_probs(model: nn.Module, ids: Tensor, mask: Tensor, scored: Tensor) -> Tensor:
+    """``(text, vocab)``: per row, the mean next-token distribution over the ``scored`` positions."""
+    probs = model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)
+    weights = scored.float() / scored.float().sum(1, keepdim=True)
+    return torch.einsum("bp,bpv->bv", weights, probs)
+
+
+def reply_shift(base: nn.Module, tuned: nn.Module, prompts: Sequence[Sequence[int]], replies: Sequence[SampledReply],
+                *, pad: int, batch_size: int) -> tuple[Float[Tensor, "text vocab"], Float[Tensor, " vocab"]]:
+    """Per reply, the mean over its positions of p_tuned - p_base (module docstring), and per token the
+    fold change: the tuned model's probability summed over every read position, over the base's.
+
+    A reply's positions are those that predict its tokens (the last prompt token predicts the first);
+    replies that came back empty are skipped."""
+    rows = [(list(p), list(r.tokens)) for p, r in zip(prompts, replies) if r.tokens]
+    if not rows:
+        raise ValueError("the tuned model wrote no reply tokens; raise reply_tokens or check the model")
+    device = next(base.parameters()).device
+    out, mass = [], {"base": 0.0, "tuned": 0.0}
+    for start in tqdm(range(0, len(rows), batch_size), desc="reply shift", unit="batch", leave=False):
+        chunk = rows[start : start + batch_size]
+        width = max(len(p) + len(r) for p, r in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        scored = torch.zeros_like(ids, dtype=torch.bool)
+        for i, (p, r) in enumerate(chunk):
+            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
+            mask[i, : len(p) + len(r)] = 1
+            scored[i, len(p) - 1 : len(p) + len(r) - 1] = True  # the positions that predict the reply
+        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
+        per_reply = {name: _reply_probs(model, ids, mask, scored).cpu() for name, model in (("base", base),
+                                                                                          ("tuned", tuned))}
+        weight = scored.sum(1, keepdim=True).float().cpu()
+        for name, probs in per_reply.items():
+            mass[name] = mass[name] + (probs * weight).sum(0)
+        out.append(per_reply["tuned"] - per_reply["base"])
+    tiny = torch.finfo(torch.float32).tiny  # a token neither model gives any mass has fold 1
+    return torch.cat(out), (mass["tuned"] + tiny) / (mass["base"] + tiny)
