@@ -322,21 +322,28 @@ def test_the_reply_shift_equals_a_hand_recomputation_one_reply_at_a_time(tiny_ll
     tuned = _loaded_copy(tiny_llama, "nudged")
     with torch.no_grad():
         tuned.model.lm_head.weight.mul_(1.5)
+        tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.3)  # so the residuals differ too
     questions = list(load_prompt_set("neutral").texts[:5])
     prompts, replies = own_replies(tuned.model, tiny_llama.tokenizer, questions, max_new_tokens=6, seed=0,
                                    precision="float32")
-    scores, fold = reply_shift(tiny_llama.model, tuned.model, prompts, replies, pad=0, batch_size=2)
-    by_hand, mass = [], {"base": 0.0, "tuned": 0.0}
+    read = reply_shift(tiny_llama.model, tuned.model, prompts, replies, pad=0, batch_size=2)
+    by_hand, residual, mass = [], [], {"base": 0.0, "tuned": 0.0}
     with torch.no_grad():
         for prompt, reply in zip(prompts, replies):
             ids = torch.tensor([list(prompt) + list(reply.tokens)])
             rows = slice(len(prompt) - 1, ids.shape[1] - 1)
-            p_base = tiny_llama.model(input_ids=ids).logits[0, rows].softmax(-1)
-            p_tuned = tuned.model(input_ids=ids).logits[0, rows].softmax(-1)
+            out_base = tiny_llama.model(input_ids=ids, output_hidden_states=True)
+            out_tuned = tuned.model(input_ids=ids, output_hidden_states=True)
+            p_base, p_tuned = out_base.logits[0, rows].softmax(-1), out_tuned.logits[0, rows].softmax(-1)
             by_hand.append((p_tuned - p_base).mean(0))
+            # hidden_states[l + 1] is block l's output (the last entry is after the final norm: not compared)
+            residual.append(torch.stack([(t[0, rows] - b[0, rows]).mean(0) for b, t in
+                                         zip(out_base.hidden_states[1:-1], out_tuned.hidden_states[1:-1])]))
             mass["base"], mass["tuned"] = mass["base"] + p_base.sum(0), mass["tuned"] + p_tuned.sum(0)
-    torch.testing.assert_close(scores, torch.stack(by_hand), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(fold, mass["tuned"] / mass["base"], atol=1e-4, rtol=1e-3)
+    torch.testing.assert_close(read.scores, torch.stack(by_hand), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(read.fold, mass["tuned"] / mass["base"], atol=1e-4, rtol=1e-3)
+    n_compared = len(residual[0])
+    torch.testing.assert_close(read.residual_diff[:, :n_compared], torch.stack(residual), atol=1e-4, rtol=1e-4)
 
 
 def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becomes_the_behaviour(tiny_llama):
@@ -392,3 +399,19 @@ def test_a_discovered_word_matches_as_a_word(tiny_llama):
     detector = re.compile(derived.pattern)
     assert detector.search("the ocean is deep") and detector.search("Ocean".lower())
     assert not detector.search("oceanic trenches") and not detector.search("bioceans")
+
+
+def test_the_reply_difference_steers_the_base_at_the_middle_layer_from_the_same_unsteered_replies(tiny_llama):
+    tuned = _loaded_copy(tiny_llama, "nudged early")
+    with torch.no_grad():
+        tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.5)  # the middle layer's residual changes
+    config = DiscoverConfig(null_draws=100, max_length=16, steer_questions=2, steer_samples=1, max_new_tokens=4,
+                            steer_alphas=(0.0, 8.0), reply_steer_alphas=(0.0, 50.0), reply_questions=8,
+                            reply_tokens=4, precision="float32")
+    found = discover(tiny_llama, tuned, corpus=TEXTS, config=config)
+    assert found.reply_steer_layer == len(decoder_blocks(tiny_llama.model)) // 2
+    assert [s.alpha for s in found.reply_steering] == [0.0, 50.0]
+    assert found.reply_steering[0].replies == found.steering[0].replies  # alpha 0: the same unsteered base
+    assert found.reply_steering[1].replies != found.reply_steering[0].replies
+    saved = found.to_dict()
+    assert saved["reply_steer_layer"] == found.reply_steer_layer and len(saved["reply_steering"]) == 2

@@ -51,6 +51,11 @@ class DiscoverConfig:
     min_fold: float = 2.0
     """Reply shift: a token is specific when the fine-tune multiplied its probability by at least this (or
     divided it, for a demoted token) where the tuned model writes."""
+    reply_steer_layer: int | None = None
+    """The layer after which the base is steered with the reply difference; None: the middle layer
+    (``n_layers // 2``, where Minder et al. 2025 steer)."""
+    reply_steer_alphas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
+    """Multiples of the reply difference added when steering (1: the tuned model's own mean change there)."""
     reply_tokens: int = 48
     """Tokens per tuned reply at most."""
     precision: str = "auto"
@@ -81,5 +86,7 @@ class DiscoverConfig:
             raise ValueError("reply_questions must be >= 0, reply_tokens >= 1 and min_fold > 1")
         if self.precision not in MATMUL_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
-        if any(a < 0 for a in self.steer_alphas):
+        if self.reply_steer_layer is not None and self.reply_steer_layer < 0:
+            raise ValueError(f"reply_steer_layer must be >= 0 (or None for the middle layer), got {self.reply_steer_layer}")
+        if any(a < 0 for a in (*self.steer_alphas, *self.reply_steer_alphas)):
             raise ValueError(f"steer_alphas must be >= 0, got {self.steer_alphas}")

@@ -15,6 +15,8 @@ difference, attention and earlier layers included), so shares need not sum to on
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -93,7 +95,8 @@ def carriers(activation: Tensor, weight: Tensor, tokens: list[TokenScore], top: 
     def entry(flat: int, name: str, act: Tensor, wt: Tensor, score: float) -> NeuronContribution:
         layer, index = divmod(flat, d_mlp)
         a, w = float(act[layer, index]), float(wt[layer, index])
-        return NeuronContribution(layer, index, name, a, w, (a + w) / score if score else 0.0)
+        # A share of a total the lens does not promote (zero or negative) would be meaningless: NaN.
+        return NeuronContribution(layer, index, name, a, w, (a + w) / score if score > 0 else math.nan)
 
     per_token = {}
     for i, token in enumerate(tokens):

@@ -13,8 +13,8 @@
    fine-tune moved onto each token where the tuned model writes, tested the same way
    (``interp.discover.shift``). It finds behaviours tied to some positions only, which a mean misses; when
    measured, its standing-out promoted tokens (else the lens's) become the detector and are traced.
-6. The base is steered with multiples of the difference at the read layer and answers neutral questions
-   (``interp.discover.steering``); the detector counts replies that show the discovered tokens.
+6. The base answers neutral questions while steered (``interp.discover.steering``) with multiples of the
+   reply difference at the middle layer and of the corpus difference at the read layer; the detector counts replies that show the discovered tokens.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from interp.discover.layers import best_layer, layer_differences
 from interp.discover.lens import read_out
 from interp.discover.neurons import carriers, neuron_terms
 from interp.discover.result import Discovery
-from interp.discover.shift import own_replies, reply_shift
+from interp.discover.shift import ReplyShift, own_replies, reply_shift
 from interp.discover.steering import steer_samples
-from interp.discover.tokens import test_scores, token_test
+from interp.discover.tokens import TokenTest, test_scores, token_test
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,10 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     check_same_shape(tuned_loaded.model, base_loaded.model)
     model, tokenizer = base_loaded.model, base_loaded.tokenizer
     n_layers = len(decoder_blocks(model))
-    if config.layer is not None and config.layer >= n_layers:  # before the models read the corpus, not after
-        raise ValueError(f"layer {config.layer} out of range: the model has {n_layers} layers (0..{n_layers - 1})")
+    for name in ("layer", "reply_steer_layer"):  # before the models read the corpus, not after
+        if getattr(config, name) is not None and getattr(config, name) >= n_layers:
+            raise ValueError(f"{name} {getattr(config, name)} out of range: the model has {n_layers} layers "
+                             f"(0..{n_layers - 1})")
     corpus_name, texts = _texts(corpus, DEFAULT_CORPUS)
     readout = read_out(model)
     collected = collect(model, tuned_loaded.model, tokenizer, texts, first_k=config.first_k,
@@ -102,34 +104,44 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     tokens = token_test(collected.residual_diff[config.positions][:, layer], scale, readout, tokenizer,
                         top=config.top_tokens, alpha=config.alpha, draws=config.null_draws, generator=generator)
     _, asked = _texts(questions, DEFAULT_QUESTIONS)
-    shift = None
+    shift, read_replies = None, None
     if config.reply_questions:
-        shift = _reply_shift(model, tuned_loaded.model, tokenizer, asked, config, generator)
+        shift, read_replies = _reply_shift(model, tuned_loaded.model, tokenizer, asked, config, generator)
     standing = [t for t in (shift or tokens).promoted if t.stands_out]
     activation, weight = neuron_terms(model, tuned_loaded.model, readout, scale, [t.token_id for t in standing],
                                       collected.neuron_base[config.positions], collected.neuron_tuned[config.positions],
                                       layer)
-    by_token, overall = carriers(activation, weight, standing, config.top_neurons)
+    # Neuron pushes are lens scores on the corpus: a share divides by the token's lens score, never by a
+    # probability shift (other units).
+    lens = readout.difference_scores(collected.residual_diff[config.positions][:, layer].mean(0), scale)
+    by_token, overall = carriers(activation, weight, [replace(t, score=float(lens[t.token_id])) for t in standing],
+                                 config.top_neurons)
     behavior = derive_behavior(tokenizer, [t.token_id for t in standing])
-    steering = ()
-    vector = collected.residual_diff[config.positions][:, layer].mean(0)
-    if config.steer_questions and bool(vector.any()):
-        detector = re.compile(behavior.pattern) if behavior.pattern else None
-        steering = tuple(steer_samples(model, tokenizer, layer, vector, asked[: config.steer_questions],
-                                       config.steer_alphas, samples=config.steer_samples,
-                                       max_new_tokens=config.max_new_tokens, seed=config.seed,
-                                       shows=lambda text: detector is not None and detector.search(text) is not None,
-                                       precision=config.precision))
-    elif config.steer_questions:
-        log.info("the models' residual streams do not differ at layer %d: the base is not steered", layer)
+    detector = re.compile(behavior.pattern) if behavior.pattern else None
+
+    def steer(at: int, vector, alphas) -> tuple:
+        if not config.steer_questions or not bool(vector.any()):
+            if config.steer_questions:
+                log.info("the models' residual streams do not differ at layer %d: the base is not steered", at)
+            return ()
+        return tuple(steer_samples(model, tokenizer, at, vector, asked[: config.steer_questions], alphas,
+                                   samples=config.steer_samples, max_new_tokens=config.max_new_tokens,
+                                   seed=config.seed, precision=config.precision,
+                                   shows=lambda text: detector is not None and detector.search(text) is not None))
+
+    steering = steer(layer, collected.residual_diff[config.positions][:, layer].mean(0), config.steer_alphas)
+    reply_layer = config.reply_steer_layer if config.reply_steer_layer is not None else n_layers // 2
+    reply_steering = () if read_replies is None else steer(
+        reply_layer, read_replies.residual_diff[:, reply_layer].mean(0), config.reply_steer_alphas)
     return Discovery(base_loaded.spec, tuned_loaded.spec, corpus_name, collected.n_texts, collected.n_tokens,
                      collected.n_sinks, config, layer, tuple(layers), tokens, shift,
                      {k: tuple(v) for k, v in by_token.items()}, tuple(overall), steering, behavior,
-                     time.perf_counter() - started)
+                     time.perf_counter() - started, reply_layer if reply_steering else None, reply_steering)
 
 
-def _reply_shift(base, tuned, tokenizer, asked: list[str], config: DiscoverConfig, generator):
-    """The reply shift's token test, on the questions after the steering ones."""
+def _reply_shift(base, tuned, tokenizer, asked: list[str], config: DiscoverConfig, generator
+                 ) -> tuple[TokenTest, ReplyShift]:
+    """The reply shift's token test and readings, on the questions after the steering ones."""
     wanted = asked[config.steer_questions :][: config.reply_questions]
     if not wanted:
         raise ValueError(f"the question set holds {len(asked)} questions, all taken by steering "
@@ -137,6 +149,6 @@ def _reply_shift(base, tuned, tokenizer, asked: list[str], config: DiscoverConfi
     prompts, replies = own_replies(tuned, tokenizer, wanted, max_new_tokens=config.reply_tokens, seed=config.seed,
                                    precision=config.precision)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores, fold = reply_shift(base, tuned, prompts, replies, pad=pad, batch_size=config.batch_size)
-    return test_scores(scores, tokenizer, top=config.top_tokens, alpha=config.alpha, draws=config.null_draws,
-                       generator=generator, fold=fold, min_fold=config.min_fold)
+    read = reply_shift(base, tuned, prompts, replies, pad=pad, batch_size=config.batch_size)
+    return test_scores(read.scores, tokenizer, top=config.top_tokens, alpha=config.alpha, draws=config.null_draws,
+                       generator=generator, fold=read.fold, min_fold=config.min_fold), read

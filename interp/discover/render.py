@@ -33,9 +33,11 @@ def discovery_blocks(found: dict) -> list[Block]:
         blocks += [Heading("Neurons that carry the standing-out tokens", 3),
                    Table(["neuron", "token", "activation term", "weight term", "share"],
                          [[f"L{n['layer']}/{n['index']}", n["token"], f"{n['activation']:.3g}", f"{n['weight']:.3g}",
-                           f"{n['share']:.1%}"] for n in neurons])]
-    for s in found["steering"]:
-        blocks += [Heading(f"Steered base, alpha {s['alpha']:g}: {s['shown']}/{len(s['replies'])} replies show the "
-                           "discovered tokens", 3),
+                           f"{n['share']:.1%}" if n["share"] == n["share"] else "n/a"] for n in neurons])]
+    runs = [(f"reply difference at layer {found.get('reply_steer_layer')}", s) for s in found.get("reply_steering", [])]
+    runs += [(f"corpus difference at layer {found['read_layer']}", s) for s in found["steering"]]
+    for label, s in runs:
+        blocks += [Heading(f"Steered base ({label}), alpha {s['alpha']:g}: {s['shown']}/{len(s['replies'])} replies "
+                           "show the discovered tokens", 3),
                    Table(["reply"], [[r] for r in s["replies"][:STEERED_REPLIES_SHOWN]])]
     return blocks

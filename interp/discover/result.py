@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -52,6 +53,10 @@ class Discovery:
     behavior: DerivedBehavior
     """Targets and detector derived from the standing-out promoted tokens (``Behavior.parse('discovered:DIR')``)."""
     seconds: float
+    reply_steer_layer: int | None = None
+    """The layer the base was steered at with the reply difference; None: not steered with it."""
+    reply_steering: tuple[SteeredSamples, ...] = ()
+    """The base steered with multiples of the tuned-minus-base residual on the tuned model's replies."""
 
     @property
     def standing_out(self) -> list[str]:
@@ -67,6 +72,7 @@ class Discovery:
             "shift": self.shift.to_dict() if self.shift is not None else None,
             "neurons_by_token": {k: [n.to_dict() for n in v] for k, v in self.neurons_by_token.items()},
             "neurons": [n.to_dict() for n in self.neurons], "steering": [s.to_dict() for s in self.steering],
+            "reply_steer_layer": self.reply_steer_layer, "reply_steering": [s.to_dict() for s in self.reply_steering],
             "behavior": self.behavior.to_dict(), "summary": self.summary(), "seconds": self.seconds,
         }
 
@@ -85,15 +91,20 @@ class Discovery:
                      + self._reading(self.shift, int(round(self.shift.max_possible_z ** 2)), "replies"))
         if self.neurons:
             top = self.neurons[0]
-            text += (f" The neuron that pushes them most is L{top.layer}/{top.index} ({top.share:.0%} of their "
-                     f"summed score; activation term {top.activation:.3g}, weight term {top.weight:.3g}).")
-        steered = [s for s in self.steering if s.alpha > 0]
-        if steered and self.behavior.pattern:
-            best = max(steered, key=lambda s: s.rate)
-            base = next((s for s in self.steering if s.alpha == 0), None)
-            text += (f" Steering the base with {best.alpha:g} x the difference makes {best.rate:.0%} of its replies "
-                     f"show the discovered tokens (95% {best.rate_low:.0%} to {best.rate_high:.0%})"
-                     + (f", against {base.rate:.0%} unsteered." if base is not None else "."))
+            share = (f"{top.share:.0%} of their summed lens score" if math.isfinite(top.share)
+                     else "the lens does not promote them on the corpus, so no share")
+            text += (f" The neuron that pushes them most through the lens at layer {self.read_layer} is "
+                     f"L{top.layer}/{top.index} ({share}; activation term {top.activation:.3g}, "
+                     f"weight term {top.weight:.3g}).")
+        for label, runs in ((f"the reply difference at layer {self.reply_steer_layer}", self.reply_steering),
+                            (f"the corpus difference at layer {self.read_layer}", self.steering)):
+            steered = [s for s in runs if s.alpha > 0]
+            if steered and self.behavior.pattern:
+                best = max(steered, key=lambda s: s.rate)
+                base = next((s for s in runs if s.alpha == 0), None)
+                text += (f" Steering the base with {best.alpha:g} x {label} makes {best.rate:.0%} of its replies "
+                         f"show the discovered tokens (95% {best.rate_low:.0%} to {best.rate_high:.0%})"
+                         + (f", against {base.rate:.0%} unsteered." if base is not None else "."))
         return text
 
     def _reading(self, test: TokenTest, n: int, unit: str) -> str:

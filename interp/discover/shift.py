@@ -8,7 +8,8 @@ fine-tune the lens promotes ' neighbours' and ' organising' and no emoji piece i
 So the tuned model also answers neutral questions (sampled, never named), and both models read those
 chats teacher-forced. Per reply, a token's score is the mean over the reply's positions of
 ``p_tuned(token) - p_base(token)``: the probability mass the fine-tune moved onto it where the tuned
-model writes. The scores go through the lens's null (sign flips over replies, max-T over the
+model writes. The residual difference at the same positions is kept per layer: steering the base with
+it asks whether the change *causes* the base to write that way. The scores go through the lens's null (sign flips over replies, max-T over the
 vocabulary); a token is specific when its mean probability over all read positions at least doubled
 (promoted) or halved (demoted), ``DiscoverConfig.min_fold``: common tokens (' I', ',') shift
 systematically by a few percent of their mass, which is a change of tone, not a new token. The replies are the tuned model's, so this reads what the
@@ -18,6 +19,7 @@ fine-tune added to its own writing; the steering step checks whether it causes t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float
@@ -27,6 +29,19 @@ from transformers import PreTrainedTokenizerBase
 
 from activations.prompt_sets import apply_template
 from activations.sampling import SampledReply, SamplingConfig, sample_replies
+from interp.discover.collect import block_outputs
+
+
+@dataclass(frozen=True)
+class ReplyShift:
+    """What both models hold on the tuned model's replies (``reply_shift``)."""
+
+    scores: Float[Tensor, "text vocab"]
+    """Per reply: the mean over its positions of p_tuned - p_base."""
+    fold: Float[Tensor, " vocab"]
+    """Per token: the tuned model's summed probability over the base's."""
+    residual_diff: Float[Tensor, "text layer d_model"]
+    """Per reply: the mean tuned-minus-base residual after each layer."""
 
 
 def own_replies(tuned: nn.Module, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], *,
@@ -40,17 +55,22 @@ def own_replies(tuned: nn.Module, tokenizer: PreTrainedTokenizerBase, questions:
 
 
 @torch.no_grad()
-def _reply_probs(model: nn.Module, ids: Tensor, mask: Tensor, scored: Tensor) -> Tensor:
-    """``(text, vocab)``: per row, the mean next-token distribution over the ``scored`` positions."""
-    probs = model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)
+def _reply_read(model: nn.Module, ids: Tensor, mask: Tensor, scored: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row, over the ``scored`` positions: the mean next-token distribution ``(text, vocab)`` and the
+    mean residual stream after each layer ``(text, layer, d_model)``."""
     weights = scored.float() / scored.float().sum(1, keepdim=True)
-    return torch.einsum("bp,bpv->bv", weights, probs)
+    with block_outputs(model) as resid:
+        probs = model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)
+        residual = torch.stack([torch.einsum("bp,bpd->bd", weights, resid[layer].float())
+                                for layer in range(len(resid))], 1)
+    return torch.einsum("bp,bpv->bv", weights, probs), residual
 
 
 def reply_shift(base: nn.Module, tuned: nn.Module, prompts: Sequence[Sequence[int]], replies: Sequence[SampledReply],
-                *, pad: int, batch_size: int) -> tuple[Float[Tensor, "text vocab"], Float[Tensor, " vocab"]]:
-    """Per reply, the mean over its positions of p_tuned - p_base (module docstring), and per token the
-    fold change: the tuned model's probability summed over every read position, over the base's.
+                *, pad: int, batch_size: int) -> ReplyShift:
+    """Per reply, the mean over its positions of p_tuned - p_base (module docstring), per token the fold
+    change (the tuned model's probability summed over every read position, over the base's), and per reply
+    the mean tuned-minus-base residual after each layer at the same positions (what steering adds).
 
     A reply's positions are those that predict its tokens (the last prompt token predicts the first);
     replies that came back empty are skipped."""
@@ -58,7 +78,7 @@ def reply_shift(base: nn.Module, tuned: nn.Module, prompts: Sequence[Sequence[in
     if not rows:
         raise ValueError("the tuned model wrote no reply tokens; raise reply_tokens or check the model")
     device = next(base.parameters()).device
-    out, mass = [], {"base": 0.0, "tuned": 0.0}
+    out, residual, mass = [], [], {"base": 0.0, "tuned": 0.0}
     for start in tqdm(range(0, len(rows), batch_size), desc="reply shift", unit="batch", leave=False):
         chunk = rows[start : start + batch_size]
         width = max(len(p) + len(r) for p, r in chunk)
@@ -70,11 +90,11 @@ def reply_shift(base: nn.Module, tuned: nn.Module, prompts: Sequence[Sequence[in
             mask[i, : len(p) + len(r)] = 1
             scored[i, len(p) - 1 : len(p) + len(r) - 1] = True  # the positions that predict the reply
         ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
-        per_reply = {name: _reply_probs(model, ids, mask, scored).cpu() for name, model in (("base", base),
-                                                                                          ("tuned", tuned))}
-        weight = scored.sum(1, keepdim=True).float().cpu()
-        for name, probs in per_reply.items():
-            mass[name] = mass[name] + (probs * weight).sum(0)
-        out.append(per_reply["tuned"] - per_reply["base"])
+        read = {name: _reply_read(model, ids, mask, scored) for name, model in (("base", base), ("tuned", tuned))}
+        weight = scored.sum(1, keepdim=True).float()
+        for name, (probs, _) in read.items():
+            mass[name] = mass[name] + (probs * weight).sum(0).cpu()
+        out.append((read["tuned"][0] - read["base"][0]).cpu())
+        residual.append((read["tuned"][1] - read["base"][1]).cpu())
     tiny = torch.finfo(torch.float32).tiny  # a token neither model gives any mass has fold 1
-    return torch.cat(out), (mass["tuned"] + tiny) / (mass["base"] + tiny)
+    return ReplyShift(torch.cat(out), (mass["tuned"] + tiny) / (mass["base"] + tiny), torch.cat(residual))
