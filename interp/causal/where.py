@@ -116,6 +116,10 @@ class WhereResult:
         return write_json(path, self.to_dict(), overwrite=overwrite)
 
 
+class TooFewContexts(ValueError):
+    """Every writing context chose the set: nothing is left to score it on (a stage records why and skips)."""
+
+
 def held_out_contexts(contexts: TokenBatch, used_ids: Sequence[str], limit: int | None) -> TokenBatch:
     """The first ``limit`` rows of ``contexts`` whose ids the sweep did not score, shortest first (the
     proxy cuts each chunk to its longest row: similar lengths together compute less padding)."""
@@ -123,7 +127,7 @@ def held_out_contexts(contexts: TokenBatch, used_ids: Sequence[str], limit: int 
     rows = [i for i, row_id in enumerate(contexts.ids) if row_id not in used][:limit]
     rows.sort(key=lambda i: int(contexts.attention_mask[i].sum()))
     if not rows:
-        raise ValueError(f"all {len(contexts)} writing contexts were used to choose the set; none is left to score "
+        raise TooFewContexts(f"all {len(contexts)} writing contexts were used to choose the set; none is left to score "
                          "where the change lives on (sample more own replies: the study's --writing-questions)")
     return TokenBatch(contexts.input_ids[rows], contexts.attention_mask[rows], contexts.score_mask[rows],
                       [contexts.ids[i] for i in rows])

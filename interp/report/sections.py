@@ -42,6 +42,12 @@ def read(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def skipped(out: Path, stage: str) -> str | None:
+    """Why a stage recorded that it measured nothing (``{"skipped": reason}``), or None."""
+    record = read(out / "stages" / f"{stage}.json") or {}
+    return (record.get("result") or {}).get("skipped")
+
+
 def num(value: float | None, spec: str = ".2f", scale: float = 1.0, unit: str = "") -> str:
     """A number for prose and tables; "n/a" where JSON holds null (NaN or infinity upstream)."""
     return "n/a" if value is None else f"{scale * value:{spec}}{unit}"
@@ -194,6 +200,9 @@ def causal(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None
         if baselines:
             summary["baselines"] = {key: baselines[key] for key in ("standing", "rank", "sentence")}
             blocks += baseline_blocks(baselines, noun)
+        elif reason := skipped(out, "baselines"):
+            summary["baselines"] = {"skipped": reason}
+            blocks.append(Paragraph(f"**Baselines not measured:** {reason}."))
         null = read(out / "null" / "comparison.json")
         if null:  # the statistics' null sits beside the verdict too: the counts are part of its story
             blocks.append(Paragraph(f"**The statistics against a null fine-tune** (table in the neuron section): "
@@ -282,6 +291,12 @@ def where(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> None:
     if steer:
         summary["steer"] = {"sentence": steer["sentence"], "merged_rate": steer["merged_rate"]}
         blocks += steer_blocks(steer, _behavior(out).noun)
+    reasons = {stage: reason for stage in ("where", "steer") if not read(out / "causal" / f"{stage}.json")
+               and (reason := skipped(out, stage))}
+    if reasons:
+        summary.update({stage: {"skipped": reason} for stage, reason in reasons.items()})
+        blocks += [Heading("Where the change lives: not measured"),
+                   *(Paragraph(f"**{stage}:** {reason}.") for stage, reason in reasons.items())]
 
 
 def separability(out: Path, summary: dict, blocks: list[Block]) -> None:

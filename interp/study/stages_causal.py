@@ -115,6 +115,10 @@ def stage_separability(ctx: StageContext) -> dict[str, Any]:
 def stage_where(ctx: StageContext) -> dict[str, Any]:
     """Where the fine-tune's change lives: the sweep's sets and the bounds patched in both directions
     (``interp.causal.where``), on the writing contexts the sweep did not choose on."""
+    return _unless_too_few(ctx, ctx.path("causal", "where.json"), _where)
+
+
+def _where(ctx: StageContext) -> dict[str, Any]:
     from interp.causal.experiment import run_where
     from interp.interventions import NeuronSet
 
@@ -130,6 +134,10 @@ def stage_where(ctx: StageContext) -> dict[str, Any]:
 def stage_baselines(ctx: StageContext) -> dict[str, Any]:
     """The chosen set against baselines that could win, on contexts that did not choose it
     (``interp.causal.baselines``)."""
+    return _unless_too_few(ctx, ctx.path("causal", "baselines.json"), _baselines)
+
+
+def _baselines(ctx: StageContext) -> dict[str, Any]:
     from interp.causal.experiment import run_baselines
     from interp.interventions import NeuronSet
 
@@ -145,6 +153,10 @@ def stage_baselines(ctx: StageContext) -> dict[str, Any]:
 def stage_steer(ctx: StageContext) -> dict[str, Any]:
     """Sufficiency while sampling: the base steered by the chosen set's mean change, against matched random
     sets and the difference-of-means direction (``interp.causal.steer``)."""
+    return _unless_too_few(ctx, ctx.path("causal", "steer.json"), _steer)
+
+
+def _steer(ctx: StageContext) -> dict[str, Any]:
     from interp.causal.experiment import run_steer
     from interp.interventions import NeuronSet
 
@@ -156,6 +168,20 @@ def stage_steer(ctx: StageContext) -> dict[str, Any]:
                        dataclasses.replace(c.steer, seed=c.seed))
     path = result.save(ctx.path("causal", "steer.json"), overwrite=True)
     return {"outputs": [relative(ctx.out, path)], "sentence": result.sentence(), "seconds": round(result.seconds, 1)}
+
+
+def _unless_too_few(ctx: StageContext, path, run) -> dict[str, Any]:
+    """Run a stage that scores on held-out writing contexts; when none is left (a behaviour that shows at
+    the start of nearly every reply leaves few contexts), record why instead of stopping the study, so the
+    verdict and the report still come (and an earlier run's output is never reported)."""
+    from interp.causal.where import TooFewContexts
+
+    try:
+        return run(ctx)
+    except TooFewContexts as error:
+        path.unlink(missing_ok=True)
+        log.warning("%s skipped: %s", path.name, error)
+        return {"outputs": [], "skipped": str(error)}
 
 
 def stage_report(ctx: StageContext) -> dict[str, Any]:
