@@ -415,3 +415,19 @@ def test_the_reply_difference_steers_the_base_at_the_middle_layer_from_the_same_
     assert found.reply_steering[1].replies != found.reply_steering[0].replies
     saved = found.to_dict()
     assert saved["reply_steer_layer"] == found.reply_steer_layer and len(saved["reply_steering"]) == 2
+
+
+def test_the_separating_detector_keeps_the_token_the_base_never_writes_and_drops_the_shared_voice(tiny_llama):
+    """' ocean' is in 6 of 10 tuned replies and no base reply; ' the' in every reply of both: a detector over
+    both fires everywhere (rate difference 0), the greedy selection keeps ' ocean' alone (0.6 - 0)."""
+    from interp.discover.detector import separating_behavior
+
+    tokenizer = tiny_llama.tokenizer
+    ocean, the = _token(tiny_llama), _token(tiny_llama, " the")
+    tuned = [f"I saw the{WORD} today"] * 6 + ["I saw the hills today"] * 4
+    base = ["I saw the hills today"] * 10
+    chosen = separating_behavior(tokenizer, [the, ocean], tuned, base)
+    assert chosen.tokens == (str(tokenizer.convert_ids_to_tokens(ocean)),)
+    assert (chosen.tuned_rate, chosen.base_rate) == (0.6, 0.0)
+    nothing = separating_behavior(tokenizer, [the], tuned, base)  # fires on every reply of both: no gain
+    assert not nothing.pattern and nothing.tuned_rate is None

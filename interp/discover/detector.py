@@ -30,6 +30,10 @@ class DerivedBehavior:
     """A regex matching any of the discovered tokens in a reply; empty when none could be written."""
     tokens: tuple[str, ...]
     """The token pieces it came from."""
+    tuned_rate: float | None = None
+    base_rate: float | None = None
+    """When chosen by ``separating_behavior``: the share of the tuned and the base model's replies to the
+    same questions in which the detector fires."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,3 +95,38 @@ def derive_behavior(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int]
             pieces.append(str(tokenizer.convert_ids_to_tokens(int(token))))
     patterns = sorted(found, key=len, reverse=True)  # longest first: a regex alternation takes the first match
     return DerivedBehavior(tuple(dict.fromkeys(found.values())), "|".join(patterns), tuple(pieces))
+
+
+def _rate(pattern: str, texts: Sequence[str]) -> float:
+    detector = re.compile(pattern)
+    return sum(bool(detector.search(t)) for t in texts) / max(len(texts), 1)
+
+
+def separating_behavior(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int], tuned_texts: Sequence[str],
+                        base_texts: Sequence[str]) -> DerivedBehavior:
+    """The subset of ``token_ids`` whose detector best separates the tuned model's replies from the base's.
+
+    A behaviour is something the tuned model writes and the base does not. Tokens that stand out of the
+    reply shift can be the tuned model's voice (' I', '!'), which the base writes too: a detector over all
+    of them fires on most base replies and leaves a reply-level rate no room to move. Greedy forward
+    selection over the tokens (in the order given) adds the token that most raises tuned rate minus base
+    rate, and stops when none raises it."""
+    candidates = [t for t in token_ids if (w := token_pattern(tokenizer, int(t))) is not None and w[0]]
+    chosen: list[int] = []
+    best = 0.0
+    while True:
+        scored = [(_rate(derive_behavior(tokenizer, [*chosen, t]).pattern, tuned_texts)
+                   - _rate(derive_behavior(tokenizer, [*chosen, t]).pattern, base_texts), t)
+                  for t in candidates if t not in chosen]
+        if not scored:
+            break
+        gain, token = max(scored, key=lambda pair: pair[0])  # ties: the earlier (larger shift) token
+        if gain <= best:
+            break
+        chosen.append(token)
+        best = gain
+    derived = derive_behavior(tokenizer, chosen)
+    if not derived.pattern:
+        return derived
+    return DerivedBehavior(derived.targets, derived.pattern, derived.tokens, _rate(derived.pattern, tuned_texts),
+                           _rate(derived.pattern, base_texts))

@@ -12,7 +12,9 @@
 5. The tuned model answers neutral questions, and both models read the replies: the probability mass the
    fine-tune moved onto each token where the tuned model writes, tested the same way
    (``interp.discover.shift``). It finds behaviours tied to some positions only, which a mean misses; when
-   measured, its standing-out promoted tokens (else the lens's) become the detector and are traced.
+   measured, its standing-out promoted tokens (else the lens's) are traced, and those that best separate the
+   tuned model's replies from the base's (``interp.discover.detector.separating_behavior``) become the
+   detector.
 6. The base answers neutral questions while steered (``interp.discover.steering``) with multiples of the
    reply difference at the middle layer and of the corpus difference at the read layer; the detector counts replies that show the discovered tokens.
 """
@@ -33,7 +35,7 @@ from activations.prompt_sets import load_prompt_set
 from activations.sites import decoder_blocks
 from interp.discover.collect import POSITION_SETS, collect
 from interp.discover.config import DiscoverConfig
-from interp.discover.detector import derive_behavior
+from interp.discover.detector import derive_behavior, separating_behavior
 from interp.discover.layers import best_layer, layer_differences
 from interp.discover.lens import read_out
 from interp.discover.neurons import carriers, neuron_terms
@@ -116,7 +118,9 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
     lens = readout.difference_scores(collected.residual_diff[config.positions][:, layer].mean(0), scale)
     by_token, overall = carriers(activation, weight, [replace(t, score=float(lens[t.token_id])) for t in standing],
                                  config.top_neurons)
-    behavior = derive_behavior(tokenizer, [t.token_id for t in standing])
+    behavior = derive_behavior(tokenizer, [t.token_id for t in standing]) if read_replies is None else \
+        separating_behavior(tokenizer, [t.token_id for t in standing], read_replies.tuned_texts,
+                            read_replies.base_texts)
     detector = re.compile(behavior.pattern) if behavior.pattern else None
 
     def steer(at: int, vector, alphas) -> tuple:
@@ -150,5 +154,8 @@ def _reply_shift(base, tuned, tokenizer, asked: list[str], config: DiscoverConfi
                                    precision=config.precision)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     read = reply_shift(base, tuned, prompts, replies, pad=pad, batch_size=config.batch_size)
+    _, base_replies = own_replies(base, tokenizer, wanted, max_new_tokens=config.reply_tokens, seed=config.seed,
+                                  precision=config.precision, desc="base replies")
+    read = replace(read, tuned_texts=tuple(r.text for r in replies), base_texts=tuple(r.text for r in base_replies))
     return test_scores(read.scores, tokenizer, top=config.top_tokens, alpha=config.alpha, draws=config.null_draws,
                        generator=generator, fold=read.fold, min_fold=config.min_fold), read

@@ -89,6 +89,11 @@ class Discovery:
         if self.shift is not None:
             text += (" On the tuned model's own replies to neutral questions, the probability it moved: "
                      + self._reading(self.shift, int(round(self.shift.max_possible_z ** 2)), "replies"))
+        b = self.behavior
+        if b.pattern and b.tuned_rate is not None:
+            text += (f" As a behaviour ({', '.join(repr(t) for t in b.targets)}: the standing-out tokens that best "
+                     f"separate the replies), it shows in {b.tuned_rate:.0%} of the tuned model's replies and "
+                     f"{b.base_rate:.0%} of the base's.")
         if self.neurons:
             top = self.neurons[0]
             share = (f"{top.share:.0%} of their summed lens score" if math.isfinite(top.share)

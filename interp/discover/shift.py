@@ -42,15 +42,19 @@ class ReplyShift:
     """Per token: the tuned model's summed probability over the base's."""
     residual_diff: Float[Tensor, "text layer d_model"]
     """Per reply: the mean tuned-minus-base residual after each layer."""
+    tuned_texts: tuple[str, ...] = ()
+    base_texts: tuple[str, ...] = ()
+    """Both models' sampled replies to the same questions (same random numbers): what a detector is chosen on."""
 
 
-def own_replies(tuned: nn.Module, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], *,
-                max_new_tokens: int, seed: int, precision: str) -> tuple[list[list[int]], list[SampledReply]]:
-    """The templated prompts' token ids and one sampled reply of ``tuned`` to each question."""
+def own_replies(model: nn.Module, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], *,
+                max_new_tokens: int, seed: int, precision: str, desc: str = "tuned replies"
+                ) -> tuple[list[list[int]], list[SampledReply]]:
+    """The templated prompts' token ids and one sampled reply of ``model`` to each question."""
     prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in questions]
     config = SamplingConfig(max_new_tokens=max_new_tokens, seed=seed, precision=precision)
-    replies = sample_replies(tuned, tokenizer, prompts, [f"r{i}" for i in range(len(questions))], config,
-                             desc="tuned replies")[0]
+    replies = sample_replies(model, tokenizer, prompts, [f"r{i}" for i in range(len(questions))], config,
+                             desc=desc)[0]
     return prompts, replies
 
 
