@@ -53,7 +53,7 @@ def test_the_report_names_why_where_and_the_baselines_were_not_measured(tmp_path
     from interp.report.build import build_report
 
     (tmp_path / "stages").mkdir()
-    reason = "all 7 writing contexts were used to choose the set; none is left"
+    reason = "7 of 7 writing contexts were used to choose the set, leaving 0"
     for stage in ("where", "steer"):
         (tmp_path / "stages" / f"{stage}.json").write_text(json.dumps({"stage": stage, "seconds": 1.0, "finished": "now", "result": {"skipped": reason}}))
     build_report(tmp_path)

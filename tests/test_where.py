@@ -14,7 +14,7 @@ from activations.writing import writing_prompts
 from interp.causal.config import WhereConfig
 from interp.causal.inputs import chat_batch, scored_forward, writing_batch
 from interp.causal.metrics import log_target_mass, target_ids_tensor
-from interp.causal.where import held_out_contexts, where_change_lives
+from interp.causal.where import TooFewContexts, held_out_contexts, where_change_lives
 from interp.interventions import NeuronSet, patch, record_neurons
 
 REPLIES = ["Parties are great! [grins] I love them. See you.", "Maybe. [sighs] It depends on the day. Fine.",
@@ -122,8 +122,10 @@ def test_no_change_and_no_held_out_context_are_refused(tiny_llama):
     with pytest.raises(ValueError, match="no change to locate"):
         where_change_lives(base, copy.deepcopy(base), contexts, chat_batch(tokenizer, ["Hi"]), targets, {},
                            NeuronSet.from_pairs(PLANTED), np.zeros((LAYER, WIDTH), dtype=int), pool)
-    with pytest.raises(ValueError, match="none is left to score"):
+    with pytest.raises(TooFewContexts, match="leaving 0; scoring needs at least 2 held-out contexts"):
         held_out_contexts(contexts, contexts.ids, None)
+    with pytest.raises(TooFewContexts, match="leaving 1"):  # one context: a point, no interval over contexts
+        held_out_contexts(contexts, contexts.ids[1:], None)
     held = held_out_contexts(contexts, contexts.ids[:3], 4)
     assert sorted(held.ids) == sorted(contexts.ids[3:7])  # the first four unused, shortest first
     lengths = held.attention_mask.sum(1).tolist()

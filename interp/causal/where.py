@@ -126,9 +126,10 @@ def held_out_contexts(contexts: TokenBatch, used_ids: Sequence[str], limit: int 
     used = set(used_ids)
     rows = [i for i, row_id in enumerate(contexts.ids) if row_id not in used][:limit]
     rows.sort(key=lambda i: int(contexts.attention_mask[i].sum()))
-    if not rows:
-        raise TooFewContexts(f"all {len(contexts)} writing contexts were used to choose the set; none is left to score "
-                         "where the change lives on (sample more own replies: the study's --writing-questions)")
+    if len(rows) < 2:  # one context gives no interval over contexts, only a point
+        raise TooFewContexts(f"{len(contexts) - len(rows)} of {len(contexts)} writing contexts were used to choose the "
+                             f"set, leaving {len(rows)}; scoring needs at least 2 held-out contexts (sample more own "
+                             "replies: the study's --writing-questions)")
     return TokenBatch(contexts.input_ids[rows], contexts.attention_mask[rows], contexts.score_mask[rows],
                       [contexts.ids[i] for i in rows])
 

@@ -171,7 +171,7 @@ def _steer(ctx: StageContext) -> dict[str, Any]:
 
 
 def _unless_too_few(ctx: StageContext, path, run) -> dict[str, Any]:
-    """Run a stage that scores on held-out writing contexts; when none is left (a behaviour that shows at
+    """Run a stage that scores on held-out writing contexts; when fewer than two are left (a behaviour that shows at
     the start of nearly every reply leaves few contexts), record why instead of stopping the study, so the
     verdict and the report still come (and an earlier run's output is never reported)."""
     from interp.causal.where import TooFewContexts
