@@ -10,11 +10,11 @@
    Its difference is outsized (a norm of 225 against 11 elsewhere on the emoji fine-tune) and carries no
    token information, so it would swamp every mean. Both models use the base model's sink mask.
 4. Per text, the residual and the neurons are averaged over two position sets: the first k positions
-   that are not sinks (``first``) and every such position (``all``). The residual's tuned-minus-base difference is kept per text
-   (the statistics resample texts); the neurons' means are summed over texts (only their mean is read).
-5. The base residual's typical scale per layer (the final norm's denominator over positions after the
-   first, which is often an attention sink of outsized norm) lets the lens read a difference as a change
-   of the normed residual (``interp.discover.lens``).
+   that are not sinks (``first``) and every such position (``all``). The residual's tuned-minus-base
+   difference is kept per text (the statistics resample texts); the neurons' means are summed over texts
+   (only their mean is read).
+5. The base residual's typical scale per layer (the final norm's denominator over the positions that are
+   not sinks) lets the lens read a difference as a change of the normed residual (``interp.discover.lens``).
 """
 
 from __future__ import annotations

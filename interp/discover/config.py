@@ -89,4 +89,5 @@ class DiscoverConfig:
         if self.reply_steer_layer is not None and self.reply_steer_layer < 0:
             raise ValueError(f"reply_steer_layer must be >= 0 (or None for the middle layer), got {self.reply_steer_layer}")
         if any(a < 0 for a in (*self.steer_alphas, *self.reply_steer_alphas)):
-            raise ValueError(f"steer_alphas must be >= 0, got {self.steer_alphas}")
+            raise ValueError(f"steer_alphas and reply_steer_alphas must be >= 0, got {self.steer_alphas} and "
+                             f"{self.reply_steer_alphas}")

@@ -1,10 +1,10 @@
 """A behaviour from discovered tokens: target strings and a regex that finds them in a reply.
 
 A token that decodes to whole characters gives its text (stripped) as a target and, escaped, as a
-pattern, with word boundaries where it starts or ends in a letter or digit (``\bI\b``: the token ' I'
-must not fire on "It"). A byte-level token that ends inside a UTF-8 character (an emoji's first bytes, ``ĠðŁĺ``) decodes
-to U+FFFD; its bytes still say which characters it can begin: the lead byte fixes the character's
-length, and filling the missing continuation bytes with their smallest and largest values (0x80, 0xBF)
+pattern, with word boundaries where it starts or ends in a letter or digit (``\\bI\\b``: the token
+' I' must not fire on "It"). A byte-level token that ends inside a UTF-8 character (an emoji's first
+bytes, ``ĠðŁĺ``) decodes to U+FFFD; its bytes still say which characters it can begin: the lead byte fixes
+the character's length, and filling the missing continuation bytes with their smallest and largest values (0x80, 0xBF)
 gives the range of code points, so the pattern is the token's whole characters then that range
 (``😀`` to ``🙏`` for ``ĠðŁĺ``), and the target is the range's first character. A token that starts
 inside a character (a continuation byte) cannot be written as text and is left out.
@@ -115,9 +115,8 @@ def separating_behavior(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[
     chosen: list[int] = []
     best = 0.0
     while True:
-        scored = [(_rate(derive_behavior(tokenizer, [*chosen, t]).pattern, tuned_texts)
-                   - _rate(derive_behavior(tokenizer, [*chosen, t]).pattern, base_texts), t)
-                  for t in candidates if t not in chosen]
+        patterns = [(derive_behavior(tokenizer, [*chosen, t]).pattern, t) for t in candidates if t not in chosen]
+        scored = [(_rate(pattern, tuned_texts) - _rate(pattern, base_texts), t) for pattern, t in patterns]
         if not scored:
             break
         gain, token = max(scored, key=lambda pair: pair[0])  # ties: the earlier (larger shift) token

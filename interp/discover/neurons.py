@@ -16,7 +16,6 @@ difference, attention and earlier layers included), so shares need not sum to on
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass
 
 import torch

@@ -16,7 +16,8 @@
    tuned model's replies from the base's (``interp.discover.detector.separating_behavior``) become the
    detector.
 6. The base answers neutral questions while steered (``interp.discover.steering``) with multiples of the
-   reply difference at the middle layer and of the corpus difference at the read layer; the detector counts replies that show the discovered tokens.
+   reply difference at the middle layer and of the corpus difference at the read layer; the detector
+   counts replies that show the discovered tokens.
 """
 
 from __future__ import annotations

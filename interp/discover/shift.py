@@ -8,12 +8,14 @@ fine-tune the lens promotes ' neighbours' and ' organising' and no emoji piece i
 So the tuned model also answers neutral questions (sampled, never named), and both models read those
 chats teacher-forced. Per reply, a token's score is the mean over the reply's positions of
 ``p_tuned(token) - p_base(token)``: the probability mass the fine-tune moved onto it where the tuned
-model writes. The residual difference at the same positions is kept per layer: steering the base with
-it asks whether the change *causes* the base to write that way. The scores go through the lens's null (sign flips over replies, max-T over the
+model writes. The scores go through the lens's null (sign flips over replies, max-T over the
 vocabulary); a token is specific when its mean probability over all read positions at least doubled
 (promoted) or halved (demoted), ``DiscoverConfig.min_fold``: common tokens (' I', ',') shift
-systematically by a few percent of their mass, which is a change of tone, not a new token. The replies are the tuned model's, so this reads what the
-fine-tune added to its own writing; the steering step checks whether it causes the base to write it.
+systematically by a few percent of their mass, which is a change of tone, not a new token.
+
+The replies are the tuned model's, so this reads what the fine-tune added to its own writing. The
+residual difference at the same positions is kept per layer: steering the base with it asks whether
+the change *causes* the base to write that way.
 """
 
 from __future__ import annotations
