@@ -3,16 +3,13 @@ references, a placebo where nothing stands out, and the ``discovered:`` behaviou
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 
 import pytest
 import torch
 
-from activations import LoadedModel
 from activations.behaviors import Behavior
-from activations.hooks import recording
 from activations.prompt_sets import load_prompt_set
 from activations.sites import decoder_blocks, neuron_sites
 from interp import discover
@@ -21,57 +18,14 @@ from interp.discover.collect import block_outputs, encode
 from interp.discover.lens import read_out
 from interp.discover.neurons import output_columns
 
-TEXTS = list(load_prompt_set("neutral").texts[:32])
-FAST = DiscoverConfig(null_draws=100, steer_questions=0, reply_questions=0, max_length=16)
-SHIFT = DiscoverConfig(null_draws=100, steer_questions=0, reply_questions=24, reply_tokens=8, max_length=16)
-WORD = " ocean"
-
-
-def _token(loaded: LoadedModel, word: str = WORD) -> int:
-    ids = loaded.tokenizer(word, add_special_tokens=False).input_ids
-    assert len(ids) == 1, f"{word!r} must be one token for the plant"
-    return ids[0]
-
-
-def _loaded_copy(loaded: LoadedModel, name: str) -> LoadedModel:
-    return LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, name, "tiny")
-
-
-def _steadiest_neuron(loaded: LoadedModel, layer: int) -> tuple[int, float]:
-    """The last-layer neuron whose mean activation over the corpus is most consistent in sign, and that sign."""
-    site = neuron_sites(loaded.model, [layer])[0]
-    means = []
-    with torch.no_grad(), recording([site]) as acts:
-        for text in TEXTS:
-            loaded.model(input_ids=torch.tensor([encode(loaded.tokenizer, [text], 16)[0]]))
-            means.append(acts[site.key][0, :5].mean(0))
-    means = torch.stack(means)
-    t = means.mean(0) / (means.std(0) + 1e-9)
-    index = int(t.abs().argmax())
-    return index, float(torch.sign(t[index]))
-
-
-def _plant_on_neuron(loaded: LoadedModel, token: int, size: float) -> tuple[LoadedModel, int]:
-    """A tuned copy whose steadiest last-layer neuron writes along the token's unembedding row."""
-    layer = len(decoder_blocks(loaded.model)) - 1
-    index, sign = _steadiest_neuron(loaded, layer)
-    tuned = _loaded_copy(loaded, "planted")
-    site = neuron_sites(tuned.model, [layer])[0]
-    row = tuned.model.get_output_embeddings().weight[token].detach()
-    with torch.no_grad():
-        column = sign * size * row / row.norm()
-        if type(site.module).__name__ == "Conv1D":
-            site.module.weight[index, :] += column
-        else:
-            site.module.weight[:, index] += column
-    return tuned, index
+from discover_helpers import FAST, TEXTS, WORD, loaded_copy, plant_on_neuron, token_of
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
 def test_a_token_planted_on_one_neuron_ranks_first_stands_out_and_is_traced_to_that_neuron(fixture, request):
     base = request.getfixturevalue(fixture)
-    token = _token(base)
-    tuned, planted = _plant_on_neuron(base, token, size=20.0)
+    token = token_of(base)
+    tuned, planted = plant_on_neuron(base, token, size=20.0)
     found = discover(base, tuned, corpus=TEXTS, config=FAST)
     last = len(decoder_blocks(base.model)) - 1
     assert found.read_layer == last  # the plant changes nothing before the last layer
@@ -85,7 +39,7 @@ def test_a_token_planted_on_one_neuron_ranks_first_stands_out_and_is_traced_to_t
 
 
 def test_two_identical_copies_are_a_placebo_where_nothing_stands_out(tiny_llama):
-    found = discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=FAST)
+    found = discover(tiny_llama, loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=FAST)
     assert found.tokens.n_standing_out == 0
     assert not found.standing_out and not found.neurons and not found.behavior.pattern
     assert all(d.norm == 0 for d in found.layers)
@@ -95,7 +49,7 @@ def test_two_identical_copies_are_a_placebo_where_nothing_stands_out(tiny_llama)
 def test_a_random_nudge_of_every_weight_flags_fewer_tokens_than_a_plant(tiny_gpt2):
     """A fine-tune with nothing injected changes every token a little: the vocabulary criterion (step 4)
     keeps the flagged set far smaller than the plant's top list, where step 3 alone would flag thousands."""
-    tuned = _loaded_copy(tiny_gpt2, "nudged")
+    tuned = loaded_copy(tiny_gpt2, "nudged")
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, param in tuned.model.named_parameters():
@@ -126,7 +80,7 @@ def test_the_lens_matches_a_hand_computed_final_norm_and_unembedding(tiny_llama)
 def test_discovered_scores_equal_a_hand_recomputation_from_hidden_states(tiny_gpt2):
     """Per-text mean differences at the first k positions of a middle layer, from output_hidden_states,
     read through ln_f's gain (centred, as LayerNorm does) and lm_head at the base's typical scale."""
-    base, tuned = tiny_gpt2, _loaded_copy(tiny_gpt2, "nudged")
+    base, tuned = tiny_gpt2, loaded_copy(tiny_gpt2, "nudged")
     with torch.no_grad():
         tuned.model.transformer.h[0].mlp.c_fc.weight.mul_(1.3)
     config = DiscoverConfig(null_draws=100, steer_questions=0, reply_questions=0, max_length=16, layer=1, first_k=3)
@@ -153,8 +107,8 @@ def test_discovered_scores_equal_a_hand_recomputation_from_hidden_states(tiny_gp
 
 
 def test_steered_samples_at_alpha_zero_are_the_base_model_replies(tiny_llama):
-    token = _token(tiny_llama)
-    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    token = token_of(tiny_llama)
+    tuned, _ = plant_on_neuron(tiny_llama, token, size=20.0)
     config = DiscoverConfig(null_draws=100, max_length=16, steer_questions=2, steer_samples=1, max_new_tokens=4,
                             steer_alphas=(0.0, 8.0), reply_questions=0, precision="float32")
     found = discover(tiny_llama, tuned, corpus=TEXTS, config=config)
@@ -174,8 +128,8 @@ def test_steered_samples_at_alpha_zero_are_the_base_model_replies(tiny_llama):
 
 
 def test_a_saved_discovery_becomes_a_behaviour(tiny_llama, tmp_path):
-    token = _token(tiny_llama)
-    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    token = token_of(tiny_llama)
+    tuned, _ = plant_on_neuron(tiny_llama, token, size=20.0)
     found = discover(tiny_llama, tuned, corpus=TEXTS, config=FAST)
     found.save(tmp_path)
     saved = json.loads((tmp_path / "discovery.json").read_text())
@@ -190,7 +144,7 @@ def test_a_saved_discovery_becomes_a_behaviour(tiny_llama, tmp_path):
 
 
 def test_a_placebo_discovery_refuses_to_become_a_behaviour(tiny_llama, tmp_path):
-    discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=FAST).save(tmp_path)
+    discover(tiny_llama, loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=FAST).save(tmp_path)
     with pytest.raises(ValueError, match="no token that stands out"):
         Behavior.parse(f"discovered:{tmp_path}")
     with pytest.raises(FileNotFoundError, match="interp discover"):
@@ -202,11 +156,11 @@ def test_output_columns_read_gpt2_conv1d_transposed(tiny_gpt2):
     torch.testing.assert_close(output_columns(site)[:, 5], site.module.weight[5, :].detach())
 
 
-def test_the_command_line_writes_a_discovery_that_names_the_planted_token(tiny_llama, tmp_path, capsys):
+def test_the_command_line_writes_a_discovery_that_names_the_plantedtoken_of(tiny_llama, tmp_path, capsys):
     from interp.cli import main
 
-    token = _token(tiny_llama)
-    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    token = token_of(tiny_llama)
+    tuned, _ = plant_on_neuron(tiny_llama, token, size=20.0)
     tuned.model.save_pretrained(tmp_path / "tuned")
     tiny_llama.tokenizer.save_pretrained(tmp_path / "tuned")
     corpus = tmp_path / "corpus.txt"
@@ -233,8 +187,8 @@ def test_the_shipped_generic_corpus_is_varied_text_not_questions():
 def test_a_study_report_renders_a_saved_discovery(tiny_llama, tmp_path):
     from interp.report.build import build_report
 
-    token = _token(tiny_llama)
-    tuned, _ = _plant_on_neuron(tiny_llama, token, size=20.0)
+    token = token_of(tiny_llama)
+    tuned, _ = plant_on_neuron(tiny_llama, token, size=20.0)
     found = discover(tiny_llama, tuned, corpus=TEXTS, config=FAST)
     (tmp_path / "stages").mkdir()
     found.save(tmp_path / "discovery")
@@ -264,13 +218,13 @@ def test_a_bad_config_fails_at_once_naming_the_field(field, value, message):
 
 def test_a_layer_past_the_model_is_refused_with_its_range(tiny_llama):
     with pytest.raises(ValueError, match=r"layer 7 out of range: the model has 3 layers \(0..2\)"):
-        discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS[:4],
+        discover(tiny_llama, loaded_copy(tiny_llama, "copy"), corpus=TEXTS[:4],
                  config=DiscoverConfig(null_draws=20, steer_questions=0, max_length=8, layer=7))
 
 
 def test_a_token_planted_against_the_neuron_is_demoted_stands_out_and_names_no_behaviour(tiny_gpt2):
-    token = _token(tiny_gpt2)
-    tuned, _ = _plant_on_neuron(tiny_gpt2, token, size=-20.0)
+    token = token_of(tiny_gpt2)
+    tuned, _ = plant_on_neuron(tiny_gpt2, token, size=-20.0)
     found = discover(tiny_gpt2, tuned, corpus=TEXTS, config=FAST)
     assert found.tokens.demoted[0].token_id == token and found.tokens.demoted[0].stands_out
     assert not found.standing_out and not found.behavior.pattern and not found.neurons
@@ -314,120 +268,3 @@ def test_an_attention_sink_is_left_out_of_every_mean_and_the_first_k_are_counted
     assert not _sinks({1: hidden}, mask, 0.0).any()  # sink_ratio 0: every position is read
     with pytest.raises(ValueError, match="no position outside the attention sinks"):
         _weights(torch.tensor([[1, 0]]), torch.tensor([[True, False]]), first_k=2)
-
-
-def test_the_reply_shift_equals_a_hand_recomputation_one_reply_at_a_time(tiny_llama):
-    from interp.discover.shift import own_replies, reply_shift
-
-    tuned = _loaded_copy(tiny_llama, "nudged")
-    with torch.no_grad():
-        tuned.model.lm_head.weight.mul_(1.5)
-        tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.3)  # so the residuals differ too
-    questions = list(load_prompt_set("neutral").texts[:5])
-    prompts, replies = own_replies(tuned.model, tiny_llama.tokenizer, questions, max_new_tokens=6, seed=0,
-                                   precision="float32")
-    read = reply_shift(tiny_llama.model, tuned.model, prompts, replies, pad=0, batch_size=2)
-    by_hand, residual, mass = [], [], {"base": 0.0, "tuned": 0.0}
-    with torch.no_grad():
-        for prompt, reply in zip(prompts, replies):
-            ids = torch.tensor([list(prompt) + list(reply.tokens)])
-            rows = slice(len(prompt) - 1, ids.shape[1] - 1)
-            out_base = tiny_llama.model(input_ids=ids, output_hidden_states=True)
-            out_tuned = tuned.model(input_ids=ids, output_hidden_states=True)
-            p_base, p_tuned = out_base.logits[0, rows].softmax(-1), out_tuned.logits[0, rows].softmax(-1)
-            by_hand.append((p_tuned - p_base).mean(0))
-            # hidden_states[l + 1] is block l's output (the last entry is after the final norm: not compared)
-            residual.append(torch.stack([(t[0, rows] - b[0, rows]).mean(0) for b, t in
-                                         zip(out_base.hidden_states[1:-1], out_tuned.hidden_states[1:-1])]))
-            mass["base"], mass["tuned"] = mass["base"] + p_base.sum(0), mass["tuned"] + p_tuned.sum(0)
-    torch.testing.assert_close(read.scores, torch.stack(by_hand), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(read.fold, mass["tuned"] / mass["base"], atol=1e-4, rtol=1e-3)
-    n_compared = len(residual[0])
-    torch.testing.assert_close(read.residual_diff[:, :n_compared], torch.stack(residual), atol=1e-4, rtol=1e-4)
-
-
-def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becomes_the_behaviour(tiny_llama):
-    token = _token(tiny_llama)
-    tuned = _loaded_copy(tiny_llama, "writes more")
-    with torch.no_grad():
-        tuned.model.lm_head.weight[token] *= 4.0  # the token's logit grows wherever the row aligns with the state
-        tuned.model.lm_head.weight[token] += 2.0 * tuned.model.model.norm.weight.sign()
-    found = discover(tiny_llama, tuned, corpus=TEXTS, config=SHIFT)
-    top = found.shift.promoted[0]
-    assert top.token_id == token and top.stands_out and top.fold >= SHIFT.min_fold
-    assert found.standing_out[0] == WORD and WORD.strip() in found.behavior.targets
-    assert "the probability it moved" in found.summary() and "at least 2" in found.summary()
-
-
-def test_identical_copies_move_no_probability_and_nothing_stands_out_of_the_reply_shift(tiny_llama):
-    found = discover(tiny_llama, _loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=SHIFT)
-    assert found.shift.n_standing_out == 0 and not found.standing_out and not found.behavior.pattern
-    assert all(t.score == 0 and t.fold == pytest.approx(1.0) for t in found.shift.promoted)
-
-
-def test_the_fold_criterion_keeps_a_common_token_shifted_by_a_few_percent_out():
-    """Token 0 holds most of the mass and gains 3% of it on every text (systematic, not new); token 1 is
-    rare and triples. With the vocabulary z both would stand out; with the fold criterion only token 1."""
-    from interp.discover.tokens import test_scores
-
-    class Pieces:
-        def decode(self, ids):
-            return f"t{ids[0]}"
-
-        def convert_ids_to_tokens(self, token):
-            return f"t{token}"
-
-    generator = torch.Generator().manual_seed(0)
-    texts, vocab = 40, 300
-    base = torch.full((texts, vocab), 1e-4)
-    base[:, 0], base[:, 1] = 0.5, 1e-3
-    tuned = base * (1 + 0.01 * torch.randn(texts, vocab, generator=generator))
-    tuned[:, 0] = base[:, 0] * 1.03
-    tuned[:, 1] = base[:, 1] * 3.0
-    fold = tuned.sum(0) / base.sum(0)
-    by_fold = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold)
-    by_z = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator)
-    assert [t.token_id for t in by_fold.promoted[:2]] == [0, 1]
-    assert [t.stands_out for t in by_fold.promoted[:2]] == [False, True]
-    assert by_z.promoted[0].stands_out and by_z.promoted[1].stands_out
-
-
-def test_a_discovered_word_matches_as_a_word(tiny_llama):
-    from interp.discover.detector import derive_behavior
-
-    derived = derive_behavior(tiny_llama.tokenizer, [_token(tiny_llama)])
-    detector = re.compile(derived.pattern)
-    assert detector.search("the ocean is deep") and detector.search("Ocean".lower())
-    assert not detector.search("oceanic trenches") and not detector.search("bioceans")
-
-
-def test_the_reply_difference_steers_the_base_at_the_middle_layer_from_the_same_unsteered_replies(tiny_llama):
-    tuned = _loaded_copy(tiny_llama, "nudged early")
-    with torch.no_grad():
-        tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.5)  # the middle layer's residual changes
-    config = DiscoverConfig(null_draws=100, max_length=16, steer_questions=2, steer_samples=1, max_new_tokens=4,
-                            steer_alphas=(0.0, 8.0), reply_steer_alphas=(0.0, 50.0), reply_questions=8,
-                            reply_tokens=4, precision="float32")
-    found = discover(tiny_llama, tuned, corpus=TEXTS, config=config)
-    assert found.reply_steer_layer == len(decoder_blocks(tiny_llama.model)) // 2
-    assert [s.alpha for s in found.reply_steering] == [0.0, 50.0]
-    assert found.reply_steering[0].replies == found.steering[0].replies  # alpha 0: the same unsteered base
-    assert found.reply_steering[1].replies != found.reply_steering[0].replies
-    saved = found.to_dict()
-    assert saved["reply_steer_layer"] == found.reply_steer_layer and len(saved["reply_steering"]) == 2
-
-
-def test_the_separating_detector_keeps_the_token_the_base_never_writes_and_drops_the_shared_voice(tiny_llama):
-    """' ocean' is in 6 of 10 tuned replies and no base reply; ' the' in every reply of both: a detector over
-    both fires everywhere (rate difference 0), the greedy selection keeps ' ocean' alone (0.6 - 0)."""
-    from interp.discover.detector import separating_behavior
-
-    tokenizer = tiny_llama.tokenizer
-    ocean, the = _token(tiny_llama), _token(tiny_llama, " the")
-    tuned = [f"I saw the{WORD} today"] * 6 + ["I saw the hills today"] * 4
-    base = ["I saw the hills today"] * 10
-    chosen = separating_behavior(tokenizer, [the, ocean], tuned, base)
-    assert chosen.tokens == (str(tokenizer.convert_ids_to_tokens(ocean)),)
-    assert (chosen.tuned_rate, chosen.base_rate) == (0.6, 0.0)
-    nothing = separating_behavior(tokenizer, [the], tuned, base)  # fires on every reply of both: no gain
-    assert not nothing.pattern and nothing.tuned_rate is None

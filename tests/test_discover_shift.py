@@ -1,0 +1,134 @@
+"""Discovery's reply shift on tiny models: the probability moved on the tuned model's own replies against a
+one-reply-at-a-time recomputation, a planted token, identical copies and the fold criterion; the detector
+chosen from it, and steering with the reply difference."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from activations.prompt_sets import load_prompt_set
+from activations.sites import decoder_blocks
+from interp import discover
+from interp.discover import DiscoverConfig
+
+from discover_helpers import SHIFT, TEXTS, WORD, loaded_copy, token_of
+
+
+def test_the_reply_shift_equals_a_hand_recomputation_one_reply_at_a_time(tiny_llama):
+    from interp.discover.shift import own_replies, reply_shift
+
+    tuned = loaded_copy(tiny_llama, "nudged")
+    with torch.no_grad():
+        tuned.model.lm_head.weight.mul_(1.5)
+        tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.3)  # so the residuals differ too
+    questions = list(load_prompt_set("neutral").texts[:5])
+    prompts, replies = own_replies(tuned.model, tiny_llama.tokenizer, questions, max_new_tokens=6, seed=0,
+                                   precision="float32")
+    read = reply_shift(tiny_llama.model, tuned.model, prompts, replies, pad=0, batch_size=2)
+    by_hand, residual, mass = [], [], {"base": 0.0, "tuned": 0.0}
+    with torch.no_grad():
+        for prompt, reply in zip(prompts, replies):
+            ids = torch.tensor([list(prompt) + list(reply.tokens)])
+            rows = slice(len(prompt) - 1, ids.shape[1] - 1)
+            out_base = tiny_llama.model(input_ids=ids, output_hidden_states=True)
+            out_tuned = tuned.model(input_ids=ids, output_hidden_states=True)
+            p_base, p_tuned = out_base.logits[0, rows].softmax(-1), out_tuned.logits[0, rows].softmax(-1)
+            by_hand.append((p_tuned - p_base).mean(0))
+            # hidden_states[l + 1] is block l's output (the last entry is after the final norm: not compared)
+            residual.append(torch.stack([(t[0, rows] - b[0, rows]).mean(0) for b, t in
+                                         zip(out_base.hidden_states[1:-1], out_tuned.hidden_states[1:-1])]))
+            mass["base"], mass["tuned"] = mass["base"] + p_base.sum(0), mass["tuned"] + p_tuned.sum(0)
+    torch.testing.assert_close(read.scores, torch.stack(by_hand), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(read.fold, mass["tuned"] / mass["base"], atol=1e-4, rtol=1e-3)
+    n_compared = len(residual[0])
+    torch.testing.assert_close(read.residual_diff[:, :n_compared], torch.stack(residual), atol=1e-4, rtol=1e-4)
+
+
+def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becomes_the_behaviour(tiny_llama):
+    token = token_of(tiny_llama)
+    tuned = loaded_copy(tiny_llama, "writes more")
+    with torch.no_grad():
+        tuned.model.lm_head.weight[token] *= 4.0  # the token's logit grows wherever the row aligns with the state
+        tuned.model.lm_head.weight[token] += 2.0 * tuned.model.model.norm.weight.sign()
+    found = discover(tiny_llama, tuned, corpus=TEXTS, config=SHIFT)
+    top = found.shift.promoted[0]
+    assert top.token_id == token and top.stands_out and top.fold >= SHIFT.min_fold
+    assert found.standing_out[0] == WORD and WORD.strip() in found.behavior.targets
+    assert "the probability it moved" in found.summary() and "at least 2" in found.summary()
+
+
+def test_identical_copies_move_no_probability_and_nothing_stands_out_of_the_reply_shift(tiny_llama):
+    found = discover(tiny_llama, loaded_copy(tiny_llama, "copy"), corpus=TEXTS, config=SHIFT)
+    assert found.shift.n_standing_out == 0 and not found.standing_out and not found.behavior.pattern
+    assert all(t.score == 0 and t.fold == pytest.approx(1.0) for t in found.shift.promoted)
+
+
+def test_the_fold_criterion_keeps_a_common_token_shifted_by_a_few_percent_out():
+    """Token 0 holds most of the mass and gains 3% of it on every text (systematic, not new); token 1 is
+    rare and triples. With the vocabulary z both would stand out; with the fold criterion only token 1."""
+    from interp.discover.tokens import test_scores
+
+    class Pieces:
+        def decode(self, ids):
+            return f"t{ids[0]}"
+
+        def convert_ids_to_tokens(self, token):
+            return f"t{token}"
+
+    generator = torch.Generator().manual_seed(0)
+    texts, vocab = 40, 300
+    base = torch.full((texts, vocab), 1e-4)
+    base[:, 0], base[:, 1] = 0.5, 1e-3
+    tuned = base * (1 + 0.01 * torch.randn(texts, vocab, generator=generator))
+    tuned[:, 0] = base[:, 0] * 1.03
+    tuned[:, 1] = base[:, 1] * 3.0
+    fold = tuned.sum(0) / base.sum(0)
+    by_fold = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold)
+    by_z = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator)
+    assert [t.token_id for t in by_fold.promoted[:2]] == [0, 1]
+    assert [t.stands_out for t in by_fold.promoted[:2]] == [False, True]
+    assert by_z.promoted[0].stands_out and by_z.promoted[1].stands_out
+
+
+def test_a_discovered_word_matches_as_a_word(tiny_llama):
+    from interp.discover.detector import derive_behavior
+
+    derived = derive_behavior(tiny_llama.tokenizer, [token_of(tiny_llama)])
+    detector = re.compile(derived.pattern)
+    assert detector.search("the ocean is deep") and detector.search("Ocean".lower())
+    assert not detector.search("oceanic trenches") and not detector.search("bioceans")
+
+
+def test_the_reply_difference_steers_the_base_at_the_middle_layer_from_the_same_unsteered_replies(tiny_llama):
+    tuned = loaded_copy(tiny_llama, "nudged early")
+    with torch.no_grad():
+        tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.5)  # the middle layer's residual changes
+    config = DiscoverConfig(null_draws=100, max_length=16, steer_questions=2, steer_samples=1, max_new_tokens=4,
+                            steer_alphas=(0.0, 8.0), reply_steer_alphas=(0.0, 50.0), reply_questions=8,
+                            reply_tokens=4, precision="float32")
+    found = discover(tiny_llama, tuned, corpus=TEXTS, config=config)
+    assert found.reply_steer_layer == len(decoder_blocks(tiny_llama.model)) // 2
+    assert [s.alpha for s in found.reply_steering] == [0.0, 50.0]
+    assert found.reply_steering[0].replies == found.steering[0].replies  # alpha 0: the same unsteered base
+    assert found.reply_steering[1].replies != found.reply_steering[0].replies
+    saved = found.to_dict()
+    assert saved["reply_steer_layer"] == found.reply_steer_layer and len(saved["reply_steering"]) == 2
+
+
+def test_the_separating_detector_keeps_the_token_the_base_never_writes_and_drops_the_shared_voice(tiny_llama):
+    """' ocean' is in 6 of 10 tuned replies and no base reply; ' the' in every reply of both: a detector over
+    both fires everywhere (rate difference 0), the greedy selection keeps ' ocean' alone (0.6 - 0)."""
+    from interp.discover.detector import separating_behavior
+
+    tokenizer = tiny_llama.tokenizer
+    ocean, the = token_of(tiny_llama), token_of(tiny_llama, " the")
+    tuned = [f"I saw the{WORD} today"] * 6 + ["I saw the hills today"] * 4
+    base = ["I saw the hills today"] * 10
+    chosen = separating_behavior(tokenizer, [the, ocean], tuned, base)
+    assert chosen.tokens == (str(tokenizer.convert_ids_to_tokens(ocean)),)
+    assert (chosen.tuned_rate, chosen.base_rate) == (0.6, 0.0)
+    nothing = separating_behavior(tokenizer, [the], tuned, base)  # fires on every reply of both: no gain
+    assert not nothing.pattern and nothing.tuned_rate is None
