@@ -60,7 +60,8 @@ def _run(tiny_llama, **config):
     classes = {"amplified": NeuronSet.from_pairs(PLANTED), "other": NeuronSet.from_pairs([(1, 5), (1, 9), (0, 1)])}
     result = where_change_lives(merged, base, contexts, chat_batch(tokenizer, ["Hello there", "What is a cat?"]),
                                 targets, {"planted first": ranking}, NeuronSet.from_pairs(PLANTED), decile, pool,
-                                WhereConfig(k_grid=(1, 4, 10), n_random=6, n_boot=500, **config),
+                                WhereConfig(**{"k_grid": (1, 4, 10), "n_random": 6, "n_boot": 500,
+                                               "precision": "float32", **config}),
                                 classes={name: classes[name] for name in config.get("classes", ())})
     return result, base, merged, contexts, targets
 
@@ -83,6 +84,19 @@ def test_a_planted_change_is_found_in_its_neurons_in_both_directions(tiny_llama)
         single = result.rows(direction, "top").query("k == 1").iloc[0]
         assert 1e-3 < abs(single["share"]) < 0.99  # one planted neuron carries part of it
         assert single["low"] <= single["share"] <= single["high"]
+
+
+def test_bf16_runs_every_pass_clean_ones_included_in_bf16(tiny_llama):
+    """The setting reaches the passes (the clean masses are a manual autocast recomputation's, not float32's),
+    and the shares it gives stay close to float32's."""
+    exact, base, merged, contexts, targets = _run(tiny_llama, layer_profile=False)
+    rounded, *_ = _run(tiny_llama, layer_profile=False, precision="bfloat16")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        p_base, p_merged = _mass(base, contexts, targets), _mass(merged, contexts, targets)
+    np.testing.assert_allclose([rounded.clean["base"], rounded.clean["merged"]], [p_base.mean(), p_merged.mean()],
+                               rtol=1e-5)
+    assert rounded.clean["merged"] != exact.clean["merged"]
+    np.testing.assert_allclose(rounded.table["share"], exact.table["share"], atol=0.05)
 
 
 def test_classes_are_patched_against_their_own_random_sets(tiny_llama):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from activations.config import MATMUL_PRECISIONS
+
 INTERVENTIONS: tuple[str, ...] = ("mean", "zero", "resample", "patch")
 """The sweep's interventions: mean, zero and resample ablation, and base-value patching."""
 
@@ -140,10 +142,18 @@ class WhereConfig:
     confidence: float = 0.95
     seed: int = 0
     """Seeds the random sets and the bootstrap."""
+    precision: str = "auto"
+    """Matmul precision of every pass here, the clean ones included (``activations.precision``): ``auto``
+    runs bf16 where the hardware computes it natively. The shares are ratios of target probabilities
+    a fine-tune moved by a large amount, so bf16's rounding shows in the third digit (against float32
+    on the default study: ``bench/bench_where_precision.py``) at half the time; the screen, which
+    compares tiny single-neuron effects and KLs, stays in float32."""
 
     def __post_init__(self) -> None:
         if (self.n_contexts is not None and self.n_contexts < 2) or not self.k_grid or min(self.k_grid) < 1:
             raise ValueError("n_contexts must be >= 2 (or None) and k_grid needs positive sizes")
+        if self.precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
         if self.n_random < 0 or self.class_random < 0 or self.n_boot < 100 or not 0 < self.confidence < 1:
             raise ValueError("need n_random >= 0, n_boot >= 100 and 0 < confidence < 1")
 

@@ -11,9 +11,10 @@ diff's behaviour-specific ranking against matched random sets (``interp.causal.s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,8 +106,56 @@ class HeldOut:
     every: TokenBatch
 
 
+_shared: dict[tuple, HeldOut] | None = None
+
+
+@contextlib.contextmanager
+def shared_held_out() -> Iterator[None]:
+    """Within the block, ``held_out_setup`` prepares each distinct set of inputs once and hands the same
+    ``HeldOut`` to every later call (the where, steer and baselines stages of one study load the same
+    two models and controls); the block's end frees them. The key holds the files' contents and the
+    model folders' modification times, so inputs rewritten inside the block are prepared again. The
+    stages only hook the models inside context managers, so a shared one is never left edited."""
+    global _shared
+    outer, _shared = _shared, {}
+    try:
+        yield
+    finally:
+        _shared = outer
+
+
+def _input_key(*specs: str | Path | None) -> tuple:
+    """What identifies a model spec or file for ``shared_held_out``: its path with its content hash (a
+    file) or its files' modification times (a folder); other specs (hub names) as given."""
+    from interp.stages import content_hash
+
+    key = []
+    for spec in specs:
+        path = Path(spec) if spec is not None else None
+        if path is not None and path.is_file():
+            key.append((str(path.resolve()), content_hash(path)))
+        elif path is not None and path.is_dir():
+            key.append((str(path.resolve()), tuple(sorted((p.name, p.stat().st_mtime_ns) for p in path.iterdir()))))
+        else:
+            key.append(spec)
+    return tuple(key)
+
+
 def held_out_setup(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
                    behavior: Behavior, setup: CausalSetup) -> HeldOut:
+    """Both models, the controls and the writing contexts (``HeldOut``); inside ``shared_held_out`` the
+    same inputs are prepared once."""
+    if _shared is None:
+        return _prepare_held_out(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
+    key = (*_input_key(merged_spec, base_spec, neurons_csv, writing_jsonl), behavior.spec, setup)
+    if key not in _shared:
+        _shared.clear()  # one study's inputs at a time: a model pair is the memory the block may hold
+        _shared[key] = _prepare_held_out(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
+    return _shared[key]
+
+
+def _prepare_held_out(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
+                      behavior: Behavior, setup: CausalSetup) -> HeldOut:
     from interp.causal.inputs import writing_batch
 
     writing = read_writing_replies(writing_jsonl, behavior)

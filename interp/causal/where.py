@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from activations.precision import precision_context
 from interp.causal.config import WhereConfig
 from interp.causal.controls import matched_random_sets, neuron_mask
 from interp.causal.inputs import TokenBatch
@@ -173,6 +174,20 @@ def where_change_lives(merged: nn.Module, base: nn.Module, contexts: TokenBatch,
     if not len(chosen):
         raise ValueError("the chosen set is empty; there is nothing to locate")
     started = time.perf_counter()
+    with precision_context(config.precision, next(merged.parameters()).device):
+        table, clean, n = _patch_everything(merged, base, contexts, neutral, target_ids, rankings, chosen, decile, pool,
+                                            config, classes, batch_size)
+    seconds = time.perf_counter() - started
+    result = WhereResult(config, table, clean, n, seconds)
+    log.info("%s (%.0f s)", result.sentence(), seconds)
+    return result
+
+
+def _patch_everything(merged: nn.Module, base: nn.Module, contexts: TokenBatch, neutral: TokenBatch, target_ids,
+                      rankings: Mapping[str, Sequence[Neuron]], chosen: NeuronSet, decile: np.ndarray,
+                      pool: np.ndarray, config: WhereConfig, classes: Mapping[str, NeuronSet] | None,
+                      batch_size: int) -> tuple[pd.DataFrame, dict[str, float], int]:
+    """The clean runs, then every set in both directions: (table, clean masses, contexts)."""
     suites: dict[str, ProxySuite] = {
         "noising": build_proxy_suite(merged, contexts, neutral, target_ids, batch_size=batch_size, donor=base),
         "denoising": build_proxy_suite(base, contexts, neutral, target_ids, batch_size=batch_size, donor=merged)}
@@ -212,8 +227,5 @@ def where_change_lives(merged: nn.Module, base: nn.Module, contexts: TokenBatch,
             rows.append({"direction": direction, "family": item["family"], "name": item["name"], "k": item["k"],
                          "layer": item["layer"], "index": item.get("index", -1), "mass": float(mass), "share": interval.value, "low": interval.low,
                          "high": interval.high, "neurons": item["set"].to_list() if item["family"] == "chosen" else []})
-    seconds = time.perf_counter() - started
-    result = WhereResult(config, pd.DataFrame(rows), clean, len(p_merged), seconds)
-    log.info("%s (%.0f s)", result.sentence(), seconds)
-    return result
+    return pd.DataFrame(rows), clean, len(p_merged)
 

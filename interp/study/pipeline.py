@@ -160,6 +160,8 @@ STAGES: tuple[Stage, ...] = (
 def run_study(config: StudyConfig, out: str | Path, *, force: tuple[str, ...] = (),
               until: str | None = None) -> dict[str, dict[str, Any]]:
     """Run (or resume) the whole study into ``out``; fresh stages are skipped (``interp.stages``)."""
+    from interp.causal.experiment import shared_held_out
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "study.json"
@@ -168,7 +170,8 @@ def run_study(config: StudyConfig, out: str | Path, *, force: tuple[str, ...] = 
         if previous != json.loads(json.dumps(dataclasses.asdict(config))):
             log.info("study settings differ from the last run in %s; stages they affect will rerun", out)
     write_json_atomic(config_path, dataclasses.asdict(config))
-    return run_stages(STAGES, out, config, force=force, until=until, published=("report",))
+    with shared_held_out():  # where, steer and baselines prepare the same models and controls once
+        return run_stages(STAGES, out, config, force=force, until=until, published=("report",))
 
 
 
