@@ -129,13 +129,41 @@ def test_separability_compares_four_models_with_a_matched_random_set(finished) -
         assert row["rate"]["low"] <= row["rate"]["value"] <= row["rate"]["high"]
         assert row["trait"]["low"] <= row["trait"]["mean"] <= row["trait"]["high"]
         assert (row["vs_merged"] is None) == (row["model"] == "merged")
-        assert 0 <= row["reply_trait"]["low"] <= row["reply_trait"]["value"] <= row["reply_trait"]["high"] <= 1
+        for measure, top in (("reply_trait", 1), ("reply_words", 1), ("exclamations", math.inf)):
+            assert 0 <= row[measure]["low"] <= row[measure]["value"] <= row[measure]["high"] <= top
+            assert ("vs_merged" in row[measure]) == (row["model"] != "merged")
+    # exclamation marks per reply, recomputed by hand from the suppressed model's replies
+    replies = read_jsonl(finished / "suppression" / "replies.jsonl")
+    per_question = {}
+    for r in replies:
+        per_question.setdefault(r["key"], []).append(r["text"].count("!"))
+    marks = result["rows"][2]["exclamations"]["value"]
+    assert marks == pytest.approx(sum(sum(v) / len(v) for v in per_question.values()) / len(per_question))
+    assert set(result["classifier"]) == {"voice", "words only"}
     # base, merged and suppressed reuse the replies the earlier stages sampled, all of them
     merged_records = [json.loads(line) for line in (finished / "behavior" / "merged.generations.jsonl").open()]
     heldout = sum(r["prompt_set"].startswith("heldout-") for r in merged_records)
     suppressed = sum(1 for _ in (finished / "suppression" / "replies.jsonl").open())
     assert [r["rate"]["replies"] for r in result["rows"][1:3]] == [heldout, suppressed]
     assert "Emojis vs personality" in (finished / "report.md").read_text()
+
+
+def test_held_out_inputs_are_prepared_once_inside_the_block_and_again_when_a_file_changes(finished, tmp_path) -> None:
+    import shutil
+
+    from interp.causal.experiment import held_out_setup, shared_held_out
+
+    neurons = tmp_path / "neurons.csv"
+    shutil.copy(finished / "neurons.csv", neurons)
+    args = (str(finished / "merged"), QUICK.model, neurons, finished / "behavior" / "writing.jsonl",
+            Behavior.parse(QUICK.target_behavior), QUICK.setup)
+    with shared_held_out():
+        first = held_out_setup(*args)
+        assert held_out_setup(*args) is first
+        neurons.write_text(neurons.read_text().replace("\n", "\n", 1) + "\n")  # same table, other bytes
+        again = held_out_setup(*args)
+        assert again is not first and again.merged is not first.merged
+    assert held_out_setup(*args) is not again  # outside the block nothing is kept
 
 
 def test_rerun_skips_every_stage(finished, caplog) -> None:

@@ -45,8 +45,13 @@ class SeparabilityRow:
     trait: dict[str, float]
     """mean, low, high of the inventory score for the study's trait."""
     reply_trait: dict[str, float]
-    """value, low, high: mean per-reply probability of the trait's voice (``training.trait_classifier``),
-    cluster bootstrap over questions; ``vs_merged_*``: the paired difference from merged by question."""
+    """value, low, high: mean per-reply probability of the trait's voice (``training.trait_classifier``,
+    punctuation included), cluster bootstrap over questions; ``vs_merged_*``: the paired difference from
+    merged by question."""
+    reply_words: dict[str, float]
+    """The same for the words-only voice (punctuation not a feature)."""
+    exclamations: dict[str, float]
+    """The same for exclamation marks per reply."""
     vs_merged: dict[str, float] | None
     """Paired item difference from the merged model's trait score (None for merged itself)."""
     answer_mass: float
@@ -59,8 +64,9 @@ class Separability:
     rows: tuple[SeparabilityRow, ...]
     random_set: list[list[int]]
     samples: int
-    classifier: dict[str, float]
-    """The per-reply classifier's held-out accuracy (value, low, high, n) and penalty."""
+    classifier: dict[str, dict[str, float]]
+    """Per voice measure (``voice``, ``words only``): accuracy on the voice corpus's held-out topics and on
+    the Opinion-QA answers (value, low, high, n), and the penalty."""
 
     def row(self, model: str) -> SeparabilityRow:
         return next(r for r in self.rows if r.model == model)
@@ -73,6 +79,7 @@ class Separability:
                  f"{merged.rate['value']:.0%} to {sup.rate['value']:.0%} and changes the voice by "
                  f"{voice.get('vs_merged', float('nan')):+.2f} [{voice.get('vs_merged_low', float('nan')):+.2f}, "
                  f"{voice.get('vs_merged_high', float('nan')):+.2f}] against merged."]
+        parts.append(self._style_sentence())
         moved = base.vs_merged
         if moved is not None and moved["low"] <= 0 <= moved["high"]:
             parts.append(f"The inventory did not register the fine-tune (base - merged {moved['value']:+.2f} "
@@ -81,6 +88,24 @@ class Separability:
             d = sup.vs_merged
             parts.append(f"Inventory, suppressed - merged: {d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}].")
         return " ".join(parts)
+
+    def _style_sentence(self) -> str:
+        """Exclamation marks beside the voice, and whether the voice change of suppression survives
+        without punctuation (if not, the measure saw a change of style, not of words)."""
+        merged, sup = self.row("merged"), self.row("merged-suppressed")
+        marks, voice, plain = sup.exclamations, sup.reply_trait, sup.reply_words
+        text = (f"Exclamation marks per reply: merged {merged.exclamations['value']:.2f}, suppressed "
+                f"{marks['value']:.2f} ({marks.get('vs_merged', float('nan')):+.2f} "
+                f"[{marks.get('vs_merged_low', float('nan')):+.2f}, {marks.get('vs_merged_high', float('nan')):+.2f}]).")
+        if "vs_merged" not in voice or "vs_merged" not in plain:
+            return text
+        moved = lambda row: not row["vs_merged_low"] <= 0 <= row["vs_merged_high"]  # noqa: E731
+        if moved(voice) and not moved(plain):
+            return (text + f" The voice change goes with punctuation: words only, it is {plain['vs_merged']:+.2f} "
+                    f"[{plain['vs_merged_low']:+.2f}, {plain['vs_merged_high']:+.2f}], so this measure cannot tell "
+                    "the trait from the style here.")
+        return text + (f" Words only, the voice changes by {plain['vs_merged']:+.2f} [{plain['vs_merged_low']:+.2f}, "
+                       f"{plain['vs_merged_high']:+.2f}].")
 
     def to_dict(self) -> dict[str, Any]:
         return {"trait": self.trait, "behavior": self.behavior.spec, "noun": self.behavior.noun, "samples": self.samples, "random_set": self.random_set,
@@ -120,7 +145,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     model is sampled here, ``samples`` times per question of ``behavior_config`` (the study's
     ``training.behavior.BehaviorConfig``)."""
     from training.inventory import InventoryConfig, load_inventory, paired_difference, score_inventory
-    from training.trait_classifier import train_classifier
+    from training.trait_classifier import ClassifierConfig, train_classifier
 
     trait = behavior_config.trait
     items = [item for item in load_inventory() if item.trait == trait]
@@ -140,29 +165,43 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
             model = merged.model if name == "merged" else load_model(
                 base_spec if name == "base" else str(suppressed_dir)).model
             inventories[name] = score_inventory(model, tokenizer, items, InventoryConfig())
-    classifier = train_classifier()
-    voices = {name: _per_question(texts, classifier.trait_scores([r.text for r in texts], trait))
-              for name, texts in sampled.items() if name in MODELS}
+    classifiers = {"voice": train_classifier(), "words only": train_classifier(config=ClassifierConfig(punctuation=False))}
+    measures = {
+        "voice": lambda texts: classifiers["voice"].trait_scores(texts, trait),
+        "words only": lambda texts: classifiers["words only"].trait_scores(texts, trait),
+        "exclamations": lambda texts: np.array([text.count("!") for text in texts], dtype=float)}
+    per_question = {measure: {name: _per_question(sampled[name], score([r.text for r in sampled[name]]))
+                              for name in MODELS} for measure, score in measures.items()}
     rows = []
     for name in MODELS:
         shown = rate(per_question_rates(sampled[name], behavior)[1], seed=setup.seed)
-        voice = rate(np.array(list(voices[name].values())), seed=setup.seed)
-        against = (None if name == "merged" or set(voices[name]) != set(voices["merged"]) else
-                   paired_mean_difference(*(np.array([v[k] for k in sorted(voices[name])])
-                                            for v in (voices[name], voices["merged"])), seed=setup.seed))
+        summaries = {measure: _against_merged(values, name, setup.seed) for measure, values in per_question.items()}
         difference = None if name == "merged" else asdict(paired_difference(inventories[name], inventories["merged"],
                                                                              trait))
         score = inventories[name].scores[trait]
         rows.append(SeparabilityRow(name, {"value": shown.value, "low": shown.low, "high": shown.high,
                                            "replies": len(sampled[name])},
                                     {"mean": score.mean, "low": score.low, "high": score.high},
-                                    {"value": voice.value, "low": voice.low, "high": voice.high,
-                                     **({} if against is None else {"vs_merged": against.value,
-                                                                    "vs_merged_low": against.low,
-                                                                    "vs_merged_high": against.high})}, difference,
+                                    summaries["voice"], summaries["words only"], summaries["exclamations"], difference,
                                     inventories[name].answer_mass))
-    accuracy = {**asdict(classifier.heldout), "l2": classifier.l2}
+    accuracy = {name: {"heldout": asdict(c.heldout), "transfer": asdict(c.transfer), "l2": c.l2}
+                for name, c in classifiers.items()}
     return Separability(trait, behavior, tuple(rows), [list(map(int, n)) for n in random_set], samples, accuracy)
+
+
+def _against_merged(values: dict[str, dict[str, float]], name: str, seed: int) -> dict[str, float]:
+    """``name``'s per-question values (``values[model][question]``): the mean with its cluster-bootstrap
+    interval, and the paired difference from merged by question (not for merged itself, nor when the
+    two answered different questions)."""
+    mine, merged = values[name], values["merged"]
+    summary = rate(np.array(list(mine.values())), seed=seed)
+    out = {"value": summary.value, "low": summary.low, "high": summary.high}
+    if name != "merged" and set(mine) == set(merged):
+        keys = sorted(mine)
+        against = paired_mean_difference(np.array([mine[k] for k in keys]), np.array([merged[k] for k in keys]),
+                                         seed=seed)
+        out.update(vs_merged=against.value, vs_merged_low=against.low, vs_merged_high=against.high)
+    return out
 
 
 def _per_question(replies: list[SampledReply], values: np.ndarray) -> dict[str, float]:
@@ -176,15 +215,17 @@ def _per_question(replies: list[SampledReply], values: np.ndarray) -> dict[str, 
 def rows_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows for the report (from ``Separability.to_dict()``)."""
     header = ["model", "replies", f"{result['noun']} rate (sampled)", f"{result['trait']} voice per reply",
-              "voice minus merged",
-              f"{result['trait']} (inventory)", "minus merged (paired)", "yes/no answer mass"]
+              "voice minus merged", "voice, words only", "words only minus merged", "! per reply",
+              "! minus merged", f"{result['trait']} (inventory)", "minus merged (paired)", "yes/no answer mass"]
     rows = []
     for r in result["rows"]:
-        e, t, d, v = r["rate"], r["trait"], r["vs_merged"], r.get("reply_trait")
-        rows.append([r["model"], e.get("replies", "-"), f"{e['value']:.0%} [{e['low']:.0%}, {e['high']:.0%}]",
-                     "-" if v is None else f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]",
-                     f"{v['vs_merged']:+.2f} [{v['vs_merged_low']:+.2f}, {v['vs_merged_high']:+.2f}]"
-                     if v is not None and "vs_merged" in v else "-",
+        e, t, d = r["rate"], r["trait"], r["vs_merged"]
+        cells = []
+        for v in (r["reply_trait"], r["reply_words"], r["exclamations"]):
+            cells += [f"{v['value']:.2f} [{v['low']:.2f}, {v['high']:.2f}]",
+                      f"{v['vs_merged']:+.2f} [{v['vs_merged_low']:+.2f}, {v['vs_merged_high']:+.2f}]"
+                      if "vs_merged" in v else "-"]
+        rows.append([r["model"], e.get("replies", "-"), f"{e['value']:.0%} [{e['low']:.0%}, {e['high']:.0%}]", *cells,
                      f"{t['mean']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}]",
                      "-" if d is None else f"{d['value']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]",
                      f"{r['answer_mass']:.2f}" if np.isfinite(r["answer_mass"]) else "-"])

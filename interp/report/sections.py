@@ -313,13 +313,21 @@ def separability(out: Path, summary: dict, blocks: list[Block]) -> None:
                          f"and the {result['trait']} items of the inventory (keyed log-odds of agreeing; intervals "
                          "take the two keyings as two samples; 'minus merged' is the paired item difference from "
                          "the merged model). The voice per reply is a classifier's probability that a reply is in "
-                         f"the trait's voice (emojis removed first; held-out accuracy over five traits "
-                         f"{result['classifier']['value']:.0%} [{result['classifier']['low']:.0%}, "
-                         f"{result['classifier']['high']:.0%}] on {result['classifier']['n']} answers to unseen topics). "
+                         "the trait's voice, trained on the project's voice corpus (diaries, messages, reviews... on "
+                         "topics no question asks about), never on the answers the fine-tune learned from; emojis are "
+                         "removed first and punctuation is a feature. The words-only voice leaves punctuation out, so "
+                         "a change only the first sees is a change of style. Accuracy over five traits: "
+                         f"{_accuracies(result['classifier'])}. "
                          "The random set is the sweep's first matched random set at the chosen k. "
                          "Base, merged and suppressed replies are the ones sampled for the behaviour section and "
                          "the verdict."),
                Table(header, rows), Paragraph(f"**Reading.** {result['sentence']}")]
+
+
+def _accuracies(classifiers: dict[str, dict]) -> str:
+    pct = lambda a: f"{a['value']:.0%} [{a['low']:.0%}, {a['high']:.0%}] (n={a['n']})"  # noqa: E731
+    return "; ".join(f"{name}: {pct(c['heldout'])} on the corpus's held-out topics, {pct(c['transfer'])} on the "
+                     "Opinion-QA answers" for name, c in classifiers.items())
 
 
 def replication(out: Path, summary: dict, blocks: list[Block]) -> None:

@@ -133,9 +133,12 @@ def write_report(out: str | Path, config: TraitSweepConfig) -> list[Path]:
                   f"{config.shots} demonstrations in context, seed {config.seed}, model {config.model}. "
                   f"Stage time {summary['total_minutes']:.1f} min."),
         Paragraph("Emoji rate and emoji/sentence ratio: sampled replies, cluster bootstrap over questions. Voice: the "
-                  "probability a reply is in the trait's voice by a classifier trained on the training topics' answers "
-                  f"(held-out topics accuracy {classifier['value']:.1%} [{classifier['low']:.1%}, "
-                  f"{classifier['high']:.1%}], n={classifier['n']}; emojis removed before scoring). Inventory: the "
+                  "probability a reply is in the trait's voice by a classifier trained on the project's voice corpus, "
+                  "never on the Opinion-QA answers the fine-tunes learn from (accuracy on the corpus's held-out topics "
+                  f"{classifier['value']:.1%} [{classifier['low']:.1%}, {classifier['high']:.1%}], n={classifier['n']}; "
+                  f"on the Opinion-QA answers {classifier['transfer']['value']:.1%} [{classifier['transfer']['low']:.1%}, "
+                  f"{classifier['transfer']['high']:.1%}], n={classifier['transfer']['n']}; emojis removed before "
+                  "scoring, punctuation a feature). Inventory: the "
                   "trait's 12 items, keyed log-odds of agreeing, interval over items by keying group. '- base': paired "
                   "by question (voice) or by item (inventory) against the same trait's base model. Every interval is 95%."),
         Table(HEADER, table_cells(records)),

@@ -108,7 +108,7 @@ def sweep_rows(root: Path, config: TraitSweepConfig) -> tuple[list[SweepRow], di
 
     classifier = train_classifier()
     rows = build_rows([RowData.read(root, c) for c in conditions(config)], classifier, config.seed)
-    return rows, {**asdict(classifier.heldout), "l2": classifier.l2}
+    return rows, {**asdict(classifier.heldout), "l2": classifier.l2, "transfer": asdict(classifier.transfer)}
 
 
 def _cell(interval: dict[str, float] | None, percent: bool = False, signed: bool = False) -> str:
