@@ -20,9 +20,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from interp.causal.config import WhereConfig
 from interp.causal.experiment import run_where
 from interp.interventions import NeuronSet
 from interp.study.config import StudyConfig
@@ -60,9 +57,6 @@ def main() -> None:
         print(f"chosen set, {direction}: {row32['share']:.4f} [{row32['low']:.4f}, {row32['high']:.4f}] vs "
               f"{row16['share']:.4f} [{row16['low']:.4f}, {row16['high']:.4f}]; random sets beaten "
               f"{fp32.random_beaten(direction):.0%} vs {bf16.random_beaten(direction):.0%}")
-    order32 = a[a["family"] == "top"]["share"].to_numpy()
-    order16 = b[b["family"] == "top"]["share"].to_numpy()
-    print(f"top-k curves: largest |difference| {np.abs(order32 - order16).max():.4f}")
 
 
 if __name__ == "__main__":

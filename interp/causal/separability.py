@@ -28,6 +28,7 @@ import torch
 from activations import load_model
 from activations.behaviors import Behavior
 from interp.causal.controls import control_pool, matched_random_sets, strata, write_norms
+from interp.causal.intactness import style_markers
 from activations.sampling import SampledReply
 from interp.causal.setup import CausalSetup, neutral_reference, table_sets
 from interp.causal.suppression import per_question_rates
@@ -169,7 +170,7 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
     measures = {
         "voice": lambda texts: classifiers["voice"].trait_scores(texts, trait),
         "words only": lambda texts: classifiers["words only"].trait_scores(texts, trait),
-        "exclamations": lambda texts: np.array([text.count("!") for text in texts], dtype=float)}
+        "exclamations": lambda texts: np.array([style_markers(text)["exclamations"] for text in texts])}
     per_question = {measure: {name: _per_question(sampled[name], score([r.text for r in sampled[name]]))
                               for name in MODELS} for measure, score in measures.items()}
     rows = []
