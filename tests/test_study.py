@@ -166,6 +166,20 @@ def test_held_out_inputs_are_prepared_once_inside_the_block_and_again_when_a_fil
     assert held_out_setup(*args) is not again  # outside the block nothing is kept
 
 
+def test_an_edited_voice_corpus_makes_separability_and_the_report_stale(finished, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from interp.stages import stale_stages
+    from training import trait_classifier
+
+    assert stale_stages(pipeline.STAGES, finished, QUICK) == {}
+    corpus = tmp_path / "voice_corpus.csv"
+    shutil.copy(trait_classifier.VOICE_CORPUS, corpus)
+    corpus.write_text(corpus.read_text() + "voice-x,openness,note,a new topic,One more text about something new.\n")
+    monkeypatch.setattr(trait_classifier, "VOICE_CORPUS", corpus)
+    assert set(stale_stages(pipeline.STAGES, finished, QUICK)) == {"separability", "report"}
+
+
 def test_rerun_skips_every_stage(finished, caplog) -> None:
     caplog.set_level("INFO")
     before = (finished / "summary.json").read_text()

@@ -103,10 +103,11 @@ def _prompt_inputs(config: StudyConfig) -> list[Path]:
     return [Path(str(resources.files("activations") / "prompts" / f"{name}.jsonl")) for name in ("emoji", "neutral")]
 
 
-def _inventory_inputs(config: StudyConfig) -> list[Path]:
+def _separability_inputs(config: StudyConfig) -> list[Path]:
     from training.inventory import default_inventory_path
+    from training.trait_classifier import VOICE_CORPUS
 
-    return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path()]
+    return [*_data_inputs(config), *_prompt_inputs(config), default_inventory_path(), VOICE_CORPUS]
 
 
 def _verdict_inputs(config: StudyConfig) -> list[Path]:
@@ -143,8 +144,8 @@ STAGES: tuple[Stage, ...] = (
           _verdict_inputs, version=5),
     Stage("separability", stage_separability, ("causal", "suppress", "merge", "behavior", "diff"),
           (*CAUSAL_READS, "trait", "separability_samples", "behavior_questions", "max_new_tokens", "precision"),
-          _inventory_inputs,
-          version=4),
+          _separability_inputs,
+          version=5),
     Stage("where", stage_where, ("causal", "merge", "behavior", "diff"), (*CAUSAL_READS, "where"), _prompt_inputs,
           version=2),
     Stage("steer", stage_steer, ("causal", "merge", "behavior", "diff"),

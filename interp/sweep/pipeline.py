@@ -35,6 +35,14 @@ MEASURE_READS = ("model", "seed", "samples", "questions", "max_new_tokens")
 TRAIN_READS = ("model", "seed", "train_steps", "learning_rate", "quantize")
 
 
+def _voice_inputs(config: TraitSweepConfig) -> list[Path]:
+    """What the report's voice measure is trained and checked on (``training.trait_classifier``)."""
+    from training.data import default_data_path
+    from training.trait_classifier import VOICE_CORPUS
+
+    return [VOICE_CORPUS, default_data_path()]
+
+
 def _data_inputs(config: TraitSweepConfig) -> list[Path]:
     from training.data import default_data_path
     from training.inventory import default_inventory_path
@@ -112,7 +120,7 @@ def sweep_stages(config: TraitSweepConfig) -> tuple[Stage, ...]:
                              "capture_batch"), _data_inputs, version=3))
     upstream = tuple(s.name for s in stages if s.name.startswith(("measure-", "neurons-")))
     stages.append(Stage("report", _report, upstream, ("traits", "studies", "in_context", "neuron_traits", "seed"),
-                        version=2))
+                        _voice_inputs, version=3))
     return tuple(stages)
 
 
