@@ -149,8 +149,11 @@ def test_ctrl_c_during_cache_says_where_the_partial_file_is_and_a_rerun_resumes(
     out = tmp_path / "acts.h5"
     argv = cache_args("tiny-random-llama", prompts, out, "--batch-size", "4")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # A shell starts background jobs with SIGINT ignored, and an ignored signal stays ignored across exec:
+    # under `.ci/run &` the child would never see the Ctrl-C. Start it as a terminal's foreground job is.
     process = subprocess.Popen([sys.executable, "-c", _SLOW_CACHE, *argv], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert process.stdout.readline().strip() == "second batch", process.stderr.read()
         process.send_signal(signal.SIGINT)
