@@ -67,11 +67,29 @@ def setting(tiny_llama):
     writing = writing_prompts([f"q{i}" for i in range(len(REPLIES))], ["Do you like it?"] * len(REPLIES), REPLIES, EMOJI)
     neutral = load_prompt_set("neutral").texts
     targets = target_ids_tensor(EMOJI.target_token_ids(tokenizer))
-    suite = build_proxy_suite(merged, writing_batch(tokenizer, writing), chat_batch(tokenizer, neutral[:2]), targets,
-                              batch_size=4)
+    inputs = (writing_batch(tokenizer, writing), chat_batch(tokenizer, neutral[:2]), targets)
+    suite = build_proxy_suite(merged, *inputs, batch_size=4)  # float32: what the hand recomputations score
     reference = content_reference(merged, tokenizer, neutral[5:9])
     decile = strata(write_norms(merged, reference.mean_square))
-    return merged, suite, reference, decile
+    return merged, inputs, suite, reference, decile
+
+
+CHOSEN = NeuronSet.from_pairs([(1, 3), (2, 7), (2, 11)])
+RANKING = [(layer, i) for i in range(0, 40, 3) for layer in (2, 1)]  # a stand-in screen ranking
+
+
+def _directions(model) -> dict[int, torch.Tensor]:
+    return {layer: torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(layer))
+            for layer in (1, 2)}
+
+
+def _compare(setting, **config):
+    merged, inputs, _, reference, decile = setting
+    config = BaselinesConfig(**{"n_random": 12, "top_pool": 10, "n_top_draws": 5, "n_boot": 200,
+                                "precision": "float32", **config})
+    return compare_baselines(merged, *inputs, reference.means, CHOSEN, RANKING, decile,
+                             np.ones(decile.shape, dtype=bool), _directions(merged), config, batch_size=4,
+                             max_copies=4)
 
 
 def _removal_by_hand(model, suite, context=None):
@@ -87,15 +105,10 @@ def _removal_by_hand(model, suite, context=None):
 
 
 def test_every_removal_standing_and_rank_equal_a_recomputation(setting):
-    merged, suite, reference, decile = setting
-    chosen = NeuronSet.from_pairs([(1, 3), (2, 7), (2, 11)])
-    ranking = [(layer, i) for i in range(0, 40, 3) for layer in (2, 1)]  # a stand-in screen ranking
-    pool = np.ones(decile.shape, dtype=bool)
-    config = BaselinesConfig(n_random=12, top_pool=10, n_top_draws=5, n_boot=200)
-    direction = {1: torch.randn(merged.config.hidden_size, generator=torch.Generator().manual_seed(1)),
-                 2: torch.randn(merged.config.hidden_size, generator=torch.Generator().manual_seed(2))}
-    result = compare_baselines(merged, suite, reference.means, chosen, ranking, decile, pool, direction, config,
-                               max_copies=4)
+    merged, _, suite, reference, decile = setting
+    chosen, ranking, pool = CHOSEN, RANKING, np.ones(decile.shape, dtype=bool)
+    result = _compare(setting)
+    config, direction = result.config, _directions(merged)
     table = result.table
     assert list(table["family"].value_counts().sort_index().items()) == [
         ("chosen", 1), ("direction", 1), ("random", 12), ("raw attribution", 1), ("screen top", 5)]
@@ -124,8 +137,22 @@ def test_every_removal_standing_and_rank_equal_a_recomputation(setting):
     assert table["low"].le(table["removal"] + 1e-12).all() and table["high"].ge(table["removal"] - 1e-12).all()
 
 
+def test_bf16_runs_every_pass_the_clean_one_included_in_bf16(setting):
+    """The setting reaches both the clean pass and the ablated ones: the chosen set's removal is a manual
+    recomputation's with both under autocast (not a bf16 ablation over a float32 clean mass), and every
+    removal stays close to float32's."""
+    merged, inputs, _, reference, _ = setting
+    exact, rounded = _compare(setting), _compare(setting, precision="bfloat16")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        suite = build_proxy_suite(merged, *inputs, batch_size=4)
+        by_hand = _removal_by_hand(merged, suite, ablate(merged, CHOSEN, "mean", reference.means))
+    assert rounded.chosen["removal"] == pytest.approx(by_hand, abs=1e-6)
+    assert rounded.chosen["removal"] != exact.chosen["removal"]
+    np.testing.assert_allclose(rounded.table["removal"], exact.table["removal"], atol=0.05)
+
+
 def test_a_ranking_shorter_than_the_set_is_refused(setting):
-    merged, suite, reference, decile = setting
+    decile = setting[-1]
     with pytest.raises(ValueError, match="fewer than the chosen set"):
         competitor_sets(NeuronSet.from_pairs([(1, 1), (1, 2)]), [(1, 1)], decile, np.ones(decile.shape, bool),
                         BaselinesConfig())

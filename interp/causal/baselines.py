@@ -35,9 +35,11 @@ import numpy as np
 import pandas as pd
 from torch import Tensor, nn
 
+from activations.precision import precision_context
 from interp.causal.config import BaselinesConfig
 from interp.causal.controls import matched_random_sets, neuron_mask
-from interp.causal.proxy import ProxySuite, context_log_mass, measure_sets
+from interp.causal.inputs import TokenBatch
+from interp.causal.proxy import build_proxy_suite, context_log_mass, measure_sets
 from interp.causal.results import write_json
 from interp.causal.uncertainty import clopper_pearson
 from interp.interventions import Neuron, NeuronSet
@@ -110,12 +112,14 @@ def competitor_sets(chosen: NeuronSet, ranking: Sequence[Neuron], decile: np.nda
     return {"raw attribution": [NeuronSet.from_pairs(ranking[:k])], "screen top": draws, "random": list(random)}
 
 
-def compare_baselines(merged: nn.Module, suite: ProxySuite, means: Mapping[int, Tensor], chosen: NeuronSet,
-                      ranking: Sequence[Neuron], decile: np.ndarray, pool: np.ndarray,
-                      direction: Mapping[int, Tensor] | None, config: BaselinesConfig = BaselinesConfig(), *,
+def compare_baselines(merged: nn.Module, contexts: TokenBatch, neutral: TokenBatch, target_ids: Tensor,
+                      means: Mapping[int, Tensor], chosen: NeuronSet, ranking: Sequence[Neuron], decile: np.ndarray,
+                      pool: np.ndarray, direction: Mapping[int, Tensor] | None,
+                      config: BaselinesConfig = BaselinesConfig(), *, batch_size: int = 8,
                       max_copies: int = 8) -> BaselinesResult:
-    """The module docstring on ``suite`` (held-out contexts of the merged model); ``direction`` holds one
-    residual direction per chosen layer (None: no direction baseline)."""
+    """The module docstring on ``contexts`` (held-out writing contexts of the merged model; ``neutral``
+    is only carried by the suite); ``direction`` holds one residual direction per chosen layer (None:
+    no direction baseline). Every pass, the clean one included, runs in ``config.precision``."""
     if not len(chosen):
         raise ValueError("the chosen set is empty; there is nothing to compare")
     started = time.perf_counter()
@@ -124,12 +128,14 @@ def compare_baselines(merged: nn.Module, suite: ProxySuite, means: Mapping[int, 
     for family, members in families.items():
         names += [(family, f"{family} {i}" if len(members) > 1 else family) for i in range(len(members))]
         sets += members
-    log_mass = [r.log_mass for r in measure_sets(merged, suite, sets, "mean", dict(means), neutral=False,
-                                                 max_copies=max_copies, desc="baselines")]
-    if direction:
-        with projected_out(merged, direction):
-            log_mass.append(context_log_mass(merged, suite))
-        names.append(("direction", "direction"))
+    with precision_context(config.precision, next(merged.parameters()).device):
+        suite = build_proxy_suite(merged, contexts, neutral, target_ids, batch_size=batch_size)
+        log_mass = [r.log_mass for r in measure_sets(merged, suite, sets, "mean", dict(means), neutral=False,
+                                                     max_copies=max_copies, desc="baselines")]
+        if direction:
+            with projected_out(merged, direction):
+                log_mass.append(context_log_mass(merged, suite))
+            names.append(("direction", "direction"))
     matrix = np.stack(log_mass)  # (sets, contexts)
     clean = suite.clean_log_mass
     point = _removal(matrix, clean)

@@ -27,7 +27,6 @@ from activations.models import default_base
 from activations.sampling import SampledReply, sample_replies
 from interp.causal.baselines import BaselinesResult
 from interp.causal.config import BaselinesConfig, SteerConfig
-from interp.causal.proxy import build_proxy_suite
 from interp.causal.screen import ScreenConfig, ScreenResult, screen
 from interp.causal.setup import CausalSetup, causal_context, causal_controls, neutral_reference, read_writing_replies
 from interp.causal.suppression import SuppressionVerdict, fresh_cut, side_effects, suppression_verdict
@@ -205,14 +204,13 @@ def run_baselines(merged_spec: str, base_spec: str | None, neurons_csv: str | Pa
     residual = mean_difference(merged.model, h.base.model, h.choosing, setup.batch_size).residual
     contexts = held_out_contexts(h.every, h.choosing.ids, config.n_contexts)
     targets = target_ids_tensor(behavior.target_token_ids(tokenizer, h.writing.texts))
-    suite = build_proxy_suite(merged.model, contexts, chat_batch(tokenizer, controls.neutral.proxy[:2]), targets,
-                              batch_size=setup.batch_size)
     outliers = set(controls.outliers)
     ranking = [n for n in estimate_rankings(screen_csv)["ablation"] if n not in outliers]
     pool = control_pool(controls.pool.shape, outliers=controls.outliers)  # unfiltered: flagged neurons too
     direction = {layer: residual[layer] for layer in chosen.layers}
-    return compare_baselines(merged.model, suite, controls.reference.means, chosen, ranking, controls.decile, pool,
-                             direction, config)
+    return compare_baselines(merged.model, contexts, chat_batch(tokenizer, controls.neutral.proxy[:2]), targets,
+                             controls.reference.means, chosen, ranking, controls.decile, pool, direction, config,
+                             batch_size=setup.batch_size)
 
 
 def run_steer(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, writing_jsonl: str | Path,
