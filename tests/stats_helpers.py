@@ -139,8 +139,10 @@ def write_cache(
     prompt_set_hash: str | None = None,
     template: str = "user",
     layers: Sequence[int] | None = None,
+    contexts: Sequence[str] | None = None,
 ) -> Path:
-    """Write a complete cache with the real writer (``activations.store``) from arrays in memory."""
+    """Write a complete cache with the real writer (``activations.store``) from arrays in memory
+    (``contexts``: what each prompt was read after, as a writing set records its questions)."""
     first = next(iter(reductions.values()))
     n_prompts, n_layers, d_mlp = first.shape
     if role_counts is None:  # 3 template, 4 content, 2 marked tokens per prompt; NaN rows have no marks
@@ -163,7 +165,8 @@ def write_cache(
              "backend": "native", "capture_config": "{}"}
     path.parent.mkdir(parents=True, exist_ok=True)
     texts = list(texts) if texts is not None else [f"text of {i}" for i in ids]
-    writer = open_writer(path, layout, attrs, list(ids), texts, overwrite=True)
+    writer = open_writer(path, layout, attrs, list(ids), texts, overwrite=True,
+                         extras=None if contexts is None else {"contexts": list(contexts)})
     n_tokens = int(role_counts.sum())
     roles = np.repeat(np.tile(np.arange(4), n_prompts), role_counts.ravel()).astype(np.int8)
     writer.write_batch({k: np.asarray(v, np.float32) for k, v in reductions.items()}, role_counts, stats,

@@ -11,6 +11,7 @@ from stats_helpers import simulate_study, write_cache, write_sim_caches
 
 from activations.reader import open_cache
 from interp.stats import ClassifyConfig, DiffConfig, OutlierConfig, diff_caches, emoji_design
+from interp.stats.designs import model_change
 from interp.stats.loading import load_design_inputs
 from interp.stats.regress import RegressConfig, regress
 
@@ -143,3 +144,41 @@ def test_regress_refuses_mismatched_checkpoints(tmp_path):
         regress([first, third], [0.0, 0.1, 0.2])
     with pytest.raises(ValueError, match="hold different prompts"):
         regress([first, second, third], [0.0, 0.1, 0.2])
+
+
+def _replies_to_questions(tmp_path: Path, contexts: list[str]) -> tuple[Path, Path, np.ndarray]:
+    """Base and merged writing caches whose rows are 3 sampled replies to each of 10 questions (sample-major,
+    as the study writes them): a question effect shared by its replies, a fine-tune change that varies by
+    question, reply noise, and replies with no marked token (undefined rows)."""
+    rng = np.random.default_rng(5)
+    n_q, n_r, shape = 10, 3, (2, 5)
+    question = np.tile(np.arange(n_q), n_r)
+    base = rng.normal(0, 2, (n_q, *shape))[question] + rng.normal(0, 0.3, (n_q * n_r, *shape))
+    change = 0.5 + rng.normal(0, 1, (n_q, *shape))[question] + rng.normal(0, 0.3, (n_q * n_r, *shape))
+    merged = base + change
+    undefined = np.zeros(n_q * n_r, dtype=bool)
+    undefined[[3, 13, 23, 7]] = True  # question 3 has no defined reply; question 7 keeps two
+    base[undefined], merged[undefined] = np.nan, np.nan
+    ids = [f"q{q}#{r}" for r in range(n_r) for q in range(n_q)]
+    texts = [f"reply {i}" for i in ids]
+    for model, values in (("base", base), ("merged", merged)):
+        write_cache(tmp_path / model / "writing.h5", {"marked_mean": values}, ids, texts=texts, prompt_set="writing",
+                    weights_hash=f"{model}-hash", model_spec=f"tiny-{model}", contexts=contexts)
+    return tmp_path / "base", tmp_path / "merged", np.where(undefined[:, None, None], np.nan, change)
+
+
+def test_replies_to_one_question_are_one_unit_of_the_test(tmp_path):
+    questions = [f"Question {q}?" for _ in range(3) for q in range(10)]
+    base, merged, change = _replies_to_questions(tmp_path, questions)
+    result = diff_caches(base, merged, model_change("writing", "marked_mean"), DiffConfig())
+    # by hand: each question's mean change over its defined replies, then a one-sample statistic over questions
+    per_question = np.stack([np.nanmean(change[q::10], axis=0) for q in range(10) if q != 3]).reshape(9, -1)
+    table = result.table.sort_values(["layer", "index"])
+    assert result.n_prompts["change"] == 9
+    np.testing.assert_allclose(table["change"], per_question.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(table["se_change"], per_question.std(0, ddof=1) / 3, rtol=1e-4)
+    assert result.summary()["inputs"]["n_units"] == {"writing": 10}  # question 3 is a unit without tokens
+    # the same rows read after distinct contexts are 26 units: the grouping keys on the context, not the id
+    distinct = diff_caches(*_replies_to_questions(tmp_path / "distinct", [f"Q{i}" for i in range(30)])[:2],
+                           model_change("writing", "marked_mean"), DiffConfig())
+    assert distinct.n_prompts["change"] == 26

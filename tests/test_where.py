@@ -14,6 +14,7 @@ from activations.writing import writing_prompts
 from interp.causal.config import WhereConfig
 from interp.causal.inputs import chat_batch, scored_forward, writing_batch
 from interp.causal.metrics import log_target_mass, target_ids_tensor
+from interp.causal.experiment import HeldOut
 from interp.causal.where import TooFewContexts, held_out_contexts, where_change_lives
 from interp.interventions import NeuronSet, patch, record_neurons
 
@@ -144,3 +145,15 @@ def test_no_change_and_no_held_out_context_are_refused(tiny_llama):
     assert sorted(held.ids) == sorted(contexts.ids[3:7])  # the first four unused, shortest first
     lengths = held.attention_mask.sum(1).tolist()
     assert lengths == sorted(lengths)
+
+
+def test_other_replies_to_a_question_the_sweep_chose_on_are_not_held_out(tiny_llama):
+    """Two sampled replies to one question share it: scoring one of them on a set chosen on the other would
+    not be held out. Replies 0-4 answer questions 0-4, replies 5-9 answer them again."""
+    tokenizer, behavior = tiny_llama.tokenizer, Behavior.regex(r"\[[a-z ]+\]", noun="stage direction")
+    ids = [f"q{i % 5}#{i // 5}" for i in range(len(REPLIES))]
+    writing = writing_prompts(ids, [f"Question {i % 5}?" for i in range(len(REPLIES))], REPLIES, behavior)
+    every = writing_batch(tokenizer, writing)
+    held = HeldOut(None, None, None, None, writing, writing_batch(tokenizer, writing, 2), every)
+    assert sorted(held.held_out(None).ids) == sorted(f"q{q}#{r}" for q in (2, 3, 4) for r in (0, 1))
+    assert len(held.held_out(4)) == 4

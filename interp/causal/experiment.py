@@ -93,8 +93,7 @@ def estimate_rankings(screen_csv: str | Path) -> dict[str, list[Neuron]]:
 @dataclass
 class HeldOut:
     """What the stages after the sweep share: both models, the diff's table and the controls, and the
-    writing contexts, those the sweep chose on and all of them (``held_out_contexts(every,
-    choosing.ids, n)`` are the ones it did not)."""
+    writing contexts, those the sweep chose on and all of them (``held_out`` gives the others)."""
 
     merged: LoadedModel
     base: LoadedModel
@@ -103,6 +102,14 @@ class HeldOut:
     writing: PromptSet
     choosing: TokenBatch
     every: TokenBatch
+
+    def held_out(self, limit: int | None) -> TokenBatch:
+        """Up to ``limit`` contexts (None: all) that answer none of the questions the sweep chose on: another
+        reply to one of those questions is not held out from it."""
+        chose, question = set(self.choosing.ids), self.writing.context_of
+        asked = {question(i) for i, row_id in enumerate(self.writing.ids) if row_id in chose}
+        used = [row_id for i, row_id in enumerate(self.writing.ids) if question(i) in asked]
+        return held_out_contexts(self.every, used, limit)
 
 
 _shared: dict[tuple, HeldOut] | None = None
@@ -176,7 +183,7 @@ def run_where(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
     behavior = Behavior.parse(behavior)
     h = held_out_setup(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
     merged, base, table, controls, tokenizer = h.merged, h.base, h.table, h.controls, h.merged.tokenizer
-    contexts = held_out_contexts(h.every, h.choosing.ids, config.n_contexts)
+    contexts = h.held_out(config.n_contexts)
     targets = target_ids_tensor(behavior.target_token_ids(tokenizer, h.writing.texts))
     rankings = {**estimate_rankings(screen_csv), "specific": controls.diff_ranking}
     members = {name: table[f"is_{name}"].astype(bool) for name in config.classes if f"is_{name}" in table.columns}
@@ -202,7 +209,7 @@ def run_baselines(merged_spec: str, base_spec: str | None, neurons_csv: str | Pa
     h = held_out_setup(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
     merged, controls, tokenizer = h.merged, h.controls, h.merged.tokenizer
     residual = mean_difference(merged.model, h.base.model, h.choosing, setup.batch_size).residual
-    contexts = held_out_contexts(h.every, h.choosing.ids, config.n_contexts)
+    contexts = h.held_out(config.n_contexts)
     targets = target_ids_tensor(behavior.target_token_ids(tokenizer, h.writing.texts))
     outliers = set(controls.outliers)
     ranking = [n for n in estimate_rankings(screen_csv)["ablation"] if n not in outliers]
@@ -228,7 +235,7 @@ def run_steer(merged_spec: str, base_spec: str | None, neurons_csv: str | Path, 
     behavior = Behavior.parse(behavior)
     h = held_out_setup(merged_spec, base_spec, neurons_csv, writing_jsonl, behavior, setup)
     base, controls, tokenizer = h.base, h.controls, h.merged.tokenizer
-    difference = mean_difference(h.merged.model, base.model, held_out_contexts(h.every, h.choosing.ids, None),
+    difference = mean_difference(h.merged.model, base.model, h.held_out(None),
                                  setup.batch_size)
     random_sets = matched_random_sets(chosen, controls.decile, controls.pool & ~neuron_mask(controls.pool.shape, chosen),
                                       config.n_random, config.seed).sets

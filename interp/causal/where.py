@@ -130,7 +130,7 @@ def held_out_contexts(contexts: TokenBatch, used_ids: Sequence[str], limit: int 
     if len(rows) < 2:  # one context gives no interval over contexts, only a point
         raise TooFewContexts(f"{len(contexts) - len(rows)} of {len(contexts)} writing contexts were used to choose the "
                              f"set, leaving {len(rows)}; scoring needs at least 2 held-out contexts (sample more own "
-                             "replies: the study's --writing-questions)")
+                             "replies: the study's --writing-questions or --writing-samples)")
     return TokenBatch(contexts.input_ids[rows], contexts.attention_mask[rows], contexts.score_mask[rows],
                       [contexts.ids[i] for i in rows])
 

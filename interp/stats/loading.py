@@ -9,6 +9,10 @@ one condition. Its statistics pair rows by position, so this module checks, befo
   unrelated files can share ids;
 - conditions that meet in a contrast (twins) hold the same ids in the same order;
 - each model's caches come from one set of weights, and base and merged from different ones.
+
+Rows read after the same context (several sampled replies to one question, in the writing set) are
+not independent: after the checks, each such group becomes one row, the mean of its rows where a
+reduction is defined, so a question is one unit of every test however many replies it has.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class LoadedCache:
     """Who it is, for error messages: e.g. ``base emoji (runs/base/emoji.h5)``."""
     prompt_ids: tuple[str, ...]
     texts: tuple[str, ...]
+    contexts: tuple[str, ...] | None
+    """What each prompt was read after (a writing reply's question), when the cache records it."""
     layers: tuple[int, ...]
     d_mlp: int
     attrs: dict[str, Any]
@@ -84,6 +90,7 @@ def load_cache(source: CacheSource, label: str, reductions: str | Sequence[str])
             label=f"{label} ({cache.label})",
             prompt_ids=tuple(cache.prompt_ids),
             texts=tuple(cache.texts),
+            contexts=None if cache.contexts() is None else tuple(cache.contexts()),
             layers=tuple(int(layer) for layer in cache.layers),
             d_mlp=int(cache.d_mlp),
             attrs=dict(cache.attrs),
@@ -259,11 +266,13 @@ def load_design_inputs(design: DiffDesign, base: SetSources | None, merged: SetS
                 check_same_layout([present[0], other])
                 check_same_prompts(present[0], other, texts=False)
     check_models(caches)
-    cells, defined = {}, {}
+    cells, defined, prompt_ids = {}, {}, {}
     for (model, condition), cache in caches.items():
+        groups = context_groups(cache.contexts) if cache.contexts is not None else None
         for name, values in cache.reductions.items():
-            cells[model, condition, name] = values
-            defined[model, condition, name] = cache.defined[name]
+            cells[model, condition, name], defined[model, condition, name] = \
+                (values, cache.defined[name]) if groups is None else group_means(values, cache.defined[name], groups)
+        prompt_ids[condition] = cache.prompt_ids if groups is None else tuple(cache.prompt_ids[g[0]] for g in groups)
     scales = {condition: token_scale([caches[m, condition].stats for m in MODELS if (m, condition) in caches])
               for condition in design.conditions if any((m, condition) in caches for m in MODELS)}
     first = next(iter(caches.values()))
@@ -274,8 +283,27 @@ def load_design_inputs(design: DiffDesign, base: SetSources | None, merged: SetS
                        for key in ("model_spec", "weights_hash")} for m in MODELS},
         "template": first.attrs.get("template"),
         "n_prompts": {c: len(cache.prompt_ids) for (m, c), cache in caches.items() if m == "base" or ("base", c) not in caches},
+        "n_units": {c: len(ids) for c, ids in prompt_ids.items()},
         "prompt_set_hashes": {f"{m}/{c}": cache.attrs.get("prompt_set_hash") for (m, c), cache in caches.items()},
     }
-    return DiffInputs(cells, defined, scales, first.layers,
-                      {c: cache.prompt_ids for (_, c), cache in caches.items()},
+    return DiffInputs(cells, defined, scales, first.layers, prompt_ids,
                       {key: cache.stats for key, cache in caches.items()}, provenance)
+
+
+def context_groups(contexts: Sequence[str]) -> list[list[int]] | None:
+    """Row groups that share a context, in order of first appearance; None when every context is distinct."""
+    groups: dict[str, list[int]] = {}
+    for row, context in enumerate(contexts):
+        groups.setdefault(context, []).append(row)
+    return None if len(groups) == len(contexts) else list(groups.values())
+
+
+def group_means(values: np.ndarray, defined: np.ndarray, groups: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """One row per group: the mean of its defined rows (NaN where it has none), and whether it has any."""
+    out = np.full((len(groups), *values.shape[1:]), np.nan, dtype=values.dtype)
+    has = np.zeros(len(groups), dtype=bool)
+    for g, rows in enumerate(groups):
+        rows = [r for r in rows if defined[r]]
+        if rows:
+            out[g], has[g] = values[rows].mean(0), True
+    return out, has

@@ -74,6 +74,10 @@ class StudyConfig:
     measurements (proxy, KL, perplexity, capability) stay in float32."""
     writing_questions: int | None = 48
     """Training questions the merged model answers for the writing contrast and the proxy (None: all 62)."""
+    writing_samples: int = 1
+    """Replies sampled per writing question. More replies give the writing contrast more contexts, but a
+    question stays one unit of its tests (its replies are averaged: ``interp.stats.loading``), so the
+    questions bound what it can decide; the causal stages hold out every reply to a question they chose on."""
     reading_prompts: int | None = 128
     """Texts that show the behaviour (and their two length-matched twins) to cache; None = all (the
     240 emoji texts for emojis; for another behaviour the study's training answers and the merged
@@ -150,6 +154,8 @@ class StudyConfig:
                 raise ValueError(f"export methods must be mean or revert, got {method!r}")
         if self.null_study is not None:
             check_study(self.null_study, self.trait)
+        if self.writing_samples < 1:
+            raise ValueError(f"writing_samples must be >= 1, got {self.writing_samples}")
         for name in ("behavior_questions", "writing_questions", "reading_prompts"):
             value = getattr(self, name)
             if value is not None and value < 1:

@@ -55,10 +55,14 @@ def stage_behavior(ctx: StageContext) -> dict[str, Any]:
     rows = list(study_data("personality", c.trait, data_path=c.data).train)[: c.writing_questions]
     tokenizer = loaded.tokenizer  # the merged model, loaded last
     prompts = [tokenizer(apply_template(tokenizer, r.question, "user"), add_special_tokens=False).input_ids for r in rows]
+    n = c.writing_samples
     replies = sample_replies(loaded.model, tokenizer, prompts, [f"train/{r.topic}" for r in rows],
-                             sampling_config(behavior_config(c, 1)), desc="own replies (training questions)")[0]
-    records = [{"id": r.topic, "question": r.question, "text": reply.text, "source": "own reply"}
-               for r, reply in zip(rows, replies)]
+                             sampling_config(behavior_config(c, 1)), samples=n,
+                             desc="own replies (training questions)")[0]
+    # Sample-major (every question's first reply, then the second ...): the sweep chooses on the first
+    # contexts, so it sees as many questions as it can.
+    records = [{"id": r.topic if n == 1 else f"{r.topic}#{j}", "question": r.question, "text": replies[q * n + j].text,
+                "source": "own reply"} for j in range(n) for q, r in enumerate(rows)]
     behavior = Behavior.parse(c.target_behavior)
     usable = sum(all(behavior.decision_spans(r["text"])) for r in records)
     if usable < c.setup.n_contexts and c.study in ("injection", "directions"):
