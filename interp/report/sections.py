@@ -112,6 +112,14 @@ def neurons(out: Path, fig_dir: Path, summary: dict, blocks: list[Block]) -> Non
                          f"content tokens only (chat template and position 0 excluded); each {noun} text is compared "
                          f"with a twin in which every {noun} became ordinary words of the same token count."),
                Table(["contrast", "what it asks", "prompts", "changed", "equivalent", "inconclusive"], rows)]
+    inputs = diff.get("inputs") or {}
+    grouped = {c: (inputs["n_prompts"][c], units) for c, units in (inputs.get("n_units") or {}).items()
+               if units < inputs.get("n_prompts", {}).get(c, units)}
+    if grouped:  # several replies to one question: the question is the unit (interp.stats.loading)
+        blocks.append(Paragraph("Prompts read after the same question count once (their values are averaged): "
+                                + "; ".join(f"{c}: {rows:,} replies to {units:,} questions"
+                                            for c, (rows, units) in grouped.items())
+                                + ". The prompts column counts those with tokens in every term's scope."))
     if placebo:
         specific = ", ".join(f"{k}: {v['n_changed']:,} ({100 * v['share']:.2f}%)" for k, v in placebo["specific"].items())
         blocks.append(Paragraph(f"**Placebo** (the same contrast between two independently drawn filler twins, true "
