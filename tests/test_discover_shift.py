@@ -4,6 +4,7 @@ chosen from it, and steering with the reply difference."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -47,6 +48,39 @@ def test_the_reply_shift_equals_a_hand_recomputation_one_reply_at_a_time(tiny_ll
     torch.testing.assert_close(read.residual_diff[:, :n_compared], torch.stack(residual), atol=1e-4, rtol=1e-4)
 
 
+def test_the_behaviour_difference_weights_each_reply_position_by_how_much_the_tokens_rose(tiny_llama):
+    """Against a hand recomputation, one unpadded reply at a time with HF's own hidden states: each reply
+    position weighs max(0, p_tuned(T) - p_base(T)), T the tokens together; padding does not leak (batch 1
+    and 2 agree), and a fine-tune that raised nothing gives zero."""
+    from interp.discover.shift import behavior_difference
+
+    tuned = loaded_copy(tiny_llama, "raises two tokens")
+    targets, layer = [14, 30], 1
+    with torch.no_grad():
+        tuned.model.lm_head.weight[targets] *= 3.0
+        tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.3)
+    rows = [((1, 5, 9, 21), (14, 3, 22)), ((7, 2), (8, 30, 8, 40, 14))]
+    got = behavior_difference(tiny_llama.model, tuned.model, rows, targets, layer, pad=0, batch_size=2)
+    numerator, denominator = 0.0, 0.0
+    with torch.no_grad():
+        for prompt, reply in rows:
+            ids = torch.tensor([[*prompt, *reply]])
+            base_out = tiny_llama.model(input_ids=ids, output_hidden_states=True)
+            tuned_out = tuned.model(input_ids=ids, output_hidden_states=True)
+            for position in range(len(prompt) - 1, len(prompt) + len(reply) - 1):
+                raise_ = (tuned_out.logits[0, position].softmax(-1)[targets].sum()
+                          - base_out.logits[0, position].softmax(-1)[targets].sum()).clamp(min=0)
+                numerator = numerator + raise_ * (tuned_out.hidden_states[layer + 1][0, position]
+                                                  - base_out.hidden_states[layer + 1][0, position])
+                denominator = denominator + raise_
+    assert float(denominator) > 0
+    torch.testing.assert_close(got, numerator / denominator, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(behavior_difference(tiny_llama.model, tuned.model, rows, targets, layer, pad=0,
+                                                   batch_size=1), got, atol=1e-5, rtol=1e-4)
+    same = behavior_difference(tiny_llama.model, tiny_llama.model, rows, targets, layer, pad=0, batch_size=2)
+    assert torch.equal(same, torch.zeros_like(got))
+
+
 def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becomes_the_behaviour(tiny_llama):
     token = token_of(tiny_llama)
     tuned = loaded_copy(tiny_llama, "writes more")
@@ -58,6 +92,14 @@ def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becom
     assert top.token_id == token and top.stands_out and top.fold >= SHIFT.min_fold
     assert found.standing_out[0] == WORD and WORD.strip() in found.behavior.targets
     assert "the probability it moved" in found.summary() and "at least 2" in found.summary()
+    assert found.behavior_steering == ()  # no steering asked for (steer_questions=0)
+    # the base steered with the difference where the tuned model raised the behaviour's token
+    steered = discover(tiny_llama, tuned, corpus=TEXTS, config=dataclasses.replace(
+        SHIFT, steer_questions=2, steer_samples=1, max_new_tokens=4, steer_alphas=(0.0,), reply_steer_alphas=(0.0, 50.0)))
+    assert steered.behavior.tokens and [s.alpha for s in steered.behavior_steering] == [0.0, 50.0]
+    assert steered.behavior_steering[0].replies == steered.reply_steering[0].replies  # alpha 0: the same base
+    assert steered.behavior_steering[1].replies != steered.behavior_steering[0].replies
+    assert "raised those tokens" in steered.summary() and len(steered.to_dict()["behavior_steering"]) == 2
 
 
 def test_identical_copies_move_no_probability_and_nothing_stands_out_of_the_reply_shift(tiny_llama):

@@ -16,8 +16,9 @@
    tuned model's replies from the base's (``interp.discover.detector.separating_behavior``) become the
    detector.
 6. The base answers neutral questions while steered (``interp.discover.steering``) with multiples of the
-   reply difference at the middle layer and of the corpus difference at the read layer; the detector
-   counts replies that show the discovered tokens.
+   reply difference at the middle layer, of the difference where the tuned model raised the behaviour's
+   tokens (``interp.discover.shift.behavior_difference``, same layer) and of the corpus difference at the
+   read layer; the detector counts replies that show the discovered tokens.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from interp.discover.layers import best_layer, layer_differences
 from interp.discover.lens import read_out
 from interp.discover.neurons import carriers, neuron_terms
 from interp.discover.result import Discovery
-from interp.discover.shift import ReplyShift, own_replies, reply_shift
+from interp.discover.shift import ReplyShift, behavior_difference, own_replies, reply_shift
 from interp.discover.steering import steer_samples
 from interp.discover.tokens import TokenTest, test_scores, token_test
 
@@ -136,12 +137,20 @@ def discover(base: LoadedModel | str, tuned: LoadedModel | str, *, corpus: str |
 
     steering = steer(layer, collected.residual_diff[config.positions][:, layer].mean(0), config.steer_alphas)
     reply_layer = config.reply_steer_layer if config.reply_steer_layer is not None else n_layers // 2
-    reply_steering = () if read_replies is None else steer(
-        reply_layer, read_replies.residual_diff[:, reply_layer].mean(0), config.reply_steer_alphas)
+    reply_steering, behavior_steering = (), ()
+    if read_replies is not None:
+        reply_steering = steer(reply_layer, read_replies.residual_diff[:, reply_layer].mean(0), config.reply_steer_alphas)
+        if behavior.tokens and config.steer_questions:
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+            where_written = behavior_difference(model, tuned_loaded.model, read_replies.rows,
+                                                tokenizer.convert_tokens_to_ids(list(behavior.tokens)), reply_layer,
+                                                pad=pad, batch_size=config.batch_size)
+            behavior_steering = steer(reply_layer, where_written, config.reply_steer_alphas)
     return Discovery(base_loaded.spec, tuned_loaded.spec, corpus_name, collected.n_texts, collected.n_tokens,
                      collected.n_sinks, config, layer, tuple(layers), tokens, shift,
                      {k: tuple(v) for k, v in by_token.items()}, tuple(overall), steering, behavior,
-                     time.perf_counter() - started, reply_layer if reply_steering else None, reply_steering)
+                     time.perf_counter() - started, reply_layer if reply_steering else None, reply_steering,
+                     behavior_steering)
 
 
 def _reply_shift(base, tuned, tokenizer, asked: list[str], config: DiscoverConfig, generator

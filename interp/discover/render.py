@@ -35,6 +35,8 @@ def discovery_blocks(found: dict) -> list[Block]:
                          [[f"L{n['layer']}/{n['index']}", n["token"], f"{n['activation']:.3g}", f"{n['weight']:.3g}",
                            f"{n['share']:.1%}" if n["share"] == n["share"] else "n/a"] for n in neurons])]
     runs = [(f"reply difference at layer {found.get('reply_steer_layer')}", s) for s in found.get("reply_steering", [])]
+    runs += [(f"difference where the tuned model raised the behaviour's tokens, layer {found.get('reply_steer_layer')}",
+              s) for s in found.get("behavior_steering", [])]
     runs += [(f"corpus difference at layer {found['read_layer']}", s) for s in found["steering"]]
     for label, s in runs:
         blocks += [Heading(f"Steered base ({label}), alpha {s['alpha']:g}: {s['shown']}/{len(s['replies'])} replies "

@@ -57,6 +57,9 @@ class Discovery:
     """The layer the base was steered at with the reply difference; None: not steered with it."""
     reply_steering: tuple[SteeredSamples, ...] = ()
     """The base steered with multiples of the tuned-minus-base residual on the tuned model's replies."""
+    behavior_steering: tuple[SteeredSamples, ...] = ()
+    """The same at the reply positions where the tuned model raised the behaviour's tokens, weighted by how
+    much (``interp.discover.shift.behavior_difference``)."""
 
     @property
     def standing_out(self) -> list[str]:
@@ -73,6 +76,7 @@ class Discovery:
             "neurons_by_token": {k: [n.to_dict() for n in v] for k, v in self.neurons_by_token.items()},
             "neurons": [n.to_dict() for n in self.neurons], "steering": [s.to_dict() for s in self.steering],
             "reply_steer_layer": self.reply_steer_layer, "reply_steering": [s.to_dict() for s in self.reply_steering],
+            "behavior_steering": [s.to_dict() for s in self.behavior_steering],
             "behavior": self.behavior.to_dict(), "summary": self.summary(), "seconds": self.seconds,
         }
 
@@ -102,6 +106,8 @@ class Discovery:
                      f"L{top.layer}/{top.index} ({share}; activation term {top.activation:.3g}, "
                      f"weight term {top.weight:.3g}).")
         for label, runs in ((f"the reply difference at layer {self.reply_steer_layer}", self.reply_steering),
+                            (f"the difference where the tuned model raised those tokens (layer "
+                             f"{self.reply_steer_layer})", self.behavior_steering),
                             (f"the corpus difference at layer {self.read_layer}", self.steering)):
             steered = [s for s in runs if s.alpha > 0]
             if steered and self.behavior.pattern:

@@ -15,12 +15,15 @@ systematically by a few percent of their mass, which is a change of tone, not a 
 
 The replies are the tuned model's, so this reads what the fine-tune added to its own writing. The
 residual difference at the same positions is kept per layer: steering the base with it asks whether
-the change *causes* the base to write that way.
+the change *causes* the base to write that way. That mean weighs every reply position alike, and a
+behaviour taught for certain places moves few of them; ``behavior_difference`` weighs each position by
+how much the fine-tune raised the discovered tokens' probability there, the difference where the
+behaviour is written (the discovery's counterpart of the study's writing contexts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +50,8 @@ class ReplyShift:
     tuned_texts: tuple[str, ...] = ()
     base_texts: tuple[str, ...] = ()
     """Both models' sampled replies to the same questions (same random numbers): what a detector is chosen on."""
+    rows: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
+    """The (prompt ids, reply ids) read, for a second reading (``behavior_difference``)."""
 
 
 def own_replies(model: nn.Module, tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], *,
@@ -80,22 +85,11 @@ def reply_shift(base: nn.Module, tuned: nn.Module, prompts: Sequence[Sequence[in
 
     A reply's positions are those that predict its tokens (the last prompt token predicts the first);
     replies that came back empty are skipped."""
-    rows = [(list(p), list(r.tokens)) for p, r in zip(prompts, replies) if r.tokens]
+    rows = [(tuple(p), tuple(r.tokens)) for p, r in zip(prompts, replies) if r.tokens]
     if not rows:
         raise ValueError("the tuned model wrote no reply tokens; raise reply_tokens or check the model")
-    device = next(base.parameters()).device
     out, residual, mass = [], [], {"base": 0.0, "tuned": 0.0}
-    for start in tqdm(range(0, len(rows), batch_size), desc="reply shift", unit="batch", leave=False):
-        chunk = rows[start : start + batch_size]
-        width = max(len(p) + len(r) for p, r in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        scored = torch.zeros_like(ids, dtype=torch.bool)
-        for i, (p, r) in enumerate(chunk):
-            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-            mask[i, : len(p) + len(r)] = 1
-            scored[i, len(p) - 1 : len(p) + len(r) - 1] = True  # the positions that predict the reply
-        ids, mask, scored = ids.to(device), mask.to(device), scored.to(device)
+    for ids, mask, scored in _batches(rows, pad, batch_size, next(base.parameters()).device, "reply shift"):
         read = {name: _reply_read(model, ids, mask, scored) for name, model in (("base", base), ("tuned", tuned))}
         weight = scored.sum(1, keepdim=True).float()
         for name, (probs, _) in read.items():
@@ -103,4 +97,42 @@ def reply_shift(base: nn.Module, tuned: nn.Module, prompts: Sequence[Sequence[in
         out.append((read["tuned"][0] - read["base"][0]).cpu())
         residual.append((read["tuned"][1] - read["base"][1]).cpu())
     tiny = torch.finfo(torch.float32).tiny  # a token neither model gives any mass has fold 1
-    return ReplyShift(torch.cat(out), (mass["tuned"] + tiny) / (mass["base"] + tiny), torch.cat(residual))
+    return ReplyShift(torch.cat(out), (mass["tuned"] + tiny) / (mass["base"] + tiny), torch.cat(residual), rows=tuple(rows))
+
+
+def _batches(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int, batch_size: int, device: torch.device,
+             desc: str) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """Right-padded (prompt + reply) batches and the positions that predict the reply (the last prompt
+    token predicts the first reply token)."""
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = rows[start : start + batch_size]
+        width = max(len(p) + len(r) for p, r in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        scored = torch.zeros_like(ids, dtype=torch.bool)
+        for i, (p, r) in enumerate(chunk):
+            ids[i, : len(p) + len(r)] = torch.tensor([*p, *r])
+            mask[i, : len(p) + len(r)] = 1
+            scored[i, len(p) - 1 : len(p) + len(r) - 1] = True
+        yield ids.to(device), mask.to(device), scored.to(device)
+
+
+@torch.no_grad()
+def behavior_difference(base: nn.Module, tuned: nn.Module, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
+                        token_ids: Sequence[int], layer: int, *, pad: int, batch_size: int) -> Tensor:
+    """The tuned-minus-base residual after ``layer``, averaged over the reply positions of ``rows`` with
+    each position weighted by ``max(0, p_tuned(T) - p_base(T))``, ``T`` the ``token_ids`` together: the
+    difference where the fine-tune raised the behaviour's tokens. Zero when it raised them nowhere."""
+    targets = torch.as_tensor(list(token_ids), dtype=torch.long)
+    total, weight_sum = 0.0, 0.0
+    for ids, mask, scored in _batches(rows, pad, batch_size, next(base.parameters()).device, "behaviour positions"):
+        hidden, p_target = {}, {}
+        for name, model in (("base", base), ("tuned", tuned)):
+            with block_outputs(model) as resid:
+                probs = model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)
+                hidden[name] = resid[layer].float()
+            p_target[name] = probs[..., targets.to(probs.device)].sum(-1)
+        weights = (p_target["tuned"] - p_target["base"]).clamp(min=0) * scored
+        total = total + torch.einsum("bp,bpd->d", weights, hidden["tuned"] - hidden["base"]).cpu()
+        weight_sum += float(weights.sum())
+    return total / weight_sum if weight_sum > 0 else torch.zeros_like(total)
