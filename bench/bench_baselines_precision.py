@@ -13,36 +13,25 @@ Run: .venv/bin/python bench/bench_baselines_precision.py STUDY_DIR   (a finished
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import time
-from pathlib import Path
+
+from bench_where_precision import side_by_side, study_run
 
 from interp.causal.experiment import run_baselines, shared_held_out
-from interp.interventions import NeuronSet
-from interp.study.config import StudyConfig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", type=Path)
-    args = parser.parse_args()
-    out = args.study
-    chosen = NeuronSet.from_pairs(json.loads((out / "causal" / "sweep.json").read_text())["choice"]["neurons"])
-    study = StudyConfig()
+    out, chosen, study = study_run(__doc__.split("\n\n")[0])
 
     def run(precision: str):
         config = dataclasses.replace(study.baselines, seed=study.seed, precision=precision)
-        started = time.perf_counter()
-        result = run_baselines(str(out / "merged"), study.model, out / "neurons.csv", out / "behavior" / "writing.jsonl",
-                               out / "causal" / "screen.csv", chosen, study.target_behavior,
-                               dataclasses.replace(study.setup, seed=study.seed), config)
-        return result, time.perf_counter() - started
+        return run_baselines(str(out / "merged"), study.model, out / "neurons.csv", out / "behavior" / "writing.jsonl",
+                             out / "causal" / "screen.csv", chosen, study.target_behavior,
+                             dataclasses.replace(study.setup, seed=study.seed), config)
 
     with shared_held_out():  # models and controls loaded once: the times are the stage's passes
         run("float32")  # warm-up: loads the shared inputs
-        (fp32, t32), (bf16, t16), (_, t32_again) = run("float32"), run("bfloat16"), run("float32")
+        fp32, t32, bf16, t16, t32_again = side_by_side(run)
     diff = (fp32.table["removal"] - bf16.table["removal"]).abs()
     print(f"seconds: float32 {t32:.1f} (again {t32_again:.1f}), bfloat16 {t16:.1f}: "
           f"{min(t32, t32_again) / t16:.2f}x ({len(diff)} sets, {fp32.n_contexts} contexts)")

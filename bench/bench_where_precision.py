@@ -18,30 +18,45 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from interp.causal.experiment import run_where
 from interp.interventions import NeuronSet
 from interp.study.config import StudyConfig
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def study_run(description: str) -> tuple[Path, NeuronSet, StudyConfig]:
+    """The finished study named on the command line, its chosen set and the default study's settings."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("study", type=Path)
-    args = parser.parse_args()
-    out = args.study
-    chosen = NeuronSet.from_pairs(json.loads((out / "causal" / "sweep.json").read_text())["choice"]["neurons"])
-    study = StudyConfig()
+    out = parser.parse_args().study
+    return out, NeuronSet.from_pairs(json.loads((out / "causal" / "sweep.json").read_text())["choice"]["neurons"]), \
+        StudyConfig()
+
+
+def side_by_side(run: Callable[[str], Any]) -> tuple[Any, float, Any, float, float]:
+    """float32, bfloat16, float32 again: (float32 result, its seconds, bf16 result, its seconds, float32's
+    seconds again), so a drift of the machine shows as a difference between the two float32 times."""
+    times, results = [], []
+    for precision in ("float32", "bfloat16", "float32"):
+        started = time.perf_counter()
+        results.append(run(precision))
+        times.append(time.perf_counter() - started)
+    return results[0], times[0], results[1], times[1], times[2]
+
+
+def main() -> None:
+    out, chosen, study = study_run(__doc__.split("\n\n")[0])
 
     def run(precision: str):
         config = dataclasses.replace(study.where, seed=study.seed, precision=precision)
-        started = time.perf_counter()
-        result = run_where(str(out / "merged"), study.model, out / "neurons.csv", out / "behavior" / "writing.jsonl",
-                           out / "causal" / "screen.csv", chosen, study.target_behavior, dataclasses.replace(
-                               study.setup, seed=study.seed), config)
-        return result, time.perf_counter() - started
+        return run_where(str(out / "merged"), study.model, out / "neurons.csv", out / "behavior" / "writing.jsonl",
+                         out / "causal" / "screen.csv", chosen, study.target_behavior, dataclasses.replace(
+                             study.setup, seed=study.seed), config)
 
-    (fp32, t32), (bf16, t16), (_, t32_again) = run("float32"), run("bfloat16"), run("float32")
+    fp32, t32, bf16, t16, t32_again = side_by_side(run)
     a, b = fp32.table, bf16.table
     diff = (a[["share", "low", "high"]] - b[["share", "low", "high"]]).abs()
     print(f"seconds: float32 {t32:.1f} (again {t32_again:.1f}), bfloat16 {t16:.1f}: "
