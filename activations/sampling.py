@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
-from activations.config import MATMUL_PRECISIONS
+from activations.config import check_precision
 from activations.precision import precision_context
 from activations.prefix import shared_prefix
 
@@ -123,8 +123,7 @@ class SamplingConfig:
     (autocast, weights untouched) or ``auto`` (bfloat16 where the device computes it natively)."""
 
     def __post_init__(self) -> None:
-        if self.precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:

@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from activations import DEFAULT_MODEL
-from activations.config import MATMUL_PRECISIONS
+from activations.config import check_precision
 from activations.behaviors import Behavior
 from training.data import DEFAULT_TEST_FRACTION, TRAITS
 from training.studies import check_study
@@ -83,8 +83,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_study(self.study, self.trait)
-        if self.precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         positive = {"lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "steps": self.steps,
                     "batch_size": self.batch_size, "max_length": self.max_length}
         for name, value in positive.items():
@@ -198,8 +197,7 @@ class BehaviorConfig:
                                     split_seed=self.split_seed).messages()
 
     def __post_init__(self) -> None:
-        if self.precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         Behavior.parse(self.behavior)  # a bad spec fails before any model is loaded
         if self.trait is not None and self.trait not in TRAITS:
             raise ValueError(f"unknown trait {self.trait!r}; expected one of {', '.join(TRAITS)} (or None)")

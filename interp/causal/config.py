@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from activations.config import MATMUL_PRECISIONS
+from activations.config import check_precision
 
 INTERVENTIONS: tuple[str, ...] = ("mean", "zero", "resample", "patch")
 """The sweep's interventions: mean, zero and resample ablation, and base-value patching."""
@@ -152,8 +152,7 @@ class WhereConfig:
     def __post_init__(self) -> None:
         if (self.n_contexts is not None and self.n_contexts < 2) or not self.k_grid or min(self.k_grid) < 1:
             raise ValueError("n_contexts must be >= 2 (or None) and k_grid needs positive sizes")
-        if self.precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.n_random < 0 or self.class_random < 0 or self.n_boot < 100 or not 0 < self.confidence < 1:
             raise ValueError("need n_random >= 0, n_boot >= 100 and 0 < confidence < 1")
 
@@ -206,8 +205,7 @@ class BaselinesConfig:
     default study bf16 moved them by at most 0.02 (median 0.004), the same rank, at 2.6x the speed)."""
 
     def __post_init__(self) -> None:
-        if self.precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.n_random < 1 or self.n_top_draws < 0 or self.top_pool < 1:
             raise ValueError("need n_random >= 1, n_top_draws >= 0 and top_pool >= 1")
         if (self.n_contexts is not None and self.n_contexts < 2) or self.n_boot < 100 or not 0 < self.confidence < 1:

@@ -167,10 +167,8 @@ def separability(merged_spec: str, base_spec: str, suppressed_dir: str | Path, n
                 base_spec if name == "base" else str(suppressed_dir)).model
             inventories[name] = score_inventory(model, tokenizer, items, InventoryConfig())
     classifiers = {"voice": train_classifier(), "words only": train_classifier(config=ClassifierConfig(punctuation=False))}
-    measures = {
-        "voice": lambda texts: classifiers["voice"].trait_scores(texts, trait),
-        "words only": lambda texts: classifiers["words only"].trait_scores(texts, trait),
-        "exclamations": lambda texts: np.array([style_markers(text)["exclamations"] for text in texts])}
+    measures = {**{name: (lambda texts, c=c: c.trait_scores(texts, trait)) for name, c in classifiers.items()},
+                "exclamations": lambda texts: np.array([style_markers(text)["exclamations"] for text in texts])}
     per_question = {measure: {name: _per_question(sampled[name], score([r.text for r in sampled[name]]))
                               for name in MODELS} for measure, score in measures.items()}
     rows = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from activations.config import MATMUL_PRECISIONS
+from activations.config import check_precision
 
 Positions = Literal["first", "all"]
 
@@ -84,8 +84,7 @@ class DiscoverConfig:
             raise ValueError("steer_questions must be >= 0, steer_samples and max_new_tokens >= 1")
         if self.reply_questions < 0 or self.reply_tokens < 1 or self.min_fold <= 1:
             raise ValueError("reply_questions must be >= 0, reply_tokens >= 1 and min_fold > 1")
-        if self.precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         if self.reply_steer_layer is not None and self.reply_steer_layer < 0:
             raise ValueError(f"reply_steer_layer must be >= 0 (or None for the middle layer), got {self.reply_steer_layer}")
         if any(a < 0 for a in (*self.steer_alphas, *self.reply_steer_alphas)):

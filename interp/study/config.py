@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from activations.config import DEFAULT_MODEL, MATMUL_PRECISIONS
+from activations.config import DEFAULT_MODEL, check_precision
 from interp.causal.config import BaselinesConfig, CausalSetup, ScreenConfig, SteerConfig, SweepConfig, WhereConfig
 from training.studies import check_study
 
@@ -147,8 +147,7 @@ class StudyConfig:
             if getattr(self, name).seed != 0:
                 raise ValueError(f"{name}.seed is set by the study's seed; give seed={getattr(self, name).seed} "
                                  "to the study instead")
-        if self.precision not in MATMUL_PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision)
         for method in (self.export_method, *self.compare_export):
             if method not in ("mean", "revert"):
                 raise ValueError(f"export methods must be mean or revert, got {method!r}")
