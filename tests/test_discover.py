@@ -113,7 +113,7 @@ def test_steered_samples_at_alpha_zero_are_the_base_model_replies(tiny_llama):
                             steer_alphas=(0.0, 8.0), reply_questions=0, precision="float32")
     found = discover(tiny_llama, tuned, corpus=TEXTS, config=config)
     zero, strong = found.steering
-    assert (zero.alpha, strong.alpha) == (0.0, 8.0) and len(zero.replies) == 2
+    assert (zero.alpha, strong.alpha) == (0.0, 8.0) and len(zero.replies) == 2 and strong.layer == found.read_layer
     from activations.sampling import SamplingConfig, sample_replies
     from activations.prompt_sets import apply_template
 

@@ -5,6 +5,7 @@ chosen from it, and steering with the reply difference."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 
 import pytest
@@ -60,7 +61,8 @@ def test_the_behaviour_difference_weights_each_reply_position_by_how_much_the_to
         tuned.model.lm_head.weight[targets] *= 3.0
         tuned.model.model.layers[0].mlp.down_proj.weight.mul_(1.3)
     rows = [((1, 5, 9, 21), (14, 3, 22)), ((7, 2), (8, 30, 8, 40, 14))]
-    got = behavior_difference(tiny_llama.model, tuned.model, rows, targets, layer, pad=0, batch_size=2)
+    both = behavior_difference(tiny_llama.model, tuned.model, rows, targets, [0, layer], pad=0, batch_size=2)
+    got = both[layer]
     numerator, denominator = 0.0, 0.0
     with torch.no_grad():
         for prompt, reply in rows:
@@ -75,13 +77,15 @@ def test_the_behaviour_difference_weights_each_reply_position_by_how_much_the_to
                 denominator = denominator + raise_
     assert float(denominator) > 0
     torch.testing.assert_close(got, numerator / denominator, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(behavior_difference(tiny_llama.model, tuned.model, rows, targets, layer, pad=0,
-                                                   batch_size=1), got, atol=1e-5, rtol=1e-4)
-    same = behavior_difference(tiny_llama.model, tiny_llama.model, rows, targets, layer, pad=0, batch_size=2)
+    torch.testing.assert_close(behavior_difference(tiny_llama.model, tuned.model, rows, targets, [layer], pad=0,
+                                                   batch_size=1)[layer], got, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(both[0], got)  # each layer its own difference, from the same pass
+    same = behavior_difference(tiny_llama.model, tiny_llama.model, rows, targets, [layer], pad=0, batch_size=2)[layer]
     assert torch.equal(same, torch.zeros_like(got))
 
 
-def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becomes_the_behaviour(tiny_llama):
+def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becomes_the_behaviour(tiny_llama,
+                                                                                                   monkeypatch):
     token = token_of(tiny_llama)
     tuned = loaded_copy(tiny_llama, "writes more")
     with torch.no_grad():
@@ -92,14 +96,79 @@ def test_a_token_the_fine_tune_writes_more_is_found_by_the_reply_shift_and_becom
     assert top.token_id == token and top.stands_out and top.fold >= SHIFT.min_fold
     assert found.standing_out[0] == WORD and WORD.strip() in found.behavior.targets
     assert "the probability it moved" in found.summary() and "at least 2" in found.summary()
-    assert found.behavior_steering == ()  # no steering asked for (steer_questions=0)
-    # the base steered with the difference where the tuned model raised the behaviour's token
+    assert len(found.tuned_replies) == len(found.base_replies) == SHIFT.reply_questions
+    assert found.tuned_replies != found.base_replies and found.to_dict()["tuned_replies"] == list(found.tuned_replies)
+    assert any(getattr(b, "text", "") == "What each model wrote to the same neutral questions (same random numbers)"
+               for b in found.blocks())
+    assert found.behavior_steering is None  # no steering asked for (steer_questions=0)
+    # the base steered with the difference where the tuned model raised the behaviour's token, at the layer
+    # and alpha chosen on the selection questions, reported on the steering questions
+    pipeline = importlib.import_module("interp.discover.pipeline")  # `interp.discover` is the function
+    asked, sample = [], pipeline.steer_samples
+    monkeypatch.setattr(pipeline, "steer_samples", lambda *a, **k: asked.append(list(a[3])) or sample(*a, **k))
     steered = discover(tiny_llama, tuned, corpus=TEXTS, config=dataclasses.replace(
-        SHIFT, steer_questions=2, steer_samples=1, max_new_tokens=4, steer_alphas=(0.0,), reply_steer_alphas=(0.0, 50.0)))
-    assert steered.behavior.tokens and [s.alpha for s in steered.behavior_steering] == [0.0, 50.0]
-    assert steered.behavior_steering[0].replies == steered.reply_steering[0].replies  # alpha 0: the same base
-    assert steered.behavior_steering[1].replies != steered.behavior_steering[0].replies
-    assert "raised those tokens" in steered.summary() and len(steered.to_dict()["behavior_steering"]) == 2
+        SHIFT, steer_questions=2, steer_samples=1, max_new_tokens=4, steer_alphas=(0.0,),
+        reply_steer_alphas=(0.0, 25.0, 50.0), select_questions=3))
+    choice = steered.behavior_steering
+    n_layers = len(decoder_blocks(tiny_llama.model))
+    depths = sorted({min(int(d * n_layers), n_layers - 1) for d in SHIFT.steer_depths})
+    assert [(s.layer, s.alpha) for s in choice.grid] == [(depths[0], 0.0)] + [(at, a) for at in depths for a in (25.0, 50.0)]
+    assert choice.n_selection_questions == 3 and all(len(s.replies) == 3 for s in choice.grid)
+    best = min((s for s in choice.grid if s.alpha > 0), key=lambda s: (-s.clean, s.alpha, s.layer))
+    assert (choice.layer, choice.alpha) == (best.layer, best.alpha)
+    zero, chosen = choice.confirmed
+    assert (zero.alpha, chosen.alpha, chosen.layer) == (0.0, choice.alpha, choice.layer) and len(chosen.replies) == 2
+    assert zero.replies == steered.reply_steering[0].replies  # alpha 0: the same unsteered base
+    neutral = list(load_prompt_set("neutral").texts)
+    assert asked == [neutral[2:5], neutral[:2]]  # chosen on the reply shift's first questions, reported on others
+    assert "chosen on 3 other questions" in steered.summary()
+    assert steered.to_dict()["behavior_steering"]["layer"] == choice.layer
+
+
+def test_a_repetition_loop_is_some_three_tokens_three_times_and_the_choice_prefers_clean_small_steps():
+    from interp.discover.steering import SteeredSamples, choose_steering, repetition_loop
+
+    assert repetition_loop([5, 1, 2, 5, 1, 2, 9, 5, 1, 2]) and not repetition_loop([5, 1, 2, 5, 1, 2, 9, 5, 1])
+    assert not repetition_loop([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2]) and not repetition_loop([7, 7])
+    assert repetition_loop([7] * 5)  # 7 7 7 at starts 0, 1 and 2
+
+    def cell(layer, alpha, clean):
+        return SteeredSamples(alpha, ("x",) * 8, clean + 1, 0.0, 1.0, layer, 1, clean)
+
+    grid = [cell(3, 0.0, 9), cell(3, 1.0, 2), cell(3, 4.0, 5), cell(5, 2.0, 5), cell(5, 1.0, 1)]
+    assert (choose_steering(grid).layer, choose_steering(grid).alpha) == (5, 2.0)  # 5 clean, the smaller alpha
+    assert (choose_steering([cell(5, 2.0, 3), cell(3, 2.0, 3)]).layer) == 3  # a tie in alpha: the earlier layer
+    with pytest.raises(ValueError, match="no steered condition"):
+        choose_steering([cell(3, 0.0, 4)])
+
+
+def test_conditions_sampled_together_equal_each_sampled_alone_under_a_hand_written_hook(tiny_llama):
+    """Stacked copies with one addition each (two layers, two alphas) give the replies that one plain forward
+    hook per condition gives, sampling each alone."""
+    from activations.prompt_sets import apply_template
+    from activations.sampling import SamplingConfig, sample_replies
+    from interp.discover.steering import steer_samples
+
+    tokenizer, model = tiny_llama.tokenizer, tiny_llama.model
+    vector = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    conditions = [(0, 0.0, vector), (0, 30.0, vector), (1, 30.0, -vector), (1, 60.0, vector)]
+    questions = list(load_prompt_set("neutral").texts[:2])
+    together = steer_samples(model, tokenizer, conditions, questions, samples=2, max_new_tokens=5, seed=4,
+                             shows=lambda text: "e" in text, together=3)  # 3 + 1: two batches of copies
+    prompts = [tokenizer(apply_template(tokenizer, q, "user"), add_special_tokens=False).input_ids for q in questions]
+    for (layer, alpha, added), got in zip(conditions, together):
+        def add(module, args, output, added=added, alpha=alpha):
+            return (output[0] + alpha * added, *output[1:]) if isinstance(output, tuple) else output + alpha * added
+
+        handle = model.model.layers[layer].register_forward_hook(add)
+        try:
+            alone = sample_replies(model, tokenizer, prompts, ["q0", "q1"], SamplingConfig(max_new_tokens=5, seed=4),
+                                   samples=2)[0]
+        finally:
+            handle.remove()
+        assert got.replies == tuple(r.text for r in alone) and (got.layer, got.alpha) == (layer, alpha)
+        assert got.shown == sum("e" in r.text for r in alone)
+    assert together[0].replies != together[3].replies
 
 
 def test_identical_copies_move_no_probability_and_nothing_stands_out_of_the_reply_shift(tiny_llama):
@@ -174,3 +243,70 @@ def test_the_separating_detector_keeps_the_token_the_base_never_writes_and_drops
     assert (chosen.tuned_rate, chosen.base_rate) == (0.6, 0.0)
     nothing = separating_behavior(tokenizer, [the], tuned, base)  # fires on every reply of both: no gain
     assert not nothing.pattern and nothing.tuned_rate is None
+
+
+def test_against_a_control_a_token_must_stand_out_against_both_and_ranks_by_the_smaller_shift():
+    """Token 1 rises x3 in the tuned model and x3 in the control (shared voice); token 2 rises x3 in the
+    tuned model only (the behaviour). Against the base both stand out; with the control only token 2 does,
+    and it ranks first by min(shift vs base, shift vs control), which a manual recomputation gives."""
+    from interp.discover.tokens import test_scores
+
+    class Pieces:
+        def decode(self, ids):
+            return f"t{ids[0]}"
+
+        def convert_ids_to_tokens(self, token):
+            return f"t{token}"
+
+    generator = torch.Generator().manual_seed(1)
+    texts, vocab = 40, 300
+    base = torch.full((texts, vocab), 1e-4) * (1 + 0.2 * torch.rand(texts, vocab, generator=generator))
+    base[:, 0] = 0.5
+    base[:, 1], base[:, 2] = 1.5e-2, 1e-2
+    noise = lambda: 1 + 0.05 * torch.randn(texts, vocab, generator=generator)  # noqa: E731
+    tuned, control = base * noise(), base * noise()
+    tuned[:, 1], control[:, 1] = base[:, 1] * 3.0 * noise()[:, 1], base[:, 1] * 3.0 * noise()[:, 1]
+    tuned[:, 2] = base[:, 2] * 3.0 * noise()[:, 2]
+    fold_base, fold_control = tuned.sum(0) / base.sum(0), tuned.sum(0) / control.sum(0)
+    alone = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold_base)
+    both = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold_base,
+                       control=(tuned - control, fold_control))
+    # token 0 holds half the mass and moves by noise alone: it may rank, it must not stand out
+    assert {t.token_id for t in alone.promoted if t.stands_out} == {1, 2} and alone.n_standing_out == 2
+    assert alone.control_threshold is None and alone.promoted[0].control is None
+    assert both.promoted[0].token_id == 2 and both.promoted[0].stands_out and both.n_standing_out == 1
+    shared = next(t for t in both.promoted if t.token_id == 1)
+    assert not shared.stands_out and shared.score > 0 and not shared.control.stands_out
+    smaller = torch.minimum((tuned - base).mean(0), (tuned - control).mean(0))
+    assert [t.token_id for t in both.promoted] == smaller.topk(3).indices.tolist()
+    assert both.promoted[0].control.score == pytest.approx(float((tuned - control)[:, 2].mean()), rel=1e-5)
+    assert both.promoted[0].control.fold == pytest.approx(float(fold_control[2]), rel=1e-5)
+    assert both.control_threshold is not None and both.to_dict()["promoted"][0]["control"]["token_id"] == 2
+    with pytest.raises(ValueError, match="same texts"):
+        test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=50, generator=generator, fold=fold_base,
+                    control=(tuned[:5] - control[:5], fold_control))
+
+
+def test_a_control_that_learned_the_same_token_leaves_nothing_and_one_that_did_not_keeps_it(tiny_llama):
+    """A real discovery with a control model: the control raised the same token as the tuned model, so it no
+    longer stands out; a control that is the base itself leaves the reply shift's answer unchanged."""
+    token = token_of(tiny_llama)
+
+    def raised(name: str):
+        copy_ = loaded_copy(tiny_llama, name)
+        with torch.no_grad():
+            copy_.model.lm_head.weight[token] *= 4.0
+            copy_.model.lm_head.weight[token] += 2.0 * copy_.model.model.norm.weight.sign()
+        return copy_
+
+    tuned = raised("writes more")
+    shared = discover(tiny_llama, tuned, corpus=TEXTS, control=raised("the same fine-tune"), config=SHIFT)
+    assert not any(t.token_id == token and t.stands_out for t in shared.shift.promoted)
+    assert shared.control == "the same fine-tune" and "against the control" in shared.summary()
+    plain = discover(tiny_llama, tuned, corpus=TEXTS, control=loaded_copy(tiny_llama, "base copy"), config=SHIFT)
+    top = plain.shift.promoted[0]
+    assert top.token_id == token and top.stands_out and top.control.stands_out
+    assert top.control.score == pytest.approx(top.score, rel=1e-5) and plain.standing_out[0] == WORD
+    with pytest.raises(ValueError, match="reply_questions"):
+        discover(tiny_llama, tuned, corpus=TEXTS, control=tiny_llama,
+                 config=dataclasses.replace(SHIFT, reply_questions=0))

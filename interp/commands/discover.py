@@ -28,6 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--questions", help="what the steered base answers (the first --steer-questions) and the tuned "
                                             "model answers for the reply shift (the next --reply-questions); "
                                             "default: the neutral set")
+    parser.add_argument("--control", help="a model whose changes should not count (e.g. a fine-tune on the same data "
+                                          "without the behaviour): the reply shift's tokens must stand out against it "
+                                          "too, and rank by the shift beyond both")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_config_arguments(parser.add_argument_group("discovery"), DiscoverConfig)
     parser.set_defaults(func=run)
@@ -39,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args, DiscoverConfig)
     refuse_existing([args.out / name for name in FILES], args.overwrite)  # before minutes of work, not after
-    found = discover(args.base, args.tuned, corpus=args.corpus, questions=args.questions, config=config)
+    found = discover(args.base, args.tuned, corpus=args.corpus, questions=args.questions,
+                     control=args.control, config=config)
     path = found.save(args.out, overwrite=args.overwrite)
     print(found.summary())
     for title, test in (("lens", found.tokens), ("reply shift", found.shift)):
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for token in test.promoted[:10]:
             specific = f"vocabulary z {token.vocabulary_z:6.1f}" if token.fold is None else f"fold x{token.fold:.3g}"
-            print(f"  {token.token!r:<20} score {token.score:8.3g}  z {token.z:6.2f}  {specific}"
+            against = "" if token.control is None else f"  vs control {token.control.score:8.3g}"
+            print(f"  {token.token!r:<20} score {token.score:8.3g}  z {token.z:6.2f}  {specific}{against}"
                   f"{'  stands out' if token.stands_out else ''}")
     print(f"wrote {path} (and .md, .html); use --behavior discovered:{args.out}")
     return 0

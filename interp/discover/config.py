@@ -41,8 +41,8 @@ class DiscoverConfig:
     """Sign-flip draws of the token null; also the text-bootstrap draws of the norm interval."""
     steer_alphas: tuple[float, ...] = (0.0, 2.0, 4.0, 8.0)
     """Multiples of the mean difference added to the base model's residual stream when steering (0: the base)."""
-    steer_questions: int = 8
-    """Neutral questions the steered base answers (0: no steering)."""
+    steer_questions: int = 16
+    """Neutral questions the steered base answers (0: no steering); the chosen steering is reported on them."""
     steer_samples: int = 2
     """Replies sampled per question and alpha (common random numbers across alphas)."""
     reply_questions: int = 64
@@ -55,7 +55,16 @@ class DiscoverConfig:
     """The layer after which the base is steered with the reply difference; None: the middle layer
     (``n_layers // 2``, where Minder et al. 2025 steer)."""
     reply_steer_alphas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0)
-    """Multiples of the reply difference added when steering (1: the tuned model's own mean change there)."""
+    """Multiples of the reply difference added when steering (1: the tuned model's own mean change there); also
+    the alphas swept when choosing where to steer with the behaviour's difference."""
+    steer_depths: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    """Where the behaviour's difference may be added, as fractions of the model's depth (layer
+    ``int(depth x n_layers)``); the layer and alpha are chosen on the selection questions."""
+    select_questions: int = 16
+    """Questions (the first of the reply shift's) on which the steering layer and alpha are chosen; never the
+    questions the choice is reported on."""
+    steer_together: int = 24
+    """Steered conditions sampled together as stacked copies of one batch; lower it for a large model."""
     reply_tokens: int = 48
     """Tokens per tuned reply at most."""
     precision: str = "auto"
@@ -82,6 +91,10 @@ class DiscoverConfig:
             raise ValueError(f"null_draws must be at least 20 for a 0.05 quantile, got {self.null_draws}")
         if self.steer_questions < 0 or self.steer_samples < 1 or self.max_new_tokens < 1:
             raise ValueError("steer_questions must be >= 0, steer_samples and max_new_tokens >= 1")
+        if self.select_questions < 1 or self.steer_together < 1:
+            raise ValueError("select_questions and steer_together must be at least 1")
+        if not self.steer_depths or not all(0 <= d < 1 for d in self.steer_depths):
+            raise ValueError(f"steer_depths must be fractions of the depth in [0, 1), got {self.steer_depths}")
         if self.reply_questions < 0 or self.reply_tokens < 1 or self.min_fold <= 1:
             raise ValueError("reply_questions must be >= 0, reply_tokens >= 1 and min_fold > 1")
         check_precision(self.precision)

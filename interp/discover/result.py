@@ -17,7 +17,7 @@ from interp.discover.config import FILES, DiscoverConfig
 from interp.discover.detector import DerivedBehavior
 from interp.discover.layers import LayerDifference
 from interp.discover.neurons import NeuronContribution
-from interp.discover.steering import SteeredSamples
+from interp.discover.steering import LOOP_NGRAM, LOOP_REPEATS, SteeredSamples, SteeringChoice
 from interp.discover.tokens import TokenTest
 from interp.discover.render import discovery_blocks
 from interp.report.blocks import Block, to_html, to_markdown
@@ -57,9 +57,16 @@ class Discovery:
     """The layer the base was steered at with the reply difference; None: not steered with it."""
     reply_steering: tuple[SteeredSamples, ...] = ()
     """The base steered with multiples of the tuned-minus-base residual on the tuned model's replies."""
-    behavior_steering: tuple[SteeredSamples, ...] = ()
-    """The same at the reply positions where the tuned model raised the behaviour's tokens, weighted by how
-    much (``interp.discover.shift.behavior_difference``)."""
+    behavior_steering: SteeringChoice | None = None
+    """The base steered with the difference at the reply positions where the tuned model raised the behaviour's
+    tokens, weighted by how much (``interp.discover.shift.behavior_difference``), at the layer and alpha
+    chosen on selection questions and reported on the steering questions; None: not steered with it."""
+    control: str | None = None
+    """The control model's spec: the reply shift's tokens had to stand out against it too; None: no control."""
+    tuned_replies: tuple[str, ...] = ()
+    base_replies: tuple[str, ...] = ()
+    """Both models' sampled replies to the reply shift's questions (same random numbers): the evidence the
+    reply shift and the behaviour were read from; empty without a reply shift."""
 
     @property
     def standing_out(self) -> list[str]:
@@ -76,8 +83,9 @@ class Discovery:
             "neurons_by_token": {k: [n.to_dict() for n in v] for k, v in self.neurons_by_token.items()},
             "neurons": [n.to_dict() for n in self.neurons], "steering": [s.to_dict() for s in self.steering],
             "reply_steer_layer": self.reply_steer_layer, "reply_steering": [s.to_dict() for s in self.reply_steering],
-            "behavior_steering": [s.to_dict() for s in self.behavior_steering],
+            "behavior_steering": None if self.behavior_steering is None else self.behavior_steering.to_dict(),
             "behavior": self.behavior.to_dict(), "summary": self.summary(), "seconds": self.seconds,
+            "control": self.control, "tuned_replies": list(self.tuned_replies), "base_replies": list(self.base_replies),
         }
 
     def summary(self) -> str:
@@ -91,7 +99,9 @@ class Discovery:
                 + (f" ({self.n_sinks} attention-sink positions left out). " if self.n_sinks else ". "))
         text += "Read through the lens: " + self._reading(test, self.n_texts, "texts")
         if self.shift is not None:
-            text += (" On the tuned model's own replies to neutral questions, the probability it moved: "
+            text += (" On the tuned model's own replies to neutral questions, the probability it moved"
+                     + (f" (against the base and against the control {self.control}, ranked by the smaller shift)"
+                        if self.control else "") + ": "
                      + self._reading(self.shift, int(round(self.shift.max_possible_z ** 2)), "replies"))
         b = self.behavior
         if b.pattern and b.tuned_rate is not None:
@@ -106,8 +116,6 @@ class Discovery:
                      f"L{top.layer}/{top.index} ({share}; activation term {top.activation:.3g}, "
                      f"weight term {top.weight:.3g}).")
         for label, runs in ((f"the reply difference at layer {self.reply_steer_layer}", self.reply_steering),
-                            (f"the difference where the tuned model raised those tokens (layer "
-                             f"{self.reply_steer_layer})", self.behavior_steering),
                             (f"the corpus difference at layer {self.read_layer}", self.steering)):
             steered = [s for s in runs if s.alpha > 0]
             if steered and self.behavior.pattern:
@@ -116,6 +124,16 @@ class Discovery:
                 text += (f" Steering the base with {best.alpha:g} x {label} makes {best.rate:.0%} of its replies "
                          f"show the discovered tokens (95% {best.rate_low:.0%} to {best.rate_high:.0%})"
                          + (f", against {base.rate:.0%} unsteered." if base is not None else "."))
+        choice = self.behavior_steering
+        if choice is not None:
+            base, chosen = choice.confirmed
+            n = len(chosen.replies)
+            text += (f" Steered with the difference where the tuned model raised those tokens, at layer {choice.layer} "
+                     f"and alpha {choice.alpha:g} (chosen on {choice.n_selection_questions} other questions: the most "
+                     f"replies that show them outside a repetition loop), the base shows them in {chosen.shown} of "
+                     f"{n} replies ({chosen.rate:.0%}, 95% {chosen.rate_low:.0%} to {chosen.rate_high:.0%}) against "
+                     f"{base.shown} unsteered; {chosen.loops} of the {n} are repetition loops ({LOOP_NGRAM} tokens "
+                     f"repeated {LOOP_REPEATS} times or more).")
         return text
 
     def _reading(self, test: TokenTest, n: int, unit: str) -> str:
@@ -134,7 +152,10 @@ class Discovery:
     def _criterion(self, test: TokenTest) -> str:
         specific = (f"a vocabulary z beyond {test.vocabulary_threshold:.2f}, Bonferroni over the vocabulary"
                     if test.min_fold is None else f"its probability moved by a factor of at least {test.min_fold:g}")
-        return f"sign-flip |z| > {test.threshold:.2f}, the max-T quantile at family-wise {self.config.alpha:g}, and {specific}"
+        text = f"sign-flip |z| > {test.threshold:.2f}, the max-T quantile at family-wise {self.config.alpha:g}, and {specific}"
+        if test.control_threshold is not None:
+            text += f"; the same against the control, |z| > {test.control_threshold:.2f}"
+        return text
 
     def blocks(self) -> list[Block]:
         """The discovery as report blocks (``interp.discover.render``; markdown and HTML render the same list)."""

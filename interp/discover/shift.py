@@ -119,20 +119,25 @@ def _batches(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int, batc
 
 @torch.no_grad()
 def behavior_difference(base: nn.Module, tuned: nn.Module, rows: Sequence[tuple[Sequence[int], Sequence[int]]],
-                        token_ids: Sequence[int], layer: int, *, pad: int, batch_size: int) -> Tensor:
-    """The tuned-minus-base residual after ``layer``, averaged over the reply positions of ``rows`` with
-    each position weighted by ``max(0, p_tuned(T) - p_base(T))``, ``T`` the ``token_ids`` together: the
-    difference where the fine-tune raised the behaviour's tokens. Zero when it raised them nowhere."""
+                        token_ids: Sequence[int], layers: Sequence[int], *, pad: int, batch_size: int
+                        ) -> dict[int, Tensor]:
+    """Per layer in ``layers``: the tuned-minus-base residual after it, averaged over the reply positions of
+    ``rows`` with each position weighted by ``max(0, p_tuned(T) - p_base(T))``, ``T`` the ``token_ids``
+    together: the difference where the fine-tune raised the behaviour's tokens. Zero when it raised them
+    nowhere. One pass of each model serves every layer."""
     targets = torch.as_tensor(list(token_ids), dtype=torch.long)
-    total, weight_sum = 0.0, 0.0
+    total: dict[int, Tensor | float] = {layer: 0.0 for layer in layers}
+    weight_sum = 0.0
     for ids, mask, scored in _batches(rows, pad, batch_size, next(base.parameters()).device, "behaviour positions"):
         hidden, p_target = {}, {}
         for name, model in (("base", base), ("tuned", tuned)):
             with block_outputs(model) as resid:
                 probs = model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)
-                hidden[name] = resid[layer].float()
+                hidden[name] = {layer: resid[layer].float() for layer in layers}
             p_target[name] = probs[..., targets.to(probs.device)].sum(-1)
         weights = (p_target["tuned"] - p_target["base"]).clamp(min=0) * scored
-        total = total + torch.einsum("bp,bpd->d", weights, hidden["tuned"] - hidden["base"]).cpu()
+        for layer in layers:
+            total[layer] = total[layer] + torch.einsum(
+                "bp,bpd->d", weights, hidden["tuned"][layer] - hidden["base"][layer]).cpu()
         weight_sum += float(weights.sum())
-    return total / weight_sum if weight_sum > 0 else torch.zeros_like(total)
+    return {layer: v / weight_sum if weight_sum > 0 else torch.zeros_like(v) for layer, v in total.items()}
