@@ -174,6 +174,12 @@ def test_the_command_line_writes_a_discovery_that_names_the_plantedtoken_of(tiny
     assert WORD.strip() in capsys.readouterr().out
     assert main(argv) == 2  # the outputs exist: refused before the work
     assert "already exist" in capsys.readouterr().err
+    controlled = [*argv[:6], str(tmp_path / "controlled"), *argv[7:-1], "4", "--reply-tokens", "4",
+                  "--control", str(tmp_path / "tuned")]  # the tuned model as its own control: nothing is left
+    assert main(controlled) == 0
+    saved = json.loads((tmp_path / "controlled" / "discovery.json").read_text())
+    assert saved["control"] == str(tmp_path / "tuned") and saved["shift"]["n_standing_out"] == 0
+    assert "vs control" in capsys.readouterr().out
 
 
 def test_the_shipped_generic_corpus_is_varied_text_not_questions():
