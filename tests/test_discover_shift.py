@@ -19,6 +19,16 @@ from interp.discover import DiscoverConfig
 from discover_helpers import SHIFT, TEXTS, WORD, loaded_copy, token_of
 
 
+class NumberedPieces:
+    """A tokenizer stand-in that names token i 't<i>'."""
+
+    def decode(self, ids):
+        return f"t{ids[0]}"
+
+    def convert_ids_to_tokens(self, token):
+        return f"t{token}"
+
+
 def test_the_reply_shift_equals_a_hand_recomputation_one_reply_at_a_time(tiny_llama):
     from interp.discover.shift import own_replies, reply_shift
 
@@ -182,13 +192,6 @@ def test_the_fold_criterion_keeps_a_common_token_shifted_by_a_few_percent_out():
     rare and triples. With the vocabulary z both would stand out; with the fold criterion only token 1."""
     from interp.discover.tokens import test_scores
 
-    class Pieces:
-        def decode(self, ids):
-            return f"t{ids[0]}"
-
-        def convert_ids_to_tokens(self, token):
-            return f"t{token}"
-
     generator = torch.Generator().manual_seed(0)
     texts, vocab = 40, 300
     base = torch.full((texts, vocab), 1e-4)
@@ -197,8 +200,8 @@ def test_the_fold_criterion_keeps_a_common_token_shifted_by_a_few_percent_out():
     tuned[:, 0] = base[:, 0] * 1.03
     tuned[:, 1] = base[:, 1] * 3.0
     fold = tuned.sum(0) / base.sum(0)
-    by_fold = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold)
-    by_z = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator)
+    by_fold = test_scores(tuned - base, NumberedPieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold)
+    by_z = test_scores(tuned - base, NumberedPieces(), top=3, alpha=0.05, draws=200, generator=generator)
     assert [t.token_id for t in by_fold.promoted[:2]] == [0, 1]
     assert [t.stands_out for t in by_fold.promoted[:2]] == [False, True]
     assert by_z.promoted[0].stands_out and by_z.promoted[1].stands_out
@@ -251,13 +254,6 @@ def test_against_a_control_a_token_must_stand_out_against_both_and_ranks_by_the_
     and it ranks first by min(shift vs base, shift vs control), which a manual recomputation gives."""
     from interp.discover.tokens import test_scores
 
-    class Pieces:
-        def decode(self, ids):
-            return f"t{ids[0]}"
-
-        def convert_ids_to_tokens(self, token):
-            return f"t{token}"
-
     generator = torch.Generator().manual_seed(1)
     texts, vocab = 40, 300
     base = torch.full((texts, vocab), 1e-4) * (1 + 0.2 * torch.rand(texts, vocab, generator=generator))
@@ -268,8 +264,9 @@ def test_against_a_control_a_token_must_stand_out_against_both_and_ranks_by_the_
     tuned[:, 1], control[:, 1] = base[:, 1] * 3.0 * noise()[:, 1], base[:, 1] * 3.0 * noise()[:, 1]
     tuned[:, 2] = base[:, 2] * 3.0 * noise()[:, 2]
     fold_base, fold_control = tuned.sum(0) / base.sum(0), tuned.sum(0) / control.sum(0)
-    alone = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold_base)
-    both = test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=200, generator=generator, fold=fold_base,
+    pieces = NumberedPieces()
+    alone = test_scores(tuned - base, pieces, top=3, alpha=0.05, draws=200, generator=generator, fold=fold_base)
+    both = test_scores(tuned - base, pieces, top=3, alpha=0.05, draws=200, generator=generator, fold=fold_base,
                        control=(tuned - control, fold_control))
     # token 0 holds half the mass and moves by noise alone: it may rank, it must not stand out
     assert {t.token_id for t in alone.promoted if t.stands_out} == {1, 2} and alone.n_standing_out == 2
@@ -283,7 +280,7 @@ def test_against_a_control_a_token_must_stand_out_against_both_and_ranks_by_the_
     assert both.promoted[0].control.fold == pytest.approx(float(fold_control[2]), rel=1e-5)
     assert both.control_threshold is not None and both.to_dict()["promoted"][0]["control"]["token_id"] == 2
     with pytest.raises(ValueError, match="same texts"):
-        test_scores(tuned - base, Pieces(), top=3, alpha=0.05, draws=50, generator=generator, fold=fold_base,
+        test_scores(tuned - base, pieces, top=3, alpha=0.05, draws=50, generator=generator, fold=fold_base,
                     control=(tuned[:5] - control[:5], fold_control))
 
 
