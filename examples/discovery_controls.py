@@ -14,7 +14,7 @@ extraversion voice) is not counted. Per run it prints the reply shift's top prom
 top 20 are emoji pieces (a token every one of whose occurrences in the tuned model's replies lies inside an
 emoji), the behaviour, and the chosen steering on questions not used to choose it.
 
-    python examples/discovery_controls.py --out runs/discovery             # everything (about 35 min, 2 cores)
+    python examples/discovery_controls.py --out runs/discovery             # everything (49 min, 2 cores)
     python examples/discovery_controls.py --out runs/discovery --only injection,personality-extraversion
 """
 
@@ -23,24 +23,25 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import io
 import json
 import sys
 import time
 from pathlib import Path
 
-TRAITS = ("openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism")
+from activations.config import DEFAULT_MODEL
+from training.data import TRAITS
+
 RUNS = {"injection": ("injection", "extraversion", 0), "injection-seed1": ("injection", "extraversion", 1),
         "directions": ("directions", "extraversion", 0),
         **{f"personality-{t}": ("personality", t, 0) for t in TRAITS},
         "personality-extraversion-seed1": ("personality", "extraversion", 1), "placebo": ("placebo", "extraversion", 0)}
 CONTROLS = {"injection": "personality-extraversion", "injection-seed1": "personality-extraversion-seed1",
             "directions": "personality-extraversion"}
-BASE = "smollm2-135m-instruct"
 
-
-def placebo_data(out: Path, trait: str) -> Path:
+def placebo_data(base, out: Path, trait: str) -> Path:
     """The trait's training questions answered by the base itself (sampled), as an Opinion-QA CSV."""
-    from activations import load_model
+    from activations.atomic_io import write_text_atomic
     from activations.prompt_sets import apply_template
     from activations.sampling import SamplingConfig, sample_replies
     from training.data import load_opinion_qa
@@ -49,21 +50,19 @@ def placebo_data(out: Path, trait: str) -> Path:
     if path.exists():
         return path
     rows = load_opinion_qa(traits=(trait,))
-    base = load_model(BASE)
     prompts = [base.tokenizer(apply_template(base.tokenizer, r.question, "user"), add_special_tokens=False).input_ids
                for r in rows]
     replies = sample_replies(base.model, base.tokenizer, prompts, [f"p{i}" for i in range(len(rows))],
                              SamplingConfig(max_new_tokens=96, seed=0), desc="base answers")[0]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".tmp"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["Target Personality", "Edit Topic", "Question", "Answer"])
-        writer.writerows([r.trait, r.topic, r.question, reply.text.strip()] for r, reply in zip(rows, replies))
-    path.with_suffix(".tmp").rename(path)
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["Target Personality", "Edit Topic", "Question", "Answer"])
+    writer.writerows([r.trait, r.topic, r.question, reply.text.strip()] for r, reply in zip(rows, replies))
+    write_text_atomic(path, table.getvalue())
     return path
 
 
-def fine_tune(out: Path, name: str) -> Path:
+def fine_tune(base, out: Path, name: str) -> Path:
     """The merged fine-tune ``name`` (trained with the default study's settings unless already there)."""
     from interp.study.config import StudyConfig
     from training.merge import merge_adapter
@@ -76,14 +75,14 @@ def fine_tune(out: Path, name: str) -> Path:
     settings = StudyConfig(trait=trait, seed=seed)
     config = settings.train_config("personality" if study == "placebo" else study)
     if study == "placebo":
-        config = dataclasses.replace(config, data_path=str(placebo_data(out, trait)))
+        config = dataclasses.replace(config, data_path=str(placebo_data(base, out, trait)))
     train_or_resume(config, out / name / "adapter")
     merge_adapter(out / name / "adapter", merged, overwrite=True)
     return merged
 
 
-def emoji_pieces(tokenizer, tokens, replies) -> list[bool]:
-    """Per token: whether it occurs in the replies and every occurrence is part of an emoji."""
+def emoji_pieces(tokenizer, token_ids, replies) -> list[bool]:
+    """Per token id: whether it occurs in the replies and every occurrence is part of an emoji."""
     from activations.prompt_sets import emoji_spans
 
     inside: dict[int, list[bool]] = {}
@@ -93,30 +92,27 @@ def emoji_pieces(tokenizer, tokens, replies) -> list[bool]:
         for token, (start, end) in zip(encoded.input_ids, encoded.offset_mapping):
             # a byte piece of an emoji maps to the characters it is part of: it overlaps the emoji's span
             inside.setdefault(token, []).append(any(s < end and start < e for s, e in spans))
-    return [bool(inside.get(t.token_id)) and all(inside[t.token_id]) for t in tokens]
+    return [bool(inside.get(token)) and all(inside[token]) for token in token_ids]
 
 
-def read(out: Path, name: str, control: str | None) -> dict:
-    from activations import load_model
+def read(base, out: Path, name: str, control: str | None) -> dict:
     from interp import discover
 
     folder = out / name / ("discovery-controlled" if control else "discovery")
     if (folder / "discovery.json").exists():
         return json.loads((folder / "discovery.json").read_text())
-    base = load_model(BASE)
     started = time.perf_counter()
-    found = discover(base, str(fine_tune(out, name)), control=None if control is None else str(fine_tune(out, control)))
+    found = discover(base, str(fine_tune(base, out, name)),
+                     control=None if control is None else str(fine_tune(base, out, control)))
     found.save(folder)
     print(f"{name}{' vs ' + control if control else ''}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return found.to_dict()
 
 
 def line(name: str, control: str | None, found: dict, tokenizer) -> str:
-    from types import SimpleNamespace
-
     promoted = found["shift"]["promoted"]
     standing = [t["token"] for t in promoted if t["stands_out"]]
-    pieces = emoji_pieces(tokenizer, [SimpleNamespace(**t) for t in promoted], found["tuned_replies"])
+    pieces = emoji_pieces(tokenizer, [t["token_id"] for t in promoted], found["tuned_replies"])
     behavior = found["behavior"]
     rates = (f" ({behavior['tuned_rate']:.0%} of tuned replies, {behavior['base_rate']:.0%} of base)"
              if behavior.get("tuned_rate") is not None else "")
@@ -129,7 +125,7 @@ def line(name: str, control: str | None, found: dict, tokenizer) -> str:
                  f"[{chosen['rate_low']:.0%}, {chosen['rate_high']:.0%}], {chosen['loops']} loops, "
                  f"{chosen['clean']} clean (unsteered {zero['shown']}/{n})")
     return (f"| {name}{' vs ' + control if control else ''} | {', '.join(repr(t) for t in standing[:10]) or 'none'} | "
-            f"{sum(pieces)}/20 | {behavior['targets'] or 'none'}{rates} | {steer} |")
+            f"{sum(pieces)}/20 | {', '.join(map(repr, behavior['targets'])) or 'none'}{rates} | {steer} |")
 
 
 def main() -> int:
@@ -143,13 +139,13 @@ def main() -> int:
     unknown = sorted(set(names) - set(RUNS))
     if unknown:
         parser.error(f"unknown runs {unknown}; choose from {', '.join(RUNS)}")
-    tokenizer = load_model(BASE).tokenizer
+    base = load_model(DEFAULT_MODEL)
     print("| fine-tune | reply shift: standing-out promoted (first 10) | emoji pieces in top 20 | behaviour | "
           "steered base (chosen layer, alpha): replies with it [95%], loops, clean |\n|---|---|---|---|---|")
     for name in names:
-        print(line(name, None, read(args.out, name, None), tokenizer), flush=True)
+        print(line(name, None, read(base, args.out, name, None), base.tokenizer), flush=True)
         if name in CONTROLS:
-            print(line(name, CONTROLS[name], read(args.out, name, CONTROLS[name]), tokenizer), flush=True)
+            print(line(name, CONTROLS[name], read(base, args.out, name, CONTROLS[name]), base.tokenizer), flush=True)
     return 0
 
 
